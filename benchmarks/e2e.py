@@ -1,0 +1,192 @@
+"""End-to-end intake benchmark: documents/second from HTTP submit to indexed, beside the raw S3 PUT
+rate of the same objects, measured in the same run on the same SeaweedFS.
+
+The hub runs as separate processes (`meshub run --role api` plus N `--role worker`), as deployed;
+this process only generates load.  Latency per document = indexed time - received time, read from
+the index.  Usage: python -m benchmarks.e2e [--docs 2000] [--concurrency 16] [--stack both]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from lxml import etree
+
+from benchmarks.s3_raw import raw_put_rate
+from hub.auth import token_sha256
+from storage.index import make_engine
+from storage.objects import MinioBlobStore
+from storage.seaweed import SeaweedServer
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT.parent / "shared" / "fixtures" / "cda" / "BIO-CR-BIO_2024.01_TSH_1.xml"
+INS, OID = "279035121518989", "1.2.250.1.213.1.4.10"
+TOKEN, ADMIN = "bench-producer-token", "bench-admin-token"
+
+
+def documents(count: int) -> list[bytes]:
+    root = etree.fromstring(FIXTURE.read_bytes())
+    ident = root.find("{urn:hl7-org:v3}id")
+    out = []
+    for i in range(count):
+        ident.set("extension", f"bench-{uuid.uuid4().hex[:8]}-{i}")
+        out.append(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+    return out
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(path: Path, *, s3: SeaweedServer, bucket: str, bus_url: str, index_url: str, port: int,
+                 workers: int) -> None:
+    bus = f'url = "{bus_url}"\nprefix = "bench{uuid.uuid4().hex[:6]}"\n' if bus_url else ""
+    index = f'url = "{index_url}"\n' if index_url else ""
+    path.write_text(f"""[http]\nport = {port}\n[bus]\n{bus}[index]\n{index}[workers]\ncount = {workers}
+[s3]\nendpoint = "{s3.endpoint}"\naccess_key = "{s3.access_key}"\nsecret_key = "{s3.secret_key}"
+bucket = "{bucket}"\nkey_secret = "bench"
+[[credentials]]\nname = "bench"\nrole = "producer"\ntoken_sha256 = "{token_sha256(TOKEN)}"
+[[credentials]]\nname = "ops"\nrole = "admin"\ntoken_sha256 = "{token_sha256(ADMIN)}"
+""")
+
+
+def start(args: list[str], stack: ExitStack, log: Path) -> subprocess.Popen[bytes]:
+    out = stack.enter_context(open(log, "ab"))
+    proc = subprocess.Popen([sys.executable, "-m", "meshub.cli", *args, "--log-level", "WARNING"],
+                            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    stack.callback(lambda: (proc.send_signal(signal.SIGINT), proc.wait(timeout=30)))
+    return proc
+
+
+def wait_http(url: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"hub at {url} did not start")
+
+
+def run_hub_load(url: str, docs: list[bytes], concurrency: int, index_url: str) -> dict[str, Any]:
+    roster = ("ins,oid,birth_name,given_names,birth_date,sex,birth_place,email,phone,postal_address,status\n"
+              f"{INS},{OID},TEST,Jeanne,1979-03-01,F,51215,,,,active\n")
+    httpx.post(f"{url}/v1/patients/import", content=roster, headers={"Authorization": f"Bearer {ADMIN}"},
+               timeout=30).raise_for_status()
+    client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}",
+                                                 "Content-Type": "application/xml"},
+                          timeout=60, limits=httpx.Limits(max_connections=concurrency * 2))
+
+    def submit(body: bytes) -> str:
+        response = client.post("/v1/documents", content=body)
+        response.raise_for_status()
+        return str(response.json()["submission"])
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        ids = list(pool.map(submit, docs))
+    accepted_s = time.perf_counter() - started
+    engine = make_engine(index_url)
+    table = sa.table("submissions", sa.column("submission_id"), sa.column("status"),
+                     sa.column("received_at"), sa.column("updated_at"))
+    while True:
+        with engine.connect() as conn:
+            pending = conn.execute(sa.select(sa.func.count()).select_from(table).where(
+                table.c.status == "pending")).scalar_one()
+        if pending == 0:
+            break
+        time.sleep(0.05)
+    total_s = time.perf_counter() - started
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(table.c.status, table.c.received_at, table.c.updated_at).where(
+            table.c.submission_id.in_(ids))).all()
+    engine.dispose()
+    client.close()
+    latencies = sorted((r.updated_at - r.received_at).total_seconds() * 1000 for r in rows)
+    return {"docs": len(ids), "indexed": sum(r.status == "indexed" for r in rows),
+            "accept_per_s": len(ids) / accepted_s, "indexed_per_s": len(ids) / total_s,
+            "p50_ms": statistics.median(latencies), "p99_ms": latencies[int(len(latencies) * 0.99) - 1]}
+
+
+def bench_stack(name: str, *, s3: SeaweedServer, docs: list[bytes], concurrency: int, workers: int,
+                worker_procs: int, bus_url: str, index_url: str, tmp: Path) -> dict[str, Any]:
+    data = tmp / name
+    data.mkdir()
+    port = free_port()
+    config = data / "meshub.toml"
+    index_url = index_url or f"sqlite:///{data / 'index.sqlite3'}"
+    write_config(config, s3=s3, bucket=f"hub-{name}", bus_url=bus_url, index_url=index_url, port=port,
+                 workers=workers)
+    common = ["--config", str(config), "--data-dir", str(data)]
+    with ExitStack() as stack:
+        start(["run", "--role", "api", *common], stack, data / "hub.log")
+        wait_http(f"http://127.0.0.1:{port}")
+        for _ in range(worker_procs):
+            start(["run", "--role", "worker", *common], stack, data / "hub.log")
+        return run_hub_load(f"http://127.0.0.1:{port}", docs, concurrency, index_url)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--docs", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=4, help="threads per worker process")
+    parser.add_argument("--worker-procs", type=int, default=2)
+    parser.add_argument("--stack", choices=("production", "embedded", "both"), default="both")
+    parser.add_argument("--amqp", default="amqp://guest:guest@127.0.0.1:5672//")
+    parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    args = parser.parse_args()
+    docs = documents(args.docs)
+    results: dict[str, Any] = {"docs": args.docs, "doc_bytes": len(docs[0]), "concurrency": args.concurrency,
+                               "cpus": os.cpu_count()}
+    with tempfile.TemporaryDirectory() as tmp_name, SeaweedServer(
+            Path(tmp_name) / "s3", s3_port=free_port(), access_key="bench", secret_key="benchsecret") as s3:
+        tmp = Path(tmp_name)
+        store = MinioBlobStore.connect(endpoint=s3.endpoint, access_key="bench", secret_key="benchsecret",
+                                       bucket="raw-put", key_secret=b"bench")
+        store.ensure_bucket()
+        results["raw_s3_put"] = raw_put_rate(store, docs, concurrency=args.concurrency)
+        stacks = ("production", "embedded") if args.stack == "both" else (args.stack,)
+        for name in stacks:
+            pg = ""
+            if name == "production":
+                pg = _fresh_pg_database(args.pg)
+            results[name] = bench_stack(
+                name, s3=s3, docs=docs, concurrency=args.concurrency, workers=args.workers,
+                worker_procs=args.worker_procs, bus_url=args.amqp if name == "production" else "",
+                index_url=pg, tmp=tmp)
+            results[name]["vs_raw_put"] = results[name]["indexed_per_s"] / results["raw_s3_put"]["per_s"]
+    print(json.dumps(results, indent=2))
+
+
+def _fresh_pg_database(admin_url: str) -> str:
+    name = f"meshub_bench_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+if __name__ == "__main__":
+    main()

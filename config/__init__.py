@@ -1,0 +1,1 @@
+"""Configuration: typed settings and the decision tables (classification, schema) shipped as data."""

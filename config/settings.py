@@ -1,0 +1,116 @@
+"""Typed settings of a hub process, built once from a mapping (parsed TOML) and CLI overrides.
+
+Owns: every knob a process reads, with its default, and the embedded-default
+layout of a data directory.  Does not: read os.environ or files at import
+time; the composition root (meshub.compose) reads the config file and passes
+the mapping in.  A missing or wrong key fails at start with the key's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hub.errors import ConfigError
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """One API credential: who, with which role, and the SHA-256 of the bearer token."""
+
+    name: str
+    role: str  # "producer" or "admin"
+    token_sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    """S3 object store; `endpoint=None` means: start SeaweedFS as a child process (embedded)."""
+
+    endpoint: str | None = None
+    access_key: str = ""
+    secret_key: str = ""
+    bucket: str = "meshub"
+    secure: bool = False
+    fsync: bool = True
+    embedded_port: int = 8333
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything one hub process needs, for any role (api, worker, filedrop, or all)."""
+
+    data_dir: Path
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    max_body_bytes: int = 20 * MIB
+    bus_url: str = ""
+    bus_prefix: str = "meshub"
+    index_url: str = ""
+    store: StoreSettings = field(default_factory=StoreSettings)
+    workers: int = 4
+    filedrop_dir: Path | None = None
+    filedrop_producer: str = "filedrop"
+    credentials: tuple[Credential, ...] = ()
+    key_secret: bytes = b""
+
+    @property
+    def embedded_store(self) -> bool:
+        return self.store.endpoint is None
+
+
+def _section(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = data.get(name, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"config section [{name}] must be a table")
+    return value
+
+
+def _typed(section: Mapping[str, Any], key: str, kind: type, default: Any, where: str) -> Any:
+    value = section.get(key, default)
+    if value is not None and not isinstance(value, kind):
+        raise ConfigError(f"config key {where}.{key} must be {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _credentials(rows: Any) -> tuple[Credential, ...]:
+    if not isinstance(rows, list):
+        raise ConfigError("config key [[credentials]] must be an array of tables")
+    out = []
+    for i, row in enumerate(rows):
+        try:
+            cred = Credential(name=str(row["name"]), role=str(row["role"]), token_sha256=str(row["token_sha256"]))
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"config credentials[{i}] needs name, role and token_sha256") from exc
+        if cred.role not in ("producer", "admin"):
+            raise ConfigError(f"config credentials[{i}].role must be 'producer' or 'admin'")
+        out.append(cred)
+    return tuple(out)
+
+
+def settings_from_mapping(data: Mapping[str, Any], *, data_dir: Path) -> Settings:
+    """Build Settings from a parsed config file; every unset value takes the embedded default."""
+    http, bus, index = _section(data, "http"), _section(data, "bus"), _section(data, "index")
+    s3, workers, drop = _section(data, "s3"), _section(data, "workers"), _section(data, "filedrop")
+    store = StoreSettings(
+        endpoint=_typed(s3, "endpoint", str, None, "s3"),
+        access_key=_typed(s3, "access_key", str, "", "s3"), secret_key=_typed(s3, "secret_key", str, "", "s3"),
+        bucket=_typed(s3, "bucket", str, "meshub", "s3"), secure=_typed(s3, "secure", bool, False, "s3"),
+        fsync=_typed(s3, "fsync", bool, True, "s3"), embedded_port=_typed(s3, "embedded_port", int, 8333, "s3"))
+    drop_dir = _typed(drop, "dir", str, None, "filedrop")
+    return Settings(
+        data_dir=data_dir,
+        http_host=_typed(http, "host", str, "127.0.0.1", "http"), http_port=_typed(http, "port", int, 8080, "http"),
+        max_body_bytes=_typed(http, "max_body_bytes", int, 20 * MIB, "http"),
+        bus_url=_typed(bus, "url", str, "", "bus") or f"sqlite:///{data_dir.resolve() / 'bus.sqlite3'}",
+        bus_prefix=_typed(bus, "prefix", str, "meshub", "bus"),
+        index_url=_typed(index, "url", str, "", "index") or f"sqlite:///{data_dir.resolve() / 'index.sqlite3'}",
+        store=store, workers=_typed(workers, "count", int, 4, "workers"),
+        filedrop_dir=Path(drop_dir) if drop_dir else data_dir / "drop",
+        filedrop_producer=_typed(drop, "producer", str, "filedrop", "filedrop"),
+        credentials=_credentials(data.get("credentials", [])),
+        key_secret=str(_typed(s3, "key_secret", str, "", "s3")).encode())

@@ -1,0 +1,234 @@
+"""The HTTP API (FastAPI): submit documents, follow submissions, list and fetch a patient's documents.
+
+Owns: HTTP semantics only: authentication, content type, body size, status codes
+(202 only once intake returned; 503 with Retry-After when a dependency is down),
+and a redacted access log (route templates, never INS values from paths).
+Does not: parse or validate documents (the pipeline does) or pick adapters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from config.settings import Credential
+from hub.auth import Authenticator
+from hub.envelope import BlobRef, Source
+from hub.errors import HubError, NotFound, RosterRejected, TransientError
+from hub.intake import Intake
+from hub.ports import BlobStore, Index
+from hub.records import DocumentQuery, SubmissionRecord
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("meshub.access")
+
+CDA_MEDIA_TYPES = frozenset({"application/xml", "text/xml", "application/hl7-cda+xml", "application/hl7-v3+xml"})
+MAX_WAIT_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class ApiContext:
+    """The ports and limits the API needs; built by the composition root."""
+
+    intake: Intake
+    index: Index
+    store: BlobStore
+    auth: Authenticator
+    max_body_bytes: int
+    import_roster: Callable[[bytes], dict[str, Any]]  # roster CSV bytes -> outcome (raises RosterRejected)
+
+
+def api_error(status: int, code: str, en: str, fr: str, headers: dict[str, str] | None = None) -> HTTPException:
+    return HTTPException(status, detail={"code": code, "message_en": en, "message_fr": fr}, headers=headers)
+
+
+def _unavailable(exc: TransientError) -> HTTPException:
+    return api_error(503, "unavailable", f"The hub cannot make your submission durable right now "
+                     f"({type(exc).__name__}); nothing was accepted. Retry later.",
+                     "Le hub ne peut pas enregistrer durablement votre envoi pour l'instant ; rien n'a été "
+                     "accepté. Réessayez plus tard.", {"Retry-After": "5"})
+
+
+def create_app(ctx: ApiContext) -> FastAPI:
+    app = FastAPI(title="MES Hub", version="0.1.0",
+                  description="Intake of health documents (HL7 CDA R2, CI-SIS) into per-patient records.")
+    app.state.ctx = ctx
+    app.middleware("http")(_access_log)
+    app.exception_handler(HTTPException)(_http_error)
+    _routes(app, ctx)
+    return app
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _access_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    started = time.perf_counter()
+    response = await call_next(request)
+    route = request.scope.get("route")
+    path = getattr(route, "path", "<unmatched>")  # the template, e.g. /v1/patients/{ins}/documents
+    access_log.info("%s %s %d %.1fms", request.method, path, response.status_code,
+                    (time.perf_counter() - started) * 1000)
+    return response
+
+
+def _identify(request: Request) -> Credential:
+    ctx: ApiContext = request.app.state.ctx
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    cred = ctx.auth.identify(token.strip()) if scheme.lower() == "bearer" else None
+    if cred is None:
+        raise api_error(401, "unauthenticated", "Missing or unknown bearer token (Authorization: Bearer ...).",
+                        "Jeton d'accès absent ou inconnu (Authorization: Bearer ...).",
+                        {"WWW-Authenticate": "Bearer"})
+    return cred
+
+
+def _admin(cred: Annotated[Credential, Depends(_identify)]) -> Credential:
+    if cred.role != "admin":
+        raise api_error(403, "forbidden", "This operation needs an admin credential.",
+                        "Cette opération demande un accès administrateur.")
+    return cred
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> HTTPException:
+    return api_error(413, "body-too-large", f"The body exceeds the limit of {limit} bytes.",
+                     f"Le corps de la requête dépasse la limite de {limit} octets.")
+
+
+def _check_media_type(request: Request) -> str:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in CDA_MEDIA_TYPES:
+        raise api_error(415, "unsupported-media-type",
+                        f"Send the CDA document as one of: {', '.join(sorted(CDA_MEDIA_TYPES))}.",
+                        f"Envoyez le document CDA avec l'un des types : {', '.join(sorted(CDA_MEDIA_TYPES))}.")
+    return media_type
+
+
+async def _wait_final(index: Index, submission_id: str, wait_s: float) -> SubmissionRecord | None:
+    deadline = time.monotonic() + min(wait_s, MAX_WAIT_S)
+    delay = 0.02
+    while True:
+        record = await run_in_threadpool(index.submission, submission_id)
+        if record is None or record.final or time.monotonic() >= deadline:
+            return record
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, 0.25)
+
+
+def _routes(app: FastAPI, ctx: ApiContext) -> None:  # noqa: C901 - one short closure per route
+    @app.post("/v1/documents", status_code=202, summary="Submit one CDA document")
+    async def submit(request: Request, response: Response,
+                     cred: Annotated[Credential, Depends(_identify)]) -> dict[str, Any]:
+        media_type = _check_media_type(request)
+        raw = await _read_body(request, ctx.max_body_bytes)
+        if not raw.strip():
+            raise api_error(400, "empty-body", "The body is empty: send the CDA XML document.",
+                            "Le corps est vide : envoyez le document CDA XML.")
+        source = Source(kind="http", producer=cred.name)
+        try:
+            record = await run_in_threadpool(ctx.intake.accept, raw, source, content_type=media_type)
+        except TransientError as exc:
+            raise _unavailable(exc) from exc
+        response.headers["Location"] = f"/v1/submissions/{record.submission_id}"
+        return record.to_dict()
+
+    @app.get("/v1/submissions/{submission_id}", summary="Status of a submission (pending, indexed, ...)")
+    async def submission(submission_id: str, cred: Annotated[Credential, Depends(_identify)],
+                         wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0.0) -> dict[str, Any]:
+        try:
+            record = await _wait_final(ctx.index, submission_id, wait)
+        except TransientError as exc:
+            raise _unavailable(exc) from exc
+        if record is None or (cred.role != "admin" and record.producer != cred.name):
+            raise api_error(404, "unknown-submission", "No such submission for this credential.",
+                            "Soumission inconnue pour cet accès.")
+        return record.to_dict()
+
+    @app.get("/v1/patients/{ins}/documents", summary="List a patient's documents")
+    async def patient_documents(ins: str, _cred: Annotated[Credential, Depends(_admin)],
+                                category: str | None = None, class_code: Annotated[str | None, Query(
+                                    alias="class")] = None, type_code: Annotated[str | None, Query(
+                                    alias="type")] = None, date_from: Annotated[str | None, Query(
+                                    alias="from", pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
+                                date_to: Annotated[str | None, Query(alias="to",
+                                                                     pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
+                                include_deprecated: bool = False) -> dict[str, Any]:
+        query = DocumentQuery(category=category, class_code=class_code, type_code=type_code,
+                              date_from=date_from, date_to=date_to, include_deprecated=include_deprecated)
+        docs = await run_in_threadpool(ctx.index.documents, ins, query)
+        return {"documents": [d.to_dict() for d in docs]}
+
+    @app.get("/v1/documents/{document_id}", summary="Metadata of one document")
+    async def document(document_id: str, _cred: Annotated[Credential, Depends(_admin)]) -> dict[str, Any]:
+        record = await run_in_threadpool(ctx.index.document, document_id)
+        if record is None:
+            raise _no_document()
+        return record.to_dict()
+
+    @app.get("/v1/documents/{document_id}/content", summary="The exact bytes submitted",
+             response_class=Response)
+    async def content(document_id: str, _cred: Annotated[Credential, Depends(_admin)]) -> Response:
+        record = await run_in_threadpool(ctx.index.document, document_id)
+        if record is None:
+            raise _no_document()
+        ref = BlobRef(bucket=record.blob_bucket, key=record.blob_key, sha256=record.sha256, size=record.size)
+        try:
+            data = await run_in_threadpool(ctx.store.get, ref)
+        except TransientError as exc:
+            raise _unavailable(exc) from exc
+        except NotFound as exc:
+            raise _no_document() from exc
+        return Response(data, media_type="text/xml", headers={"X-Content-SHA256": record.sha256})
+
+    @app.post("/v1/patients/import", summary="Import a roster CSV (admin)")
+    async def import_roster(request: Request, _cred: Annotated[Credential, Depends(_admin)]) -> dict[str, Any]:
+        raw = await _read_body(request, ctx.max_body_bytes)
+        try:
+            return await run_in_threadpool(ctx.import_roster, raw)
+        except RosterRejected as exc:
+            raise api_error(422, "roster-rejected", "The roster was rejected; nothing was imported. "
+                            "Fix these lines and send the whole file again: " + "; ".join(exc.problems),
+                            "Le fichier a été refusé ; rien n'a été importé. Corrigez ces lignes et renvoyez "
+                            "le fichier complet.") from exc
+        except TransientError as exc:
+            raise _unavailable(exc) from exc
+
+    @app.get("/healthz", summary="Liveness and dependencies")
+    async def health() -> JSONResponse:
+        checks: dict[str, str] = {}
+        for name, ping in (("index", ctx.index.ping), ("store", ctx.store.ping)):
+            try:
+                await run_in_threadpool(ping)
+                checks[name] = "ok"
+            except HubError as exc:
+                checks[name] = type(exc).__name__
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ok" if ok else "degraded", "checks": checks}, status_code=200 if ok else 503)
+
+
+def _no_document() -> HTTPException:
+    return api_error(404, "unknown-document", "No such document.", "Document inconnu.")

@@ -1,0 +1,40 @@
+"""Who is calling: bearer tokens checked against configured credentials (pure).
+
+Owns: token -> Credential, by SHA-256 and a constant-time compare.  Tokens are
+never stored or logged in clear by the hub (the embedded default keeps its
+development tokens in a 0600 file in the data dir so the CLI can find them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable
+
+from config.settings import Credential
+
+
+def token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class Authenticator:
+    """Maps a presented bearer token to its credential, or None."""
+
+    def __init__(self, credentials: Iterable[Credential]) -> None:
+        self._credentials = tuple(credentials)
+
+    def identify(self, token: str | None) -> Credential | None:
+        if not token:
+            return None
+        digest = token_sha256(token)
+        found = None
+        for cred in self._credentials:  # no early exit: same work whichever token matches
+            if hmac.compare_digest(cred.token_sha256, digest):
+                found = cred
+        return found

@@ -1,0 +1,80 @@
+"""Ports: the Protocols the kernel and the pipelines need, implemented by adapters elsewhere.
+
+Owns: the shape of every dependency on the outside world.  Adapters live in
+storage/ (object store, index) and hub/bus/ (publisher); the composition root
+(meshub.compose) is the only place that picks them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from hub.envelope import BlobRef, Envelope
+from hub.records import DocumentQuery, DocumentRecord, PatientRecord, SubmissionRecord
+
+
+class BlobStore(Protocol):
+    """Content-addressed object storage.  Raises StoreUnavailable when the store is down."""
+
+    def put(self, data: bytes, *, kind: str, content_type: str) -> BlobRef:
+        """Store `data` durably and return where it is; idempotent for identical bytes."""
+        ...
+
+    def get(self, ref: BlobRef) -> bytes:
+        """Return the stored bytes after checking their SHA-256 (IntegrityError on mismatch)."""
+        ...
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the store answers now."""
+        ...
+
+
+class Publisher(Protocol):
+    """Puts envelopes on the intake queue.  Returns only once the broker confirmed the message."""
+
+    def publish(self, envelope: Envelope, *, delay_s: float = 0.0) -> None:
+        """Publish durably (persistent, confirmed); raise BusUnavailable otherwise."""
+        ...
+
+
+class Handler(Protocol):
+    """What the worker calls for each envelope.
+
+    Return normally: done (the message is acked).  Raise TransientError: retry
+    later with backoff.  Raise PermanentError: dead-letter.
+    """
+
+    def __call__(self, envelope: Envelope) -> None: ...
+
+
+class Index(Protocol):
+    """Per-patient index, submission log and patient registry (SQLite or PostgreSQL, same code)."""
+
+    def create_submission(self, record: SubmissionRecord) -> None:
+        """Record a new pending submission (before its envelope is published)."""
+        ...
+
+    def forget_submission(self, submission_id: str) -> None:
+        """Drop a pending submission whose envelope could not be published (the client got a 503)."""
+        ...
+
+    def submission(self, submission_id: str) -> SubmissionRecord | None: ...
+
+    def reject(self, envelope: Envelope, findings: tuple[dict[str, Any], ...]) -> SubmissionRecord:
+        """Mark a submission rejected with its findings; idempotent."""
+        ...
+
+    def index_document(self, envelope: Envelope, document: DocumentRecord,
+                       findings: tuple[dict[str, Any], ...]) -> SubmissionRecord:
+        """Index `document` once (atomically with the submission's outcome): indexed or duplicate."""
+        ...
+
+    def patient(self, ins: str) -> PatientRecord | None: ...
+
+    def upsert_patients(self, patients: list[PatientRecord]) -> int: ...
+
+    def documents(self, ins: str, query: DocumentQuery) -> list[DocumentRecord]: ...
+
+    def document(self, document_id: str) -> DocumentRecord | None: ...
+
+    def ping(self) -> None: ...

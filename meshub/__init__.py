@@ -1,0 +1,1 @@
+"""The meshub command: composition root (compose) and command-line interface (cli)."""

@@ -1,0 +1,251 @@
+"""`meshub`: run the hub, and talk to a running hub over HTTP (scriptable: --json, exit codes).
+
+Commands: run, submit, status, documents, get, patients import.  Client commands
+find the hub's URL and development credentials in --data-dir (written by
+`meshub run`) unless --url / --token (or MESHUB_URL / MESHUB_TOKEN) are given.
+Exit codes: 0 success; 1 a submission was rejected or something asked for is
+missing; 2 usage, connection or server errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tomllib
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from config.settings import Settings, settings_from_mapping
+from hub.errors import ConfigError
+from meshub import datadir
+
+EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+
+
+class CliError(Exception):
+    """A problem to print on stderr and exit 2."""
+
+
+def _add_client_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", help="hub URL (default: the hub running on --data-dir, or $MESHUB_URL)")
+    p.add_argument("--token", help="bearer token (default: the dev credential in --data-dir, or $MESHUB_TOKEN)")
+    p.add_argument("--data-dir", type=Path, default=datadir.DEFAULT_DATA_DIR)
+    p.add_argument("--json", action="store_true", help="machine-readable output, one JSON object per line")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meshub", description="MES Hub: health document intake hub")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the hub (embedded default: no external server needed)")
+    run.add_argument("--data-dir", type=Path, default=datadir.DEFAULT_DATA_DIR)
+    run.add_argument("--config", type=Path, help="TOML config file (external RabbitMQ / S3 / PostgreSQL)")
+    run.add_argument("--http-host")
+    run.add_argument("--http-port", type=int)
+    run.add_argument("--workers", type=int, help="pipeline worker threads in this process")
+    run.add_argument("--role", choices=("all", "api", "worker"), default="all",
+                     help="api: HTTP + file drop; worker: pipeline workers only; all: both (default)")
+    run.add_argument("--log-level", default="INFO")
+    submit = sub.add_parser("submit", help="submit CDA files")
+    submit.add_argument("files", nargs="+", type=Path)
+    submit.add_argument("--wait", action="store_true", help="wait until each submission is final")
+    _add_client_options(submit)
+    status = sub.add_parser("status", help="show a submission")
+    status.add_argument("submission")
+    status.add_argument("--wait", action="store_true")
+    _add_client_options(status)
+    docs = sub.add_parser("documents", help="list a patient's documents")
+    docs.add_argument("ins")
+    for flag in ("category", "class", "type", "from", "to"):
+        docs.add_argument(f"--{flag}", dest=f"filter_{flag}")
+    docs.add_argument("--include-deprecated", action="store_true")
+    _add_client_options(docs)
+    get = sub.add_parser("get", help="write a document's exact bytes to stdout or -o FILE")
+    get.add_argument("document_id")
+    get.add_argument("-o", "--output", type=Path)
+    _add_client_options(get)
+    patients = sub.add_parser("patients", help="patient registry")
+    psub = patients.add_subparsers(dest="patients_command", required=True)
+    imp = psub.add_parser("import", help="import a roster CSV (all lines or none)")
+    imp.add_argument("roster", type=Path)
+    _add_client_options(imp)
+    return parser
+
+
+# -- client side -----------------------------------------------------------------------------------------
+
+def _client(args: argparse.Namespace, role: str) -> httpx.Client:
+    url = args.url or os.environ.get("MESHUB_URL") or datadir.read_hub_url(args.data_dir)
+    if not url:
+        raise CliError(f"no hub URL: start `meshub run --data-dir {args.data_dir}` or pass --url")
+    token = args.token or os.environ.get("MESHUB_TOKEN") or datadir.read_credentials(args.data_dir).get(
+        role, {}).get("token")
+    if not token:
+        raise CliError(f"no {role} token: pass --token, or point --data-dir at the hub's data dir")
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=70.0)
+
+
+def _check(response: httpx.Response) -> dict[str, Any]:
+    if response.status_code >= 400:
+        try:
+            err = response.json().get("error", {})
+            message = err.get("message_en") or json.dumps(err)
+        except ValueError:
+            message = response.text[:300]
+        raise CliError(f"HTTP {response.status_code}: {message}")
+    return dict(response.json())
+
+
+def _submit_one(client: httpx.Client, path: Path, wait: bool) -> dict[str, Any]:
+    try:
+        body = path.read_bytes()
+    except OSError as exc:
+        return {"file": str(path), "submission": None, "status": "error", "document_id": None,
+                "category": None, "findings": [{"rule": "file.unreadable", "message_en": str(exc)}]}
+    record = _check(client.post("/v1/documents", content=body, headers={"Content-Type": "application/xml"}))
+    while wait and record["status"] == "pending":
+        record = _check(client.get(f"/v1/submissions/{record['submission']}", params={"wait": 30}))
+    return {"file": str(path), **{k: record.get(k) for k in (
+        "submission", "status", "document_id", "category", "findings")}}
+
+
+def _print_submission(row: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(row, ensure_ascii=False), flush=True)
+        return
+    print(f"{row['file']}: {row['status']} (submission {row['submission']})"
+          + (f" document {row['document_id']} category {row['category']}" if row.get("document_id") else ""))
+    for finding in row.get("findings") or []:
+        print(f"  - [{finding.get('rule')}] {finding.get('location', '')}: {finding.get('message_en')}")
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    worst = EXIT_OK
+    with _client(args, "producer") as client:
+        for path in args.files:
+            row = _submit_one(client, path, args.wait)
+            _print_submission(row, args.json)
+            if row["status"] in ("rejected", "error"):
+                worst = EXIT_FAILED
+    return worst
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _client(args, "producer") as client:
+        params = {"wait": 30} if args.wait else {}
+        record = _check(client.get(f"/v1/submissions/{args.submission}", params=params))
+    _print_submission({"file": "-", **record}, args.json)
+    return EXIT_FAILED if record["status"] == "rejected" else EXIT_OK
+
+
+def cmd_documents(args: argparse.Namespace) -> int:
+    params = {k: v for k, v in (("category", args.filter_category), ("class", args.filter_class),
+                                ("type", args.filter_type), ("from", args.filter_from),
+                                ("to", args.filter_to)) if v}
+    if args.include_deprecated:
+        params["include_deprecated"] = "true"
+    with _client(args, "admin") as client:
+        docs = _check(client.get(f"/v1/patients/{args.ins}/documents", params=params))["documents"]
+    for doc in docs:
+        if args.json:
+            print(json.dumps(doc, ensure_ascii=False))
+        else:
+            print(f"{doc['service_date']}  {doc['category']:<9} {doc['class_code']:>3} {doc['type_code']:<12} "
+                  f"{doc['status']:<10} {doc['document_id']}  {doc['title']}")
+    return EXIT_OK
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    with _client(args, "admin") as client:
+        response = client.get(f"/v1/documents/{args.document_id}/content")
+        if response.status_code >= 400:
+            _check(response)
+    if args.output:
+        args.output.write_bytes(response.content)
+    else:
+        sys.stdout.buffer.write(response.content)
+    return EXIT_OK
+
+
+def cmd_patients_import(args: argparse.Namespace) -> int:
+    with _client(args, "admin") as client:
+        result = _check(client.post("/v1/patients/import", content=args.roster.read_bytes(),
+                                    headers={"Content-Type": "text/csv"}))
+    print(json.dumps(result) if args.json else f"imported {result['imported']} patient(s): {result['by_status']}")
+    return EXIT_OK
+
+
+# -- server side -----------------------------------------------------------------------------------------
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    mapping: dict[str, Any] = {}
+    if args.config:
+        try:
+            mapping = tomllib.loads(args.config.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config {args.config}: {exc}") from exc
+    settings = settings_from_mapping(mapping, data_dir=args.data_dir)
+    overrides = {k: v for k, v in (("http_host", args.http_host), ("http_port", args.http_port),
+                                   ("workers", args.workers)) if v is not None}
+    return replace(settings, **overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from meshub.compose import build_hub, serve  # heavy imports only for the server
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    creds, created = datadir.dev_credentials(settings.data_dir)
+    settings = replace(settings, credentials=settings.credentials + creds)
+    if created:
+        print(f"meshub: created development credentials (producer 'dev-producer' and 'admin') in "
+              f"{settings.data_dir / 'credentials.json'}", flush=True)
+    hub = build_hub(settings)
+    try:
+        if args.role in ("all", "worker"):
+            hub.start_workers(settings.workers)
+        if args.role == "worker":
+            print("meshub: worker running; Ctrl-C to stop", flush=True)
+            hub.stop.wait()
+            return EXIT_OK
+        hub.start_filedrop()
+        hub.start_sweep()
+
+        def ready(url: str) -> None:
+            datadir.write_hub_url(settings.data_dir, url)
+            print(f"meshub: hub ready at {url} (data dir {settings.data_dir}, file drop "
+                  f"{settings.filedrop_dir}/incoming, API docs {url}/docs)", flush=True)
+
+        serve(hub, on_ready=ready)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        hub.close()
+    return EXIT_OK
+
+
+COMMANDS = {"run": cmd_run, "submit": cmd_submit, "status": cmd_status, "documents": cmd_documents,
+            "get": cmd_get, "patients": cmd_patients_import}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (CliError, ConfigError) as exc:
+        print(f"meshub: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except httpx.HTTPError as exc:
+        print(f"meshub: cannot reach the hub: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,171 @@
+"""Composition root: the only place where concrete adapters are chosen and wired.
+
+Owns: building a running hub from Settings: object store (external S3, or a
+SeaweedFS child process for the embedded default), index (SQLite or
+PostgreSQL), bus (RabbitMQ, or the durable SQLite transport), worker threads,
+the file-drop poller, the recovery sweep and the HTTP server, and stopping
+them in order.  Does not: contain any decision about documents.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import uvicorn
+
+from config.settings import Settings
+from config.tables import load_classification, load_validation_rules
+from connectors.inbound.file_drop import DropFolders, FileDrop
+from connectors.inbound.http_api import ApiContext, create_app
+from hub.auth import Authenticator
+from hub.bus import open_connection
+from hub.bus.kombu_bus import KombuPublisher, declare
+from hub.bus.worker import Worker
+from hub.envelope import BlobRef, Envelope, Source
+from hub.errors import HubError
+from hub.intake import Intake
+from hub.topology import Topology
+from meshub import datadir
+from pipelines.roster_import import import_roster
+from pipelines.runner import DocumentPipeline
+from storage.index import SqlIndex
+from storage.objects import MinioBlobStore
+from storage.seaweed import SeaweedServer
+
+log = logging.getLogger(__name__)
+SWEEP_EVERY_S = 60.0
+SWEEP_AGE = timedelta(minutes=15)
+
+
+@dataclass
+class Hub:
+    """A wired hub: its ports, and the background threads and child processes it owns."""
+
+    settings: Settings
+    store: MinioBlobStore
+    index: SqlIndex
+    publisher: KombuPublisher
+    intake: Intake
+    topology: Topology
+    stop: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+    exit_stack: ExitStack = field(default_factory=ExitStack)
+
+    def api_context(self) -> ApiContext:
+        return ApiContext(intake=self.intake, index=self.index, store=self.store,
+                          auth=Authenticator(self.settings.credentials),
+                          max_body_bytes=self.settings.max_body_bytes,
+                          import_roster=lambda raw: import_roster(raw, self.index))
+
+    def spawn(self, name: str, target: Callable[[threading.Event], Any]) -> None:
+        thread = threading.Thread(target=target, args=(self.stop,), name=name, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def start_workers(self, count: int) -> None:
+        pipeline = DocumentPipeline(store=self.store, index=self.index, rules=load_validation_rules(
+            max_bytes=self.settings.max_body_bytes), tables=load_classification())
+        for n in range(count):
+            worker = Worker(lambda: open_connection(self.settings.bus_url), self.topology, pipeline)
+            self.spawn(f"worker-{n}", worker.run)
+
+    def start_filedrop(self) -> None:
+        assert self.settings.filedrop_dir is not None
+        drop = FileDrop(DropFolders(self.settings.filedrop_dir), intake=self.intake, index=self.index,
+                        producer=self.settings.filedrop_producer, max_bytes=self.settings.max_body_bytes)
+        self.spawn("filedrop", drop.run)
+
+    def start_sweep(self) -> None:
+        self.spawn("sweep", self._sweep_loop)
+
+    def _sweep_loop(self, stop: threading.Event) -> None:
+        while not stop.wait(SWEEP_EVERY_S):
+            try:
+                self.sweep_once(datetime.now(UTC) - SWEEP_AGE)
+            except HubError as exc:
+                log.warning("recovery sweep skipped: %s", type(exc).__name__)
+
+    def sweep_once(self, older_than: datetime) -> int:
+        """Republish pending submissions older than `older_than` (a lost message is processed anyway)."""
+        stale = self.index.stale_pending(older_than)
+        for record in stale:
+            ref = BlobRef(bucket=self.settings.store.bucket, key=record.blob_key, sha256=record.sha256,
+                          size=record.size)
+            self.publisher.publish(Envelope(submission_id=record.submission_id, received_at=record.received_at,
+                                            source=Source(kind=record.source_kind, producer=record.producer),
+                                            raw=ref))
+        if stale:
+            log.warning("recovery sweep republished %d stale submission(s)", len(stale))
+        return len(stale)
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=10)
+        self.publisher.close()
+        self.index.dispose()
+        self.exit_stack.close()
+
+
+def _object_store(settings: Settings, stack: ExitStack) -> MinioBlobStore:
+    store = settings.store
+    if settings.embedded_store:
+        keys = datadir.secrets_for(settings.data_dir)
+        server = SeaweedServer(settings.data_dir / "s3", s3_port=store.embedded_port,
+                               access_key=keys["s3_access_key"], secret_key=keys["s3_secret_key"],
+                               fsync=store.fsync)
+        server.start()
+        stack.callback(server.stop)
+        store = replace(store, endpoint=server.endpoint, access_key=keys["s3_access_key"],
+                        secret_key=keys["s3_secret_key"])
+    assert store.endpoint is not None
+    blobs = MinioBlobStore.connect(endpoint=store.endpoint, access_key=store.access_key,
+                                   secret_key=store.secret_key, bucket=store.bucket,
+                                   key_secret=settings.key_secret, secure=store.secure)
+    blobs.ensure_bucket()
+    return blobs
+
+
+def build_hub(settings: Settings) -> Hub:
+    """Start the services this process depends on and wire the ports (nothing is served yet)."""
+    if not settings.key_secret:
+        settings = replace(settings, key_secret=datadir.secrets_for(settings.data_dir)["key_secret"].encode())
+    stack = ExitStack()
+    try:
+        store = _object_store(settings, stack)
+        index = SqlIndex.connect(settings.index_url)
+        topology = Topology(prefix=settings.bus_prefix)
+        with open_connection(settings.bus_url) as conn:
+            declare(conn, topology)
+        publisher = KombuPublisher(open_connection(settings.bus_url), topology, pool_size=32)
+    except BaseException:
+        stack.close()
+        raise
+    intake = Intake(store=store, index=index, publisher=publisher)
+    return Hub(settings=settings, store=store, index=index, publisher=publisher, intake=intake,
+               topology=topology, exit_stack=stack)
+
+
+def serve(hub: Hub, *, on_ready: Callable[[str], None] | None = None) -> None:
+    """Run the HTTP API in this thread until SIGINT/SIGTERM."""
+    settings = hub.settings
+    config = uvicorn.Config(create_app(hub.api_context()), host=settings.http_host, port=settings.http_port,
+                            access_log=False, log_config=None, timeout_graceful_shutdown=10)
+    server = uvicorn.Server(config)
+    url = f"http://{settings.http_host}:{settings.http_port}"
+    if on_ready is not None:
+        threading.Thread(target=_announce_when_started, args=(server, url, on_ready), daemon=True).start()
+    server.run()
+
+
+def _announce_when_started(server: uvicorn.Server, url: str, on_ready: Callable[[str], None]) -> None:
+    while not server.started and not server.should_exit:
+        threading.Event().wait(0.05)
+    if server.started:
+        on_ready(url)

@@ -1,0 +1,71 @@
+"""The embedded default's data directory: secrets, development credentials and the running hub's URL.
+
+Owns: the files a fresh `meshub run` creates on first start (mode 0600) and that
+the CLI reads to reach a local hub.  Layout:
+  secrets.json      object-key HMAC secret, embedded S3 access/secret keys
+  credentials.json  development producer and admin tokens (for the CLI and curl)
+  hub.json          URL of the hub running on this data dir
+  s3/ bus.sqlite3 index.sqlite3 drop/   the embedded services' data
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from config.settings import Credential
+from hub.auth import new_token, token_sha256
+
+DEFAULT_DATA_DIR = Path("meshub-data")
+
+
+def _write_private(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _load_or_create(path: Path, make: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    if path.exists():
+        return json.loads(path.read_text()), False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_private(path, make)
+    return make, True
+
+
+def secrets_for(data_dir: Path) -> dict[str, str]:
+    data, _ = _load_or_create(data_dir / "secrets.json", {
+        "key_secret": secrets.token_hex(32), "s3_access_key": "meshub" + secrets.token_hex(4),
+        "s3_secret_key": secrets.token_urlsafe(24)})
+    return {k: str(v) for k, v in data.items()}
+
+
+def dev_credentials(data_dir: Path) -> tuple[tuple[Credential, ...], bool]:
+    """The development producer and admin; created (and reported as new) on first start."""
+    data, created = _load_or_create(data_dir / "credentials.json", {
+        "producer": {"name": "dev-producer", "token": new_token()},
+        "admin": {"name": "admin", "token": new_token()}})
+    creds = tuple(Credential(name=entry["name"], role=role, token_sha256=token_sha256(entry["token"]))
+                  for role, entry in data.items())
+    return creds, created
+
+
+def read_credentials(data_dir: Path) -> dict[str, Any]:
+    path = data_dir / "credentials.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def write_hub_url(data_dir: Path, url: str) -> None:
+    _write_private(data_dir / "hub.json", {"url": url, "pid": os.getpid()})
+
+
+def read_hub_url(data_dir: Path) -> str | None:
+    path = data_dir / "hub.json"
+    return str(json.loads(path.read_text())["url"]) if path.exists() else None

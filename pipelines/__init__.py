@@ -1,0 +1,1 @@
+"""Pipelines: the stages documents go through, with their pure core in pipelines.core."""

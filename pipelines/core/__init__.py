@@ -1,0 +1,1 @@
+"""Pure core: parsing, validation and classification of documents; no I/O."""

@@ -1,0 +1,54 @@
+"""The CDA intake pipeline as a Handler for hub.bus.worker.
+
+Owns: running the stages in order for one envelope and logging the decision
+(submission id, outcome, duration: never content or identifiers).
+Does not: ack, retry or dead-letter (the worker does, from what this raises).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from hub.envelope import Envelope
+from hub.errors import IntegrityError, NotFound
+from hub.ports import BlobStore, Index
+from pipelines import stages
+from pipelines.core.classification import ClassificationTables
+from pipelines.core.findings import Finding
+from pipelines.core.validation import ValidationRules
+
+log = logging.getLogger(__name__)
+
+
+class DocumentPipeline:
+    """fetch -> validate -> patient check -> classify -> index (or reject)."""
+
+    def __init__(self, *, store: BlobStore, index: Index, rules: ValidationRules,
+                 tables: ClassificationTables) -> None:
+        self._store = store
+        self._index = index
+        self._rules = rules
+        self._tables = tables
+
+    def __call__(self, envelope: Envelope) -> None:
+        started = time.perf_counter()
+        try:
+            data = stages.fetch(envelope, self._store)
+        except (IntegrityError, NotFound) as exc:
+            self._index.reject(envelope, (_storage_finding(exc).to_dict(),))
+            log.error("submission=%s stored bytes unusable: %s", envelope.submission_id, type(exc).__name__)
+            return
+        checked = stages.check(data, self._rules, self._index)
+        stages.index_or_reject(envelope, checked, self._tables, self._index)
+        log.info("submission=%s %s in %.1f ms", envelope.submission_id, "ok" if checked.ok else "rejected",
+                 (time.perf_counter() - started) * 1000)
+
+
+def _storage_finding(exc: Exception) -> Finding:
+    return Finding(
+        rule="hub.stored-bytes", location="/",
+        message_fr="Les octets stockés pour cette soumission sont introuvables ou altérés (contrôle SHA-256). "
+                   "Renvoyez le document ; l'exploitant du hub a été alerté.",
+        message_en="The bytes stored for this submission are missing or altered (SHA-256 check). "
+                   f"Please submit the document again; the hub operator was alerted ({type(exc).__name__}).")

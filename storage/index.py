@@ -1,0 +1,323 @@
+"""The per-patient index, submission log and patient registry on SQL (SQLite or PostgreSQL, same code).
+
+Owns: tables, transactions and queries behind the hub.ports.Index port.
+Rule 1: indexing is idempotent: a document id is inserted once (INSERT ... ON
+CONFLICT DO NOTHING); the same submission redelivered finds its own row and
+answers `indexed` again, another submission with the same id gets `duplicate`.
+Rule 2: a document and its submission's outcome are written in one transaction,
+so a crash leaves either both or neither.
+Does not: decide validity or classification (pipelines.core) or log patient data.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from hub.envelope import Envelope
+from hub.errors import IndexUnavailable
+from hub.records import (
+    DocumentQuery,
+    DocumentRecord,
+    PatientRecord,
+    PatientStatus,
+    SubmissionRecord,
+    SubmissionStatus,
+)
+
+metadata = sa.MetaData()
+
+patients = sa.Table(
+    "patients", metadata,
+    sa.Column("ins", sa.String(15), primary_key=True),
+    sa.Column("oid", sa.String(64), nullable=False),
+    *(sa.Column(name, sa.Text, nullable=False, default="") for name in (
+        "birth_name", "given_names", "birth_date", "sex", "birth_place", "email", "phone", "postal_address")),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+submissions = sa.Table(
+    "submissions", metadata,
+    sa.Column("submission_id", sa.String(64), primary_key=True),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("producer", sa.String(128), nullable=False),
+    sa.Column("source_kind", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("document_id", sa.String(256)),
+    sa.Column("category", sa.String(32)),
+    sa.Column("findings", sa.Text, nullable=False, default="[]"),
+    sa.Column("blob_key", sa.String(256), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+documents = sa.Table(
+    "documents", metadata,
+    sa.Column("document_id", sa.String(256), primary_key=True),
+    sa.Column("patient_ins", sa.String(15), nullable=False),
+    sa.Column("submission_id", sa.String(64), nullable=False),
+    sa.Column("blob_bucket", sa.String(128), nullable=False),
+    sa.Column("blob_key", sa.String(256), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    *(sa.Column(name, sa.String(256), nullable=False) for name in (
+        "type_code", "class_code", "category", "format_code", "level", "effective_time", "service_date")),
+    sa.Column("type_label", sa.Text, nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("confidentiality", sa.Text, nullable=False),
+    sa.Column("author_id", sa.String(256)),
+    sa.Column("custodian_id", sa.String(256)),
+    sa.Column("replaces", sa.Text, nullable=False, default="[]"),
+    sa.Column("replaced_by", sa.String(256)),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("indexed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_documents_patient", "patient_ins", "service_date"),
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything stored here is UTC."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL + synchronous=FULL: a commit is on disk before the worker acks the bus message.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=15000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url` (sqlite:///path or postgresql+psycopg://...) with the hub's settings."""
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, pool_size=16, max_overflow=16, connect_args={"timeout": 15})
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(url, pool_size=16, max_overflow=16, pool_pre_ping=True,
+                            connect_args={"connect_timeout": 5})
+
+
+class SqlIndex:
+    """hub.ports.Index on SQLAlchemy Core; the same statements serve SQLite and PostgreSQL."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    @classmethod
+    def connect(cls, url: str) -> SqlIndex:
+        index = cls(make_engine(url))
+        index.migrate()
+        return index
+
+    def migrate(self) -> None:
+        """Create missing tables (idempotent; safe when several processes start together)."""
+        with self._tx() as conn:
+            metadata.create_all(conn, checkfirst=True)
+
+    def dispose(self) -> None:
+        self._engine.dispose()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        try:
+            with self._engine.begin() as conn:
+                yield conn
+        except sa.exc.OperationalError as exc:
+            raise IndexUnavailable(f"index database unavailable: {type(exc.orig).__name__}") from exc
+        except sa.exc.InterfaceError as exc:
+            raise IndexUnavailable("index database connection lost") from exc
+
+    def ping(self) -> None:
+        with self._tx() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    # -- submissions -------------------------------------------------------------------------------------
+
+    def create_submission(self, record: SubmissionRecord) -> None:
+        with self._tx() as conn:
+            conn.execute(submissions.insert().values(
+                submission_id=record.submission_id, received_at=record.received_at, producer=record.producer,
+                source_kind=record.source_kind, status=str(record.status), document_id=None, findings="[]",
+                blob_key=record.blob_key, sha256=record.sha256, size=record.size, updated_at=_now()))
+
+    def forget_submission(self, submission_id: str) -> None:
+        with self._tx() as conn:
+            conn.execute(submissions.delete().where(
+                submissions.c.submission_id == submission_id,
+                submissions.c.status == str(SubmissionStatus.PENDING)))
+
+    def submission(self, submission_id: str) -> SubmissionRecord | None:
+        with self._tx() as conn:
+            row = conn.execute(submissions.select().where(
+                submissions.c.submission_id == submission_id)).mappings().first()
+        return None if row is None else _submission_from_row(row)
+
+    def reject(self, envelope: Envelope, findings: tuple[dict[str, Any], ...]) -> SubmissionRecord:
+        with self._tx() as conn:
+            return self._finish(conn, envelope, SubmissionStatus.REJECTED, None, findings)
+
+    def index_document(self, envelope: Envelope, document: DocumentRecord,
+                       findings: tuple[dict[str, Any], ...]) -> SubmissionRecord:
+        with self._tx() as conn:
+            if self._engine.dialect.name == "postgresql":
+                # Serialise indexing per patient so RPLC links see each other (READ COMMITTED).
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(document.patient_ins))))
+            owner = self._insert_document(conn, document)
+            if owner != envelope.submission_id:
+                return self._finish(conn, envelope, SubmissionStatus.DUPLICATE, document,
+                                    (*findings, _duplicate_finding(owner)))
+            self._link_replacements(conn, document)
+            return self._finish(conn, envelope, SubmissionStatus.INDEXED, document, findings)
+
+    def _insert_document(self, conn: Connection, doc: DocumentRecord) -> str:
+        """Insert once; return the submission that owns the document id (ours, or an earlier one)."""
+        values = {**_document_row(doc), "indexed_at": _now()}
+        conn.execute(self._insert(documents).values(**values).on_conflict_do_nothing(
+            index_elements=["document_id"]))
+        owner = conn.execute(sa.select(documents.c.submission_id).where(
+            documents.c.document_id == doc.document_id)).scalar_one()
+        return str(owner)
+
+    def _link_replacements(self, conn: Connection, doc: DocumentRecord) -> None:
+        """RPLC: the parents this document replaces become deprecated (both kept); a document that
+        arrived earlier and already names this one as its parent deprecates this one."""
+        if doc.replaces:
+            conn.execute(documents.update().where(
+                documents.c.document_id.in_(doc.replaces), documents.c.patient_ins == doc.patient_ins,
+                documents.c.document_id != doc.document_id,
+            ).values(status="deprecated", replaced_by=doc.document_id))
+        successor = conn.execute(sa.select(documents.c.document_id).where(
+            documents.c.patient_ins == doc.patient_ins,
+            documents.c.replaces.like(f'%{json.dumps(doc.document_id)}%'),
+            documents.c.document_id != doc.document_id)).scalar()
+        if successor is not None:
+            conn.execute(documents.update().where(documents.c.document_id == doc.document_id).values(
+                status="deprecated", replaced_by=successor))
+
+    def _finish(self, conn: Connection, envelope: Envelope, status: SubmissionStatus,
+                document: DocumentRecord | None, findings: tuple[dict[str, Any], ...]) -> SubmissionRecord:
+        """Record a final outcome; creates the row if intake's row was lost, never downgrades."""
+        values = {"status": str(status), "document_id": document.document_id if document else None,
+                  "category": document.category if document else None,
+                  "findings": json.dumps(list(findings)), "updated_at": _now()}
+        updated = conn.execute(submissions.update().where(
+            submissions.c.submission_id == envelope.submission_id,
+            submissions.c.status == str(SubmissionStatus.PENDING)).values(**values))
+        if updated.rowcount == 0:
+            conn.execute(self._insert(submissions).values(
+                submission_id=envelope.submission_id, received_at=envelope.received_at,
+                producer=envelope.source.producer, source_kind=envelope.source.kind, blob_key=envelope.raw.key,
+                sha256=envelope.raw.sha256, size=envelope.raw.size, **values,
+            ).on_conflict_do_nothing(index_elements=["submission_id"]))
+        row = conn.execute(submissions.select().where(
+            submissions.c.submission_id == envelope.submission_id)).mappings().one()
+        return _submission_from_row(row)
+
+    # -- patients ----------------------------------------------------------------------------------------
+
+    def patient(self, ins: str) -> PatientRecord | None:
+        with self._tx() as conn:
+            row = conn.execute(patients.select().where(patients.c.ins == ins)).mappings().first()
+        if row is None:
+            return None
+        fields = {k: v for k, v in row.items() if k not in ("updated_at", "status")}
+        return PatientRecord(**fields, status=PatientStatus(row["status"]))
+
+    def upsert_patients(self, records: Sequence[PatientRecord]) -> int:
+        """Insert or update patients by INS (a roster re-import updates traits, contacts and status)."""
+        if not records:
+            return 0
+        rows = [{**r.to_dict(), "updated_at": _now()} for r in records]
+        with self._tx() as conn:
+            stmt = self._insert(patients)
+            updatable = {c.name: stmt.excluded[c.name] for c in patients.columns if c.name != "ins"}
+            for start in range(0, len(rows), 500):
+                conn.execute(stmt.on_conflict_do_update(index_elements=["ins"], set_=updatable),
+                             rows[start:start + 500])
+        return len(rows)
+
+    # -- documents ---------------------------------------------------------------------------------------
+
+    def documents(self, ins: str, query: DocumentQuery) -> list[DocumentRecord]:
+        c = documents.c
+        stmt = sa.select(documents).where(c.patient_ins == ins)
+        for column, value in ((c.category, query.category), (c.class_code, query.class_code),
+                              (c.type_code, query.type_code)):
+            if value:
+                stmt = stmt.where(column == value)
+        if query.date_from:
+            stmt = stmt.where(c.service_date >= query.date_from)
+        if query.date_to:
+            stmt = stmt.where(c.service_date <= query.date_to)
+        if not query.include_deprecated:
+            stmt = stmt.where(c.status == "current")
+        stmt = stmt.order_by(c.service_date.desc(), c.document_id).limit(query.limit).offset(query.offset)
+        with self._tx() as conn:
+            return [_document_from_row(row) for row in conn.execute(stmt).mappings()]
+
+    def document(self, document_id: str) -> DocumentRecord | None:
+        with self._tx() as conn:
+            row = conn.execute(documents.select().where(
+                documents.c.document_id == document_id)).mappings().first()
+        return None if row is None else _document_from_row(row)
+
+    def stale_pending(self, older_than: datetime, limit: int = 100) -> list[SubmissionRecord]:
+        """Pending submissions received before `older_than` (for the recovery sweep)."""
+        with self._tx() as conn:
+            rows = conn.execute(submissions.select().where(
+                submissions.c.status == str(SubmissionStatus.PENDING),
+                submissions.c.received_at < older_than).limit(limit)).mappings().all()
+        return [_submission_from_row(r) for r in rows]
+
+
+def _duplicate_finding(owner: str) -> dict[str, Any]:
+    return {"rule": "document.duplicate", "location": "/ClinicalDocument/id", "severity": "warning",
+            "code": None, "message_fr": f"Ce document (même id) a déjà été indexé par la soumission {owner}; "
+            "rien n'a été modifié. Pour le remplacer, envoyez une nouvelle version avec relatedDocument RPLC.",
+            "message_en": f"A document with the same id was already indexed by submission {owner}; nothing "
+            "was changed. To replace it, send a new version with a relatedDocument of typeCode RPLC."}
+
+
+def _submission_from_row(row: Any) -> SubmissionRecord:
+    return SubmissionRecord(
+        submission_id=row["submission_id"], received_at=_aware(row["received_at"]) or _now(),
+        producer=row["producer"], source_kind=row["source_kind"], status=SubmissionStatus(row["status"]),
+        document_id=row["document_id"], category=row["category"], findings=tuple(json.loads(row["findings"] or "[]")),
+        blob_key=row["blob_key"], sha256=row["sha256"], size=row["size"], updated_at=_aware(row["updated_at"]))
+
+
+def _document_row(doc: DocumentRecord) -> dict[str, Any]:
+    row = {f: getattr(doc, f) for f in (
+        "document_id", "patient_ins", "submission_id", "blob_bucket", "blob_key", "sha256", "size", "type_code",
+        "type_label", "class_code", "category", "format_code", "level", "title", "effective_time", "service_date",
+        "author_id", "custodian_id", "replaced_by", "status")}
+    row["confidentiality"] = json.dumps(list(doc.confidentiality))
+    row["replaces"] = json.dumps(list(doc.replaces))
+    return row
+
+
+def _document_from_row(row: Any) -> DocumentRecord:
+    data = dict(row)
+    data["confidentiality"] = tuple(json.loads(data["confidentiality"]))
+    data["replaces"] = tuple(json.loads(data["replaces"]))
+    data["indexed_at"] = _aware(data["indexed_at"])
+    return DocumentRecord(**data)

@@ -1,0 +1,138 @@
+"""The embedded default, as a user runs it: `meshub run` with no configuration (SQLite bus and
+index, SeaweedFS child process), driven by the `meshub` CLI; and it survives kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests import builders
+from tests.services import FIXTURES_CDA, free_port, missing
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+BIO = FIXTURES_CDA / "BIO-CR-BIO_2024.01_TSH_1.xml"
+
+
+def meshub(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([sys.executable, "-m", "meshub.cli", *args], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    if check:
+        assert done.returncode == 0, (done.stdout, done.stderr)
+    return done
+
+
+@contextmanager
+def embedded_hub(data_dir: Path, config: Path) -> Iterator[subprocess.Popen[str]]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "meshub.cli", "run", "--data-dir", str(data_dir),
+                             "--http-port", str(port), "--config", str(config), "--workers", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    lines = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "hub ready at" in line:
+                break
+        assert any("hub ready at" in line for line in lines), "".join(lines)
+        proc.output = lines  # type: ignore[attr-defined]
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def embedded_config(tmp_path: Path) -> Path:
+    if not BIO.exists():
+        missing(f"ANS fixture {BIO} not found")
+    config = tmp_path / "meshub.toml"
+    config.write_text(f"[s3]\nembedded_port = {free_port()}\n[filedrop]\nproducer = \"lab-drop\"\n")
+    return config
+
+
+def test_first_start_creates_credentials_and_the_cli_round_trip_works(tmp_path: Path,
+                                                                      embedded_config: Path) -> None:
+    data = tmp_path / "data"
+    roster = tmp_path / "roster.csv"
+    roster.write_text(builders.ROSTER_HEADER + builders.roster_line())
+    with embedded_hub(data, embedded_config) as proc:
+        assert any("created development credentials" in line for line in proc.output)  # type: ignore[attr-defined]
+        assert (data / "credentials.json").stat().st_mode & 0o077 == 0
+        meshub("patients", "import", str(roster), "--data-dir", str(data))
+        out = meshub("submit", str(BIO), "--wait", "--json", "--data-dir", str(data)).stdout
+        row = json.loads(out)
+        assert {k: row[k] for k in ("file", "status", "category")} == {
+            "file": str(BIO), "status": "indexed", "category": "BIOLOGIE"}
+        assert row["submission"] and row["document_id"] and row["findings"] == []
+        listed = [json.loads(x) for x in meshub("documents", builders.TEST_INS, "--json",
+                                                "--data-dir", str(data)).stdout.splitlines()]
+        assert [d["document_id"] for d in listed] == [row["document_id"]]
+        got = meshub("get", row["document_id"], "-o", str(tmp_path / "back.xml"), "--data-dir", str(data))
+        assert got.returncode == 0 and (tmp_path / "back.xml").read_bytes() == BIO.read_bytes()
+        rejected = meshub("submit", str(FIXTURES_CDA / "CSE-CS8_2024.01.xml"), "--wait", "--json",
+                          "--data-dir", str(data), check=False)
+        assert rejected.returncode == 1 and json.loads(rejected.stdout)["status"] == "rejected"
+
+
+def test_an_accepted_submission_survives_kill_9_of_the_hub(tmp_path: Path, embedded_config: Path) -> None:
+    data = tmp_path / "data"
+    roster = tmp_path / "roster.csv"
+    roster.write_text(builders.ROSTER_HEADER + builders.roster_line())
+    with embedded_hub(data, embedded_config) as proc:
+        meshub("patients", "import", str(roster), "--data-dir", str(data))
+        # Given a submission that got its 202 ...
+        row = json.loads(meshub("submit", str(BIO), "--json", "--data-dir", str(data)).stdout)
+        # ... when the hub is killed -9 right away (before or while the worker handles it)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    time.sleep(0.5)
+    # Then after a restart the submission ends indexed, exactly once
+    with embedded_hub(data, embedded_config):
+        status = json.loads(meshub("status", row["submission"], "--wait", "--json", "--data-dir",
+                                   str(data)).stdout)
+        assert status["status"] == "indexed"
+        listed = meshub("documents", builders.TEST_INS, "--json", "--data-dir", str(data)).stdout.splitlines()
+        assert len(listed) == 1
+
+
+def test_file_drop_moves_files_to_done_or_failed_with_the_reason(tmp_path: Path, embedded_config: Path) -> None:
+    data = tmp_path / "data"
+    roster = tmp_path / "roster.csv"
+    roster.write_text(builders.ROSTER_HEADER + builders.roster_line())
+    with embedded_hub(data, embedded_config):
+        meshub("patients", "import", str(roster), "--data-dir", str(data))
+        incoming = data / "drop" / "incoming"
+        shutil.copy(BIO, incoming / "lab-report.xml.part")
+        os.rename(incoming / "lab-report.xml.part", incoming / "lab-report.xml")
+        (incoming / "broken.xml").write_bytes(b"<ClinicalDocument")
+        done, failed = data / "drop" / "done", data / "drop" / "failed"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not ((done / "lab-report.xml").exists()
+                                                   and (failed / "broken.xml").exists()):
+            time.sleep(0.1)
+        assert (done / "lab-report.xml").read_bytes() == BIO.read_bytes()
+        assert json.loads((done / "lab-report.xml.result.json").read_text())["status"] == "indexed"
+        reason = json.loads((failed / "broken.xml.reason.json").read_text())
+        assert reason["status"] == "rejected" and reason["findings"][0]["rule"] == "xml.well-formed"
+        assert list(incoming.iterdir()) == [] and list((data / "drop" / "processing").iterdir()) == []

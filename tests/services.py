@@ -1,0 +1,36 @@
+"""Helpers for service fixtures: skip locally, fail in CI."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+SHARED = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared"
+FIXTURES_CDA = SHARED / "fixtures" / "cda"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def missing(what: str) -> None:
+    """A required service or file is absent: fail under CI=true, skip otherwise."""
+    if in_ci():
+        pytest.fail(f"{what} (CI=true: integration services are required, not skipped)")
+    pytest.skip(what)
+
+
+def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -1,0 +1,41 @@
+"""Roster CSV parsing: all lines or none, every problem named by line and column (pure)."""
+
+from __future__ import annotations
+
+from hub.records import PatientStatus
+from pipelines.core.roster import parse_roster
+from tests.builders import ROSTER_HEADER, TEST_INS, roster_line, with_key
+
+
+def test_valid_roster_gives_one_record_per_line() -> None:
+    other = with_key("1850799123456")
+    result = parse_roster(ROSTER_HEADER + roster_line() + roster_line(other, status="opposed"))
+    assert result.ok
+    assert [(p.ins, p.status) for p in result.patients] == [(TEST_INS, PatientStatus.ACTIVE),
+                                                            (other, PatientStatus.OPPOSED)]
+    assert result.patients[0].postal_address == "1 rue de Test, 75000 Paris"
+
+
+def test_extra_columns_are_allowed_and_bom_ignored() -> None:
+    text = "\ufeff" + ROSTER_HEADER.strip() + ",extra\n" + roster_line().strip() + ",whatever\n"
+    assert parse_roster(text).ok
+
+
+def test_missing_column_is_named() -> None:
+    result = parse_roster("ins,oid\n" + TEST_INS + ",1.2.250.1.213.1.4.10\n")
+    assert not result.ok and "birth_name" in str(result.problems[0])
+
+
+def test_every_bad_line_is_reported_and_nothing_is_returned_as_valid_for_them() -> None:
+    bad_key = TEST_INS[:13] + "00"
+    text = ROSTER_HEADER + roster_line() + roster_line(bad_key) + roster_line(status="sleeping")
+    result = parse_roster(text)
+    assert not result.ok
+    where = {(p.line, p.column) for p in result.problems}
+    assert (3, "ins") in where and (4, "status") in where
+    assert all(TEST_INS not in str(p) for p in result.problems)  # no identity echoed in errors
+
+
+def test_corsica_ins_is_accepted_with_its_key() -> None:
+    corsica = with_key("185072A123456")
+    assert parse_roster(ROSTER_HEADER + roster_line(corsica)).ok
