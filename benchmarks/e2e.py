@@ -20,6 +20,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,22 +30,34 @@ from lxml import etree
 
 from benchmarks.s3_raw import raw_put_rate
 from hub.auth import token_sha256
-from storage.index import make_engine
+from storage.index import make_engine, submissions
 from storage.objects import MinioBlobStore
 from storage.seaweed import SeaweedServer
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "cda" / "BIO-CR-BIO_2024.01_TSH_1.xml"
-INS, OID = "279035121518989", "1.2.250.1.213.1.4.10"
+OID = "1.2.250.1.213.1.4.10"
 TOKEN, ADMIN = "bench-producer-token", "bench-admin-token"
 
 
-def documents(count: int) -> list[bytes]:
+def patients(count: int) -> list[str]:
+    """`count` made-up INS (valid key, test OID): documents are spread over patients as in real traffic."""
+    out = []
+    for i in range(count):
+        nir13 = f"{1 + i % 2}{80 + i % 20:02d}{1 + i % 12:02d}75{100 + i % 900:03d}{i % 1000:03d}"
+        out.append(f"{nir13}{97 - int(nir13) % 97:02d}")
+    return out
+
+
+def documents(count: int, patient_ins: list[str]) -> list[bytes]:
     root = etree.fromstring(FIXTURE.read_bytes())
     ident = root.find("{urn:hl7-org:v3}id")
+    ins_id = next(e for e in root.iterfind("{urn:hl7-org:v3}recordTarget/{urn:hl7-org:v3}patientRole/"
+                                           "{urn:hl7-org:v3}id") if e.get("root") == OID)
     out = []
     for i in range(count):
         ident.set("extension", f"bench-{uuid.uuid4().hex[:8]}-{i}")
+        ins_id.set("extension", patient_ins[i % len(patient_ins)])
         out.append(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
     return out
 
@@ -68,8 +81,14 @@ bucket = "{bucket}"\nkey_secret = "bench"
 """)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start(args: list[str], stack: ExitStack, log: Path) -> subprocess.Popen[bytes]:
-    out = stack.enter_context(open(log, "ab"))
+    out = stack.enter_context(log.open("ab"))
     proc = subprocess.Popen([sys.executable, "-m", "meshub.cli", *args, "--log-level", "WARNING"],
                             stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     stack.callback(lambda: (proc.send_signal(signal.SIGINT), proc.wait(timeout=30)))
@@ -88,9 +107,10 @@ def wait_http(url: str, timeout_s: float = 60) -> None:
     raise RuntimeError(f"hub at {url} did not start")
 
 
-def run_hub_load(url: str, docs: list[bytes], concurrency: int, index_url: str) -> dict[str, Any]:
-    roster = ("ins,oid,birth_name,given_names,birth_date,sex,birth_place,email,phone,postal_address,status\n"
-              f"{INS},{OID},TEST,Jeanne,1979-03-01,F,51215,,,,active\n")
+def run_hub_load(url: str, docs: list[bytes], concurrency: int, index_url: str,
+                 patient_ins: list[str]) -> dict[str, Any]:
+    roster = "ins,oid,birth_name,given_names,birth_date,sex,birth_place,email,phone,postal_address,status\n" + "".join(
+        f"{ins},{OID},TEST,Jeanne,1979-03-01,F,75101,,,,active\n" for ins in patient_ins)
     httpx.post(f"{url}/v1/patients/import", content=roster, headers={"Authorization": f"Bearer {ADMIN}"},
                timeout=30).raise_for_status()
     client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}",
@@ -107,8 +127,7 @@ def run_hub_load(url: str, docs: list[bytes], concurrency: int, index_url: str) 
         ids = list(pool.map(submit, docs))
     accepted_s = time.perf_counter() - started
     engine = make_engine(index_url)
-    table = sa.table("submissions", sa.column("submission_id"), sa.column("status"),
-                     sa.column("received_at"), sa.column("updated_at"))
+    table = submissions
     while True:
         with engine.connect() as conn:
             pending = conn.execute(sa.select(sa.func.count()).select_from(table).where(
@@ -122,13 +141,18 @@ def run_hub_load(url: str, docs: list[bytes], concurrency: int, index_url: str) 
             table.c.submission_id.in_(ids))).all()
     engine.dispose()
     client.close()
-    latencies = sorted((r.updated_at - r.received_at).total_seconds() * 1000 for r in rows)
+    latencies = sorted((_utc(r.updated_at) - _utc(r.received_at)).total_seconds() * 1000 for r in rows)
     return {"docs": len(ids), "indexed": sum(r.status == "indexed" for r in rows),
             "accept_per_s": len(ids) / accepted_s, "indexed_per_s": len(ids) / total_s,
             "p50_ms": statistics.median(latencies), "p99_ms": latencies[int(len(latencies) * 0.99) - 1]}
 
 
-def bench_stack(name: str, *, s3: SeaweedServer, docs: list[bytes], concurrency: int, workers: int,
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def bench_stack(name: str, *, s3: SeaweedServer, docs: list[bytes], patient_ins: list[str], concurrency: int,
+                workers: int,
                 worker_procs: int, bus_url: str, index_url: str, tmp: Path) -> dict[str, Any]:
     data = tmp / name
     data.mkdir()
@@ -139,25 +163,35 @@ def bench_stack(name: str, *, s3: SeaweedServer, docs: list[bytes], concurrency:
                  workers=workers)
     common = ["--config", str(config), "--data-dir", str(data)]
     with ExitStack() as stack:
-        start(["run", "--role", "api", *common], stack, data / "hub.log")
+        api = start(["run", "--role", "api", *common], stack, data / "hub.log")
         wait_http(f"http://127.0.0.1:{port}")
-        for _ in range(worker_procs):
-            start(["run", "--role", "worker", *common], stack, data / "hub.log")
-        return run_hub_load(f"http://127.0.0.1:{port}", docs, concurrency, index_url)
+        workers_ = [start(["run", "--role", "worker", *common], stack, data / "hub.log")
+                    for _ in range(worker_procs)]
+        time.sleep(1.0)
+        before = {"api": cpu_seconds(api.pid), "workers": sum(cpu_seconds(w.pid) for w in workers_),
+                  "s3": cpu_seconds(s3.pid or 0)}
+        result = run_hub_load(f"http://127.0.0.1:{port}", docs, concurrency, index_url, patient_ins)
+        after = {"api": cpu_seconds(api.pid), "workers": sum(cpu_seconds(w.pid) for w in workers_),
+                 "s3": cpu_seconds(s3.pid or 0)}
+        result["cpu_ms_per_doc"] = {k: round(1000 * (after[k] - before[k]) / len(docs), 2) for k in before}
+        return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--docs", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--patients", type=int, default=500, help="documents are spread over this many patients")
     parser.add_argument("--workers", type=int, default=4, help="threads per worker process")
     parser.add_argument("--worker-procs", type=int, default=2)
     parser.add_argument("--stack", choices=("production", "embedded", "both"), default="both")
     parser.add_argument("--amqp", default="amqp://guest:guest@127.0.0.1:5672//")
     parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
-    docs = documents(args.docs)
-    results: dict[str, Any] = {"docs": args.docs, "doc_bytes": len(docs[0]), "concurrency": args.concurrency,
+    patient_ins = patients(args.patients)
+    docs = documents(args.docs, patient_ins)
+    results: dict[str, Any] = {"docs": args.docs, "patients": args.patients, "doc_bytes": len(docs[0]),
+                               "concurrency": args.concurrency,
                                "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp_name, SeaweedServer(
             Path(tmp_name) / "s3", s3_port=free_port(), access_key="bench", secret_key="benchsecret") as s3:
@@ -172,10 +206,11 @@ def main() -> None:
             if name == "production":
                 pg = _fresh_pg_database(args.pg)
             results[name] = bench_stack(
-                name, s3=s3, docs=docs, concurrency=args.concurrency, workers=args.workers,
+                name, s3=s3, docs=docs, patient_ins=patient_ins, concurrency=args.concurrency, workers=args.workers,
                 worker_procs=args.worker_procs, bus_url=args.amqp if name == "production" else "",
                 index_url=pg, tmp=tmp)
-            results[name]["vs_raw_put"] = results[name]["indexed_per_s"] / results["raw_s3_put"]["per_s"]
+            results[name]["vs_raw_put"] = results[name]["indexed_per_s"] / results["raw_s3_put"]["objects_per_s"]
+            print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
     print(json.dumps(results, indent=2))
 
 

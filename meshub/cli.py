@@ -202,11 +202,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    creds, created = datadir.dev_credentials(settings.data_dir)
-    settings = replace(settings, credentials=settings.credentials + creds)
-    if created:
-        print(f"meshub: created development credentials (producer 'dev-producer' and 'admin') in "
-              f"{settings.data_dir / 'credentials.json'}", flush=True)
+    if not settings.credentials:  # no credentials configured: development credentials in the data dir
+        creds, created = datadir.dev_credentials(settings.data_dir)
+        settings = replace(settings, credentials=creds)
+        if created:
+            print(f"meshub: created development credentials (producer 'dev-producer' and 'admin') in "
+                  f"{settings.data_dir / 'credentials.json'}", flush=True)
     hub = build_hub(settings)
     try:
         if args.role in ("all", "worker"):

@@ -83,6 +83,12 @@ documents = sa.Table(
     sa.Index("ix_documents_patient", "patient_ins", "service_date"),
 )
 
+links = sa.Table(
+    "document_links", metadata,
+    sa.Column("parent_id", sa.String(256), primary_key=True),
+    sa.Column("child_id", sa.String(256), primary_key=True),
+)
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -93,23 +99,28 @@ def _aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # WAL + synchronous=FULL: a commit is on disk before the worker acks the bus message.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=15000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+def _sqlite_pragmas(synchronous: str) -> Any:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.close()
+    return on_connect
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for `url` (sqlite:///path or postgresql+psycopg://...) with the hub's settings."""
+def make_engine(url: str, *, durable: bool = True) -> Engine:
+    """An engine for `url` (sqlite:///path or postgresql+psycopg://...) with the hub's settings.
+
+    durable=True: a commit is on disk when it returns (SQLite WAL + synchronous=FULL; PostgreSQL's
+    default synchronous_commit), which the worker needs before it acks a bus message.
+    durable=False (SQLite synchronous=NORMAL) is for writes that may be lost in a power cut without
+    losing anything accepted: a pending submission row, which the worker re-creates if missing."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, pool_size=16, max_overflow=16, connect_args={"timeout": 15})
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine, "connect", _sqlite_pragmas("FULL" if durable else "NORMAL"))
         return engine
     return sa.create_engine(url, pool_size=16, max_overflow=16, pool_pre_ping=True,
                             connect_args={"connect_timeout": 5})
@@ -118,13 +129,17 @@ def make_engine(url: str) -> Engine:
 class SqlIndex:
     """hub.ports.Index on SQLAlchemy Core; the same statements serve SQLite and PostgreSQL."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, relaxed_engine: Engine | None = None) -> None:
         self._engine = engine
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._relaxed = relaxed_engine or engine
+        self._postgres = engine.dialect.name == "postgresql"
+        self._insert = postgresql.insert if self._postgres else sqlite.insert
 
     @classmethod
     def connect(cls, url: str) -> SqlIndex:
-        index = cls(make_engine(url))
+        engine = make_engine(url)
+        relaxed = make_engine(url, durable=False) if engine.dialect.name == "sqlite" else None
+        index = cls(engine, relaxed_engine=relaxed)
         index.migrate()
         return index
 
@@ -135,11 +150,14 @@ class SqlIndex:
 
     def dispose(self) -> None:
         self._engine.dispose()
+        self._relaxed.dispose()
 
     @contextmanager
-    def _tx(self) -> Iterator[Connection]:
+    def _tx(self, *, durable: bool = True) -> Iterator[Connection]:
         try:
-            with self._engine.begin() as conn:
+            with (self._engine if durable else self._relaxed).begin() as conn:
+                if not durable and self._postgres:
+                    conn.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
                 yield conn
         except sa.exc.OperationalError as exc:
             raise IndexUnavailable(f"index database unavailable: {type(exc.orig).__name__}") from exc
@@ -153,7 +171,10 @@ class SqlIndex:
     # -- submissions -------------------------------------------------------------------------------------
 
     def create_submission(self, record: SubmissionRecord) -> None:
-        with self._tx() as conn:
+        """Record a pending submission.  Not fsynced on its own: the durable record of an accepted
+        submission is its envelope on the bus (and its bytes in S3); if a power cut loses this row,
+        the worker re-creates it when it records the outcome."""
+        with self._tx(durable=False) as conn:
             conn.execute(submissions.insert().values(
                 submission_id=record.submission_id, received_at=record.received_at, producer=record.producer,
                 source_kind=record.source_kind, status=str(record.status), document_id=None, findings="[]",
@@ -178,9 +199,7 @@ class SqlIndex:
     def index_document(self, envelope: Envelope, document: DocumentRecord,
                        findings: tuple[dict[str, Any], ...]) -> SubmissionRecord:
         with self._tx() as conn:
-            if self._engine.dialect.name == "postgresql":
-                # Serialise indexing per patient so RPLC links see each other (READ COMMITTED).
-                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(document.patient_ins))))
+            self._lock_related(conn, document)
             owner = self._insert_document(conn, document)
             if owner != envelope.submission_id:
                 return self._finish(conn, envelope, SubmissionStatus.DUPLICATE, document,
@@ -197,18 +216,30 @@ class SqlIndex:
             documents.c.document_id == doc.document_id)).scalar_one()
         return str(owner)
 
+    def _lock_related(self, conn: Connection, doc: DocumentRecord) -> None:
+        """PostgreSQL (READ COMMITTED): serialise a document with the ones it replaces, so a parent and
+        its replacement indexed at the same moment still see each other.  Unrelated documents never
+        wait for each other.  SQLite serialises writers already."""
+        if not self._postgres:
+            return
+        for key in sorted({doc.document_id, *doc.replaces}):
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(key))))
+
     def _link_replacements(self, conn: Connection, doc: DocumentRecord) -> None:
         """RPLC: the parents this document replaces become deprecated (both kept); a document that
         arrived earlier and already names this one as its parent deprecates this one."""
         if doc.replaces:
+            conn.execute(self._insert(links).values(
+                [{"parent_id": parent, "child_id": doc.document_id} for parent in doc.replaces]
+            ).on_conflict_do_nothing(index_elements=["parent_id", "child_id"]))
             conn.execute(documents.update().where(
                 documents.c.document_id.in_(doc.replaces), documents.c.patient_ins == doc.patient_ins,
                 documents.c.document_id != doc.document_id,
             ).values(status="deprecated", replaced_by=doc.document_id))
-        successor = conn.execute(sa.select(documents.c.document_id).where(
-            documents.c.patient_ins == doc.patient_ins,
-            documents.c.replaces.like(f'%{json.dumps(doc.document_id)}%'),
-            documents.c.document_id != doc.document_id)).scalar()
+        successor = conn.execute(
+            sa.select(documents.c.document_id).join(links, links.c.child_id == documents.c.document_id).where(
+                links.c.parent_id == doc.document_id, documents.c.patient_ins == doc.patient_ins,
+                documents.c.document_id != doc.document_id)).scalar()
         if successor is not None:
             conn.execute(documents.update().where(documents.c.document_id == doc.document_id).values(
                 status="deprecated", replaced_by=successor))

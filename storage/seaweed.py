@@ -1,9 +1,16 @@
 """Run SeaweedFS (master + volume + filer + S3 gateway) as a child process of the hub or of the tests.
 
 Owns: finding the `weed` binary, the command line, the S3 identity file, the
-port plan (every listener on `bind`, loopback by default), the durability
-setting (fsync of every write under /buckets/, applied with `fs.configure`
-before start() returns), and stopping the child.  The child's output goes to
+port plan (every listener on `bind`, loopback by default), durability, and
+stopping the child.  Durability (fsync=True, the default) is two settings:
+  * object bytes: the filer path rule `fs.configure -locationPrefix=/buckets/
+    -fsync=true`, applied before start() returns, makes the volume server
+    fsync its .dat file before a PUT is answered;
+  * object names: the filer metadata store is SQLite (filer.toml in data_dir),
+    which syncs each commit; SeaweedFS's default store (leveldb2) never does.
+The store is chosen when data_dir is first used and kept afterwards (switching
+stores would hide every existing object), so fsync=False on a new data_dir
+means leveldb2 and no fsync: SeaweedFS's own defaults.  The child's output goes to
 `data_dir/weed.log`; on Linux it is killed by the kernel if its parent dies.
 Does not: talk S3 (storage.objects does), or choose credentials (callers do).
 """
@@ -11,6 +18,7 @@ Does not: talk S3 (storage.objects does), or choose credentials (callers do).
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import http.client
 import importlib.metadata
 import json
@@ -24,7 +32,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -35,10 +42,15 @@ logger = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 _FSYNC_PREFIX = "/buckets/"
+_SQLITE_DSN = "./filer.db?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)"  # one WAL fsync per commit
+_FILER_TOML = {  # written once per data_dir; weed reads ./filer.toml first (cwd is data_dir)
+    True: f'[leveldb2]\nenabled = false\n\n[sqlite]\nenabled = true\ndbFile = "{_SQLITE_DSN}"\n',
+    False: '[leveldb2]\nenabled = true\ndir = "./filerldb2"\n',
+}
 _SOCKET_DIR = Path("/tmp")  # weed puts its local unix sockets there, named after the ports
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class _Ports:
     master: int
     master_grpc: int
@@ -81,6 +93,29 @@ def free_port(bind: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((bind, 0))
         return int(sock.getsockname()[1])
+
+
+def _port_free(bind: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Go listeners do: TIME_WAIT is fine
+        try:
+            sock.bind((bind, port))
+        except OSError:
+            return False
+    return True
+
+
+def _load_or_pick_ports(path: Path, bind: str, s3_port: int) -> _Ports:
+    """Same ports as the last run on this data_dir when they are free (stable master dir), else new ones."""
+    try:
+        saved = _Ports(**{**json.loads(path.read_text(encoding="utf-8")), "s3": s3_port})
+    except (OSError, ValueError, TypeError):
+        saved = None
+    if saved is not None and all(_port_free(bind, p) for p in saved.all() if p != s3_port):
+        return saved
+    ports = _pick_ports(bind, s3_port)
+    path.write_text(json.dumps(dataclasses.asdict(ports)), encoding="utf-8")
+    return ports
 
 
 def _pick_ports(bind: str, s3_port: int) -> _Ports:
@@ -168,8 +203,9 @@ class SeaweedServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "data").mkdir(exist_ok=True)
         if self._ports is None:
-            self._ports = _pick_ports(self._bind, self.s3_port)
+            self._ports = _load_or_pick_ports(self.data_dir / "ports.json", self._bind, self.s3_port)
         self._write_identities()
+        self._write_filer_store_once()
         started = time.monotonic()
         self._spawn([binary, *self._server_args(self._ports)])
         deadline = started + timeout_s
@@ -238,6 +274,13 @@ class SeaweedServer:
         path = self.data_dir / "s3.json"
         path.write_text(json.dumps({"identities": [identity]}), encoding="utf-8")
         path.chmod(0o600)
+
+    def _write_filer_store_once(self) -> None:
+        path = self.data_dir / "filer.toml"
+        if not path.exists():
+            path.write_text(_FILER_TOML[self.fsync], encoding="utf-8")
+        elif self.fsync and "[sqlite]\nenabled = true" not in path.read_text(encoding="utf-8"):
+            logger.warning("%s keeps its unsynced leveldb2 filer store: object names are not fsynced", path)
 
     def _spawn(self, argv: list[str]) -> None:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _reap()

@@ -70,4 +70,5 @@ def seaweed_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callab
 def blob_store(seaweed: SeaweedServer) -> Iterator[MinioBlobStore]:
     store = store_on(seaweed)
     yield store
+    store.client.remove_bucket(bucket_name=store.bucket)  # frees its volumes; SeaweedFS allows non-empty
     store.close()

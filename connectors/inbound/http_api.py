@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config.settings import Credential
 from hub.auth import Authenticator
@@ -61,7 +62,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app = FastAPI(title="MES Hub", version="0.1.0",
                   description="Intake of health documents (HL7 CDA R2, CI-SIS) into per-patient records.")
     app.state.ctx = ctx
-    app.middleware("http")(_access_log)
+    app.add_middleware(AccessLog)
     app.exception_handler(HTTPException)(_http_error)
     _routes(app, ctx)
     return app
@@ -72,14 +73,30 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
-async def _access_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    started = time.perf_counter()
-    response = await call_next(request)
-    route = request.scope.get("route")
-    path = getattr(route, "path", "<unmatched>")  # the template, e.g. /v1/patients/{ins}/documents
-    access_log.info("%s %s %d %.1fms", request.method, path, response.status_code,
-                    (time.perf_counter() - started) * 1000)
-    return response
+class AccessLog:
+    """Pure ASGI middleware: one line per request with the route *template*
+    (/v1/patients/{ins}/documents), never the concrete path, which may carry an INS."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), [0]
+
+        async def send_and_note(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self._app(scope, receive, send_and_note)
+        finally:
+            path = getattr(scope.get("route"), "path", "<unmatched>")
+            access_log.info("%s %s %d %.1fms", scope["method"], path, status[0],
+                            (time.perf_counter() - started) * 1000)
 
 
 def _identify(request: Request) -> Credential:

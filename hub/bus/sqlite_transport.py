@@ -1,14 +1,16 @@
 """The embedded default bus: a kombu virtual transport with leases, backed by one SQLite file.
 
-Owns: storing messages durably (WAL, synchronous=FULL: a publish that returned is on
-disk), leasing them to consumers, and giving them back when a consumer dies.
+Owns: storing messages durably (WAL; publishes commit with synchronous=FULL, so a publish
+that returned is on disk), leasing them to consumers, and giving them back when a
+consumer dies.  Leases and acks commit with synchronous=NORMAL: a power failure may
+undo the last of them, which only means a redelivery (at-least-once, as before).
 Does not: declare the hub's topology or decide retries (hub.bus.kombu_bus, hub.bus.worker).
 
 Rule 1: a message leaves the file only when it is acked.  `_get` *leases* the oldest
 visible row (visible_at = now + visibility_timeout, deliveries += 1) and ack deletes it.
 Rule 2: a lease ends by ack, by reject/requeue, when its channel closes (restore), when
-its owner process is found dead on this host, or when it expires (another host, a hung
-process).  Redelivery is at-least-once, exactly as on RabbitMQ.
+its owner process is found dead (same host and PID namespace), or when it expires
+(another host or container, a hung process).  Redelivery is at-least-once, exactly as on RabbitMQ.
 Rule 3: a row already delivered more than the queue's `x-delivery-limit` times is moved
 to its `x-dead-letter-routing-key` queue instead of being delivered again (poison
 message protection, the semantics of RabbitMQ quorum queues).
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import sqlite3
 import threading
@@ -83,10 +86,12 @@ class NoRoute(ChannelError):  # type: ignore[misc]
     """No binding routes this exchange and routing key to a queue (RabbitMQ: 312 NO_ROUTE)."""
 
 
-class _Bell:
-    """Wakes consumers of this process as soon as a message is published in this process."""
+class _LocalFile:
+    """What the channels of this process share for one file: a writer lock (threads queue here
+    rather than in SQLite's sleepy busy handler) and a bell that wakes local consumers on publish."""
 
     def __init__(self) -> None:
+        self.writer = threading.Lock()
         self._cond = threading.Condition()
         self.generation = 0
 
@@ -101,13 +106,13 @@ class _Bell:
                 self._cond.wait(timeout)
 
 
-_BELLS: dict[str, _Bell] = {}
-_BELLS_LOCK = threading.Lock()
+_FILES: dict[str, _LocalFile] = {}
+_FILES_LOCK = threading.Lock()
 
 
-def _bell_for(path: str) -> _Bell:
-    with _BELLS_LOCK:
-        return _BELLS.setdefault(os.path.realpath(path), _Bell())
+def _local_file(path: str) -> _LocalFile:
+    with _FILES_LOCK:
+        return _FILES.setdefault(os.path.realpath(path), _LocalFile())
 
 
 def _pid_alive(pid: int) -> bool:
@@ -125,11 +130,20 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+def _host_identity() -> str:
+    """Hostname plus PID namespace: pids are only comparable between processes that share both."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{socket.gethostname()}/{namespace}"
+
+
 def connect_db(path: str, *, busy_timeout_s: float = 2.0) -> sqlite3.Connection:
-    """Open the bus file in autocommit mode (transactions are explicit), WAL and synchronous=FULL."""
+    """Open the bus file in autocommit mode (transactions are explicit), WAL, synchronous=NORMAL."""
     db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA synchronous=NORMAL")
     if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'bindings'").fetchone() is None:
         db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
     return db
@@ -161,26 +175,51 @@ class SqliteChannel(virtual.Channel):
     def __init__(self, connection: SqliteLeaseTransport, **kwargs: Any) -> None:
         super().__init__(connection, **kwargs)
         self._db = connect_db(connection.path, busy_timeout_s=connection.busy_timeout)
+        self._db.execute("PRAGMA busy_timeout=10")  # writers wait in _begin_immediate; readers barely wait
+        self._busy_timeout = connection.busy_timeout
         self._lock = threading.RLock()
         self._closed = False
         self._leases: dict[str, int] = {}
-        self._host = socket.gethostname()
+        self._host = _host_identity()
         self._next_reap = 0.0
-        self._bell = connection.bell
+        self._file = connection.local_file
         self._visibility_timeout = connection.visibility_timeout
 
     # -- storage primitives -------------------------------------------------------------
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+    def _write(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """A write transaction; `durable` commits with synchronous=FULL (fsync before returning)."""
+        with self._lock, self._file.writer:
+            if durable:
+                self._db.execute("PRAGMA synchronous=FULL")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._begin_immediate()
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            finally:
+                if durable:
+                    self._db.execute("PRAGMA synchronous=NORMAL")
+
+    def _begin_immediate(self) -> None:
+        """BEGIN IMMEDIATE, retrying every ~1 ms while another process writes.
+
+        SQLite's own busy handler backs off to sleeps of up to 100 ms, which starves
+        writers when a publisher and a worker process share the file.
+        """
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.0005 + random.random() * 0.001)
 
     def _queue_settings(self, db: sqlite3.Connection, queue: str) -> tuple[int | None, str | None]:
         row = db.execute("SELECT delivery_limit, dead_letter FROM queues WHERE name = ?", (queue,)).fetchone()
@@ -243,10 +282,10 @@ class SqliteChannel(virtual.Channel):
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         delay_ms = float((message.get("headers") or {}).get(DELAY_HEADER) or 0)
         ready_at = time.time() + max(delay_ms, 0.0) / 1000.0
-        with self._lock:
-            self._db.execute("INSERT INTO messages (queue, payload, ready_at, visible_at) "
-                             "VALUES (?, ?, ?, ?)", (queue, dumps(message), ready_at, ready_at))
-        self._bell.ring()
+        with self._write(durable=True) as db:  # Rule: a publish that returned is on disk
+            db.execute("INSERT INTO messages (queue, payload, ready_at, visible_at) VALUES (?, ?, ?, ?)",
+                       (queue, dumps(message), ready_at, ready_at))
+        self._file.ring()
 
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
         now = time.time()
@@ -273,17 +312,17 @@ class SqliteChannel(virtual.Channel):
         """Ack: the message is done, remove it (unless its lease expired and was taken by another)."""
         row_id = self._leases.pop(delivery_tag, None)
         if row_id is not None:
-            with self._lock:
-                self._db.execute("DELETE FROM messages WHERE id = ? AND lease = ?", (row_id, delivery_tag))
+            with self._write() as db:
+                db.execute("DELETE FROM messages WHERE id = ? AND lease = ?", (row_id, delivery_tag))
 
     def release(self, delivery_tag: str) -> None:
         """Requeue: end the lease, the message is visible again at its original place."""
         row_id = self._leases.pop(delivery_tag, None)
         if row_id is not None and not self._closed:
-            with self._lock:
-                self._db.execute(f"UPDATE messages SET {_RELEASE} WHERE id = ? AND lease = ?",
-                                 (row_id, delivery_tag))
-            self._bell.ring()
+            with self._write() as db:
+                db.execute(f"UPDATE messages SET {_RELEASE} WHERE id = ? AND lease = ?",
+                           (row_id, delivery_tag))
+            self._file.ring()
 
     def dead_letter_leased(self, delivery_tag: str, *, reason: str) -> None:
         row_id = self._leases.pop(delivery_tag, None)
@@ -314,17 +353,16 @@ class SqliteChannel(virtual.Channel):
     def _new_queue(self, queue: str, **kwargs: Any) -> None:
         arguments = kwargs.get("arguments") or {}
         verb = "INSERT OR REPLACE" if arguments else "INSERT OR IGNORE"
-        with self._lock:
-            self._db.execute(f"{verb} INTO queues (name, delivery_limit, dead_letter) VALUES (?, ?, ?)",
-                             (queue, arguments.get("x-delivery-limit"),
-                              arguments.get("x-dead-letter-routing-key")))
+        with self._write() as db:
+            db.execute(f"{verb} INTO queues (name, delivery_limit, dead_letter) VALUES (?, ?, ?)",
+                       (queue, arguments.get("x-delivery-limit"), arguments.get("x-dead-letter-routing-key")))
 
     def queue_bind(self, queue: str, exchange: str | None = None, routing_key: str = "",
                    arguments: Any = None, **kwargs: Any) -> None:
         super().queue_bind(queue, exchange, routing_key, arguments, **kwargs)
-        with self._lock:
-            self._db.execute("INSERT OR IGNORE INTO bindings (exchange, routing_key, queue) VALUES (?, ?, ?)",
-                             (exchange or "amq.direct", routing_key, queue))
+        with self._write() as db:
+            db.execute("INSERT OR IGNORE INTO bindings (exchange, routing_key, queue) VALUES (?, ?, ?)",
+                       (exchange or "amq.direct", routing_key, queue))
 
     def _has_queue(self, queue: str, **kwargs: Any) -> bool:
         with self._lock:
@@ -337,9 +375,9 @@ class SqliteChannel(virtual.Channel):
         return int(row[0])
 
     def _purge(self, queue: str) -> int:
-        with self._lock:
-            return int(self._db.execute("DELETE FROM messages WHERE queue = ? AND lease IS NULL",
-                                        (queue,)).rowcount)
+        with self._write() as db:
+            cursor = db.execute("DELETE FROM messages WHERE queue = ? AND lease IS NULL", (queue,))
+            return int(cursor.rowcount)
 
     def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
         with self._write() as db:
@@ -385,7 +423,7 @@ class SqliteLeaseTransport(virtual.Transport):
             raise ValueError(f"sqlite bus needs an absolute file path, got {self.path!r}")
         self.visibility_timeout = float(options.get("visibility_timeout", 600.0))
         self.busy_timeout = float(options.get("busy_timeout", 2.0))
-        self.bell = _bell_for(self.path)
+        self.local_file = _local_file(self.path)
 
     def driver_version(self) -> str:
         return sqlite3.sqlite_version
@@ -396,7 +434,7 @@ class SqliteLeaseTransport(virtual.Transport):
         cycle = self.cycle
         assert cycle is not None
         while True:
-            seen = self.bell.generation
+            seen = self.local_file.generation
             try:
                 cycle.get(self._deliver, timeout=timeout)
                 return
@@ -408,4 +446,4 @@ class SqliteLeaseTransport(virtual.Transport):
                 if remaining <= 0:
                     raise TimeoutError()
                 wait = min(wait, remaining)
-            self.bell.wait(seen, wait)
+            self.local_file.wait(seen, wait)

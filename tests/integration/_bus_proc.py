@@ -48,7 +48,7 @@ def record(path: str, line: str) -> None:
         os.fsync(out.fileno())
 
 
-def run_worker(url: str, topology: Topology, record_file: str, mode: str, seconds: float) -> None:
+def run_worker(url: str, topology: Topology, record_file: str, mode: str, hang_at: int) -> None:
     started = 0
 
     def handler(envelope: Envelope) -> None:
@@ -57,7 +57,7 @@ def run_worker(url: str, topology: Topology, record_file: str, mode: str, second
         started += 1
         if mode == "crash":
             os._exit(3)
-        time.sleep(3600 if mode == "hang" and started >= seconds else 0.05)
+        time.sleep(3600 if mode == "hang" and started >= hang_at else 0.05)
 
     Worker(lambda: open_connection(url), topology, handler, prefetch=1).run(threading.Event())
 
@@ -73,7 +73,7 @@ def run_publisher(url: str, topology: Topology, count: int) -> None:
 
 def main(argv: list[str]) -> None:
     if argv[0] == "worker":
-        run_worker(argv[1], topology_from_json(argv[2]), argv[3], argv[4], float(argv[5]))
+        run_worker(argv[1], topology_from_json(argv[2]), argv[3], argv[4], int(argv[5]))
     elif argv[0] == "publish":
         run_publisher(argv[1], topology_from_json(argv[2]), int(argv[3]))
     else:

@@ -185,7 +185,8 @@ def test_poison_message_is_dead_lettered_after_the_delivery_limit(bus_url: str, 
     # When workers are restarted after each crash, as a supervisor would
     for _ in range(topology.delivery_limit + 3):
         proc = spawn("worker", bus_url, topology_to_json(topology), str(starts), "crash", "0")
-        dead = until(lambda: proc.poll() is not None or message_count(bus_url, topology.dead_queue) > 0)
+        dead = until(lambda proc=proc: proc.poll() is not None  # type: ignore[misc]
+                     or message_count(bus_url, topology.dead_queue) > 0)
         proc.kill()
         proc.wait()
         if dead and message_count(bus_url, topology.dead_queue):
@@ -248,7 +249,7 @@ def test_publisher_is_thread_safe(bus_url: str, topology: Topology, publisher: K
         try:
             for _ in range(25):
                 publisher.publish(make_envelope())
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as exc:  # reported by the assertion below
             errors.append(exc)
 
     threads = [threading.Thread(target=publish_many) for _ in range(8)]

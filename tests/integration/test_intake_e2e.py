@@ -200,3 +200,23 @@ def test_roster_with_a_bad_line_imports_nothing(stack: RunningHub) -> None:
                        + builders.roster_line(builders.TEST_INS[:13] + "00"))
         assert r.status_code == 422 and "line 3" in r.json()["error"]["message_en"]
     assert submit(stack, fixture_bytes(BIO))["status"] == "rejected"  # patient still unknown
+
+
+def test_every_ans_example_ends_as_the_pure_core_table_says(stack: RunningHub) -> None:
+    """All 18 ANS fixtures through HTTP, RabbitMQ, SeaweedFS and PostgreSQL: the outcome and
+    category of each is the defended one in tests/unit/test_fixtures.py."""
+    from tests.unit.test_fixtures import EXPECTED
+
+    import_roster(stack, builders.roster_line(), builders.roster_line("277076322082910", oid="1.2.250.1.213.1.4.8"))
+    with stack.client() as client:
+        accepted = {name: client.post("/v1/documents", content=fixture_bytes(name),
+                                      headers={"Content-Type": "text/xml"}).json()["submission"]
+                    for name in sorted(EXPECTED)}
+        final = {name: client.get(f"/v1/submissions/{sid}", params={"wait": 30}).json()
+                 for name, sid in accepted.items()}
+    for name, expected in EXPECTED.items():
+        record = final[name]
+        if expected[0] == "accept":
+            assert (record["status"], record["category"]) == ("indexed", expected[1]), (name, record)
+        else:
+            assert record["status"] == "rejected" and expected[1] in rules(record), (name, record)

@@ -7,6 +7,7 @@ import io
 import os
 import re
 import signal
+import threading
 import time
 from collections.abc import Callable
 
@@ -135,3 +136,35 @@ def test_put_raises_store_unavailable_within_the_timeout_when_the_server_hangs(
         assert time.monotonic() - started < 6.0
     finally:
         os.kill(server.pid, signal.SIGCONT)
+
+
+@pytest.mark.slow
+def test_every_put_acknowledged_before_a_kill_9_under_load_survives_restart(
+        seaweed_factory: Callable[[], SeaweedServer]) -> None:
+    server = seaweed_factory()
+    store = store_on(server, timeout_s=2.0)
+    acknowledged: list[tuple[BlobRef, bytes]] = []
+    lock = threading.Lock()
+
+    def writer(worker: int) -> None:
+        for i in range(10_000):
+            data = f"{worker}-{i}-".encode() + os.urandom(20_000)
+            try:
+                ref = store.put(data, kind="raw", content_type="application/octet-stream")
+            except StoreUnavailable:
+                return
+            with lock:
+                acknowledged.append((ref, data))
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)
+    server.kill()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    server.start()
+
+    assert len(acknowledged) > 20
+    assert all(store.get(ref) == data for ref, data in acknowledged)
