@@ -163,7 +163,8 @@ def bench_stack(name: str, *, s3: SeaweedServer, docs: list[bytes], patient_ins:
                  workers=workers)
     common = ["--config", str(config), "--data-dir", str(data)]
     with ExitStack() as stack:
-        api = start(["run", "--role", "api", *common], stack, data / "hub.log")
+        # Embedded: one `meshub run` process, as users run it; production: API + worker processes.
+        api = start(["run", "--role", "api" if worker_procs else "all", *common], stack, data / "hub.log")
         wait_http(f"http://127.0.0.1:{port}")
         workers_ = [start(["run", "--role", "worker", *common], stack, data / "hub.log")
                     for _ in range(worker_procs)]
@@ -202,13 +203,12 @@ def main() -> None:
         results["raw_s3_put"] = raw_put_rate(store, docs, concurrency=args.concurrency)
         stacks = ("production", "embedded") if args.stack == "both" else (args.stack,)
         for name in stacks:
-            pg = ""
-            if name == "production":
-                pg = _fresh_pg_database(args.pg)
+            production = name == "production"
             results[name] = bench_stack(
-                name, s3=s3, docs=docs, patient_ins=patient_ins, concurrency=args.concurrency, workers=args.workers,
-                worker_procs=args.worker_procs, bus_url=args.amqp if name == "production" else "",
-                index_url=pg, tmp=tmp)
+                name, s3=s3, docs=docs, patient_ins=patient_ins, concurrency=args.concurrency,
+                workers=args.workers, worker_procs=args.worker_procs if production else 0,
+                bus_url=args.amqp if production else "", index_url=_fresh_pg_database(args.pg) if production else "",
+                tmp=tmp)
             results[name]["vs_raw_put"] = results[name]["indexed_per_s"] / results["raw_s3_put"]["objects_per_s"]
             print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
     print(json.dumps(results, indent=2))

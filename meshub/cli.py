@@ -208,7 +208,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if created:
             print(f"meshub: created development credentials (producer 'dev-producer' and 'admin') in "
                   f"{settings.data_dir / 'credentials.json'}", flush=True)
-    hub = build_hub(settings)
+    hub = build_hub(settings, workers_in_process=args.role == "all")
     try:
         if args.role in ("all", "worker"):
             hub.start_workers(settings.workers)

@@ -30,12 +30,14 @@ from hub.bus.worker import Worker
 from hub.envelope import BlobRef, Envelope, Source
 from hub.errors import HubError
 from hub.intake import Intake
+from hub.ports import BlobStore
 from hub.topology import Topology
 from meshub import datadir
 from pipelines.roster_import import import_roster
 from pipelines.runner import DocumentPipeline
 from storage.index import SqlIndex
 from storage.objects import MinioBlobStore
+from storage.recent import RecentBlobs
 from storage.seaweed import SeaweedServer
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ class Hub:
     publisher: KombuPublisher
     intake: Intake
     topology: Topology
+    pipeline_store: BlobStore
     stop: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
     exit_stack: ExitStack = field(default_factory=ExitStack)
@@ -69,7 +72,7 @@ class Hub:
         self.threads.append(thread)
 
     def start_workers(self, count: int) -> None:
-        pipeline = DocumentPipeline(store=self.store, index=self.index, rules=load_validation_rules(
+        pipeline = DocumentPipeline(store=self.pipeline_store, index=self.index, rules=load_validation_rules(
             max_bytes=self.settings.max_body_bytes), tables=load_classification())
         for n in range(count):
             worker = Worker(lambda: open_connection(self.settings.bus_url), self.topology, pipeline)
@@ -132,8 +135,11 @@ def _object_store(settings: Settings, stack: ExitStack) -> MinioBlobStore:
     return blobs
 
 
-def build_hub(settings: Settings) -> Hub:
-    """Start the services this process depends on and wire the ports (nothing is served yet)."""
+def build_hub(settings: Settings, *, workers_in_process: bool = False) -> Hub:
+    """Start the services this process depends on and wire the ports (nothing is served yet).
+
+    workers_in_process: this process both accepts and processes (`meshub run`, role all), so its
+    workers read what its intake just stored from memory (RecentBlobs) instead of from S3."""
     if not settings.key_secret:
         settings = replace(settings, key_secret=datadir.secrets_for(settings.data_dir)["key_secret"].encode())
     stack = ExitStack()
@@ -147,9 +153,10 @@ def build_hub(settings: Settings) -> Hub:
     except BaseException:
         stack.close()
         raise
-    intake = Intake(store=store, index=index, publisher=publisher)
+    blobs: BlobStore = RecentBlobs(store) if workers_in_process else store
+    intake = Intake(store=blobs, index=index, publisher=publisher)
     return Hub(settings=settings, store=store, index=index, publisher=publisher, intake=intake,
-               topology=topology, exit_stack=stack)
+               topology=topology, pipeline_store=blobs, exit_stack=stack)
 
 
 def serve(hub: Hub, *, on_ready: Callable[[str], None] | None = None) -> None:

@@ -122,7 +122,9 @@ def make_engine(url: str, *, durable: bool = True) -> Engine:
         engine = sa.create_engine(url, pool_size=16, max_overflow=16, connect_args={"timeout": 15})
         sa.event.listen(engine, "connect", _sqlite_pragmas("FULL" if durable else "NORMAL"))
         return engine
-    return sa.create_engine(url, pool_size=16, max_overflow=16, pool_pre_ping=True,
+    # No pre-ping (a round trip per checkout): a dropped connection raises OperationalError, which
+    # becomes IndexUnavailable (retried by the worker, 503 at the API) and SQLAlchemy replaces it.
+    return sa.create_engine(url, pool_size=16, max_overflow=16, pool_recycle=1800,
                             connect_args={"connect_timeout": 5})
 
 
@@ -210,8 +212,10 @@ class SqlIndex:
     def _insert_document(self, conn: Connection, doc: DocumentRecord) -> str:
         """Insert once; return the submission that owns the document id (ours, or an earlier one)."""
         values = {**_document_row(doc), "indexed_at": _now()}
-        conn.execute(self._insert(documents).values(**values).on_conflict_do_nothing(
-            index_elements=["document_id"]))
+        inserted = conn.execute(self._insert(documents).values(**values).on_conflict_do_nothing(
+            index_elements=["document_id"]).returning(documents.c.submission_id)).scalar()
+        if inserted is not None:
+            return str(inserted)
         owner = conn.execute(sa.select(documents.c.submission_id).where(
             documents.c.document_id == doc.document_id)).scalar_one()
         return str(owner)
@@ -252,13 +256,15 @@ class SqlIndex:
                   "findings": json.dumps(list(findings)), "updated_at": _now()}
         updated = conn.execute(submissions.update().where(
             submissions.c.submission_id == envelope.submission_id,
-            submissions.c.status == str(SubmissionStatus.PENDING)).values(**values))
-        if updated.rowcount == 0:
-            conn.execute(self._insert(submissions).values(
-                submission_id=envelope.submission_id, received_at=envelope.received_at,
-                producer=envelope.source.producer, source_kind=envelope.source.kind, blob_key=envelope.raw.key,
-                sha256=envelope.raw.sha256, size=envelope.raw.size, **values,
-            ).on_conflict_do_nothing(index_elements=["submission_id"]))
+            submissions.c.status == str(SubmissionStatus.PENDING)).values(**values).returning(
+            *submissions.c)).mappings().first()
+        if updated is not None:
+            return _submission_from_row(updated)
+        conn.execute(self._insert(submissions).values(
+            submission_id=envelope.submission_id, received_at=envelope.received_at,
+            producer=envelope.source.producer, source_kind=envelope.source.kind, blob_key=envelope.raw.key,
+            sha256=envelope.raw.sha256, size=envelope.raw.size, **values,
+        ).on_conflict_do_nothing(index_elements=["submission_id"]))
         row = conn.execute(submissions.select().where(
             submissions.c.submission_id == envelope.submission_id)).mappings().one()
         return _submission_from_row(row)

@@ -50,7 +50,7 @@ class RunningHub:
 
 @contextmanager
 def running_hub(settings: Settings, *, workers: bool = True, filedrop: bool = False) -> Iterator[RunningHub]:
-    hub = build_hub(settings)
+    hub = build_hub(settings, workers_in_process=workers)
     server = uvicorn.Server(uvicorn.Config(create_app(hub.api_context()), host="127.0.0.1",
                                            port=settings.http_port, access_log=False, log_config=None))
     thread = threading.Thread(target=server.run, daemon=True)
