@@ -190,7 +190,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
             mapping = tomllib.loads(args.config.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config {args.config}: {exc}") from exc
-    settings = settings_from_mapping(mapping, data_dir=args.data_dir)
+    settings = settings_from_mapping(mapping, data_dir=args.data_dir.resolve())
     overrides = {k: v for k, v in (("http_host", args.http_host), ("http_port", args.http_port),
                                    ("workers", args.workers)) if v is not None}
     return replace(settings, **overrides)

@@ -10,11 +10,14 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
-  "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-  if [ "$extra" = dev ]; then
-    "$venv/bin/python" -m pip install -q -e "$root[dev]"
-  else
-    "$venv/bin/python" -m pip install -q -e "$root"
+  echo "meshub: installing into $venv (log: $venv/install.log)" >&2
+  target="$root"
+  [ "$extra" = dev ] && target="$root[dev]"
+  if ! { "$venv/bin/python" -m pip install --upgrade pip && "$venv/bin/python" -m pip install -e "$target"; } \
+      >"$venv/install.log" 2>&1; then
+    tail -n 20 "$venv/install.log" >&2
+    echo "meshub: installation failed; see $venv/install.log" >&2
+    exit 1
   fi
   touch "$stamp"
 fi

@@ -136,6 +136,21 @@ class SqlIndex:
         self._relaxed = relaxed_engine or engine
         self._postgres = engine.dialect.name == "postgresql"
         self._insert = postgresql.insert if self._postgres else sqlite.insert
+        # Hot statements, built once: parameters come at execute time (saves per-call construction).
+        self._new_submission = submissions.insert()
+        self._new_document = self._insert(documents).on_conflict_do_nothing(
+            index_elements=["document_id"]).returning(documents.c.submission_id)
+        self._successor = sa.select(documents.c.document_id).join(
+            links, links.c.child_id == documents.c.document_id).where(
+            links.c.parent_id == sa.bindparam("p_doc"), documents.c.patient_ins == sa.bindparam("p_ins"),
+            documents.c.document_id != sa.bindparam("p_doc"))
+        self._advisory_lock = sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(sa.bindparam("p_key"))))
+        self._patient_by_ins = patients.select().where(patients.c.ins == sa.bindparam("p_ins"))
+        self._close_submission = submissions.update().where(
+            submissions.c.submission_id == sa.bindparam("p_id"),
+            submissions.c.status == str(SubmissionStatus.PENDING),
+        ).values({c: sa.bindparam(f"p_{c}") for c in ("status", "document_id", "category", "findings",
+                                                      "updated_at")}).returning(*submissions.c)
 
     @classmethod
     def connect(cls, url: str) -> SqlIndex:
@@ -177,10 +192,11 @@ class SqlIndex:
         submission is its envelope on the bus (and its bytes in S3); if a power cut loses this row,
         the worker re-creates it when it records the outcome."""
         with self._tx(durable=False) as conn:
-            conn.execute(submissions.insert().values(
-                submission_id=record.submission_id, received_at=record.received_at, producer=record.producer,
-                source_kind=record.source_kind, status=str(record.status), document_id=None, findings="[]",
-                blob_key=record.blob_key, sha256=record.sha256, size=record.size, updated_at=_now()))
+            conn.execute(self._new_submission, {
+                "submission_id": record.submission_id, "received_at": record.received_at,
+                "producer": record.producer, "source_kind": record.source_kind, "status": str(record.status),
+                "document_id": None, "category": None, "findings": "[]", "blob_key": record.blob_key,
+                "sha256": record.sha256, "size": record.size, "updated_at": _now()})
 
     def forget_submission(self, submission_id: str) -> None:
         with self._tx() as conn:
@@ -212,8 +228,7 @@ class SqlIndex:
     def _insert_document(self, conn: Connection, doc: DocumentRecord) -> str:
         """Insert once; return the submission that owns the document id (ours, or an earlier one)."""
         values = {**_document_row(doc), "indexed_at": _now()}
-        inserted = conn.execute(self._insert(documents).values(**values).on_conflict_do_nothing(
-            index_elements=["document_id"]).returning(documents.c.submission_id)).scalar()
+        inserted = conn.execute(self._new_document, values).scalar()
         if inserted is not None:
             return str(inserted)
         owner = conn.execute(sa.select(documents.c.submission_id).where(
@@ -227,7 +242,7 @@ class SqlIndex:
         if not self._postgres:
             return
         for key in sorted({doc.document_id, *doc.replaces}):
-            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(key))))
+            conn.execute(self._advisory_lock, {"p_key": key})
 
     def _link_replacements(self, conn: Connection, doc: DocumentRecord) -> None:
         """RPLC: the parents this document replaces become deprecated (both kept); a document that
@@ -240,10 +255,7 @@ class SqlIndex:
                 documents.c.document_id.in_(doc.replaces), documents.c.patient_ins == doc.patient_ins,
                 documents.c.document_id != doc.document_id,
             ).values(status="deprecated", replaced_by=doc.document_id))
-        successor = conn.execute(
-            sa.select(documents.c.document_id).join(links, links.c.child_id == documents.c.document_id).where(
-                links.c.parent_id == doc.document_id, documents.c.patient_ins == doc.patient_ins,
-                documents.c.document_id != doc.document_id)).scalar()
+        successor = conn.execute(self._successor, {"p_doc": doc.document_id, "p_ins": doc.patient_ins}).scalar()
         if successor is not None:
             conn.execute(documents.update().where(documents.c.document_id == doc.document_id).values(
                 status="deprecated", replaced_by=successor))
@@ -254,10 +266,8 @@ class SqlIndex:
         values = {"status": str(status), "document_id": document.document_id if document else None,
                   "category": document.category if document else None,
                   "findings": json.dumps(list(findings)), "updated_at": _now()}
-        updated = conn.execute(submissions.update().where(
-            submissions.c.submission_id == envelope.submission_id,
-            submissions.c.status == str(SubmissionStatus.PENDING)).values(**values).returning(
-            *submissions.c)).mappings().first()
+        updated = conn.execute(self._close_submission, {
+            "p_id": envelope.submission_id, **{f"p_{k}": v for k, v in values.items()}}).mappings().first()
         if updated is not None:
             return _submission_from_row(updated)
         conn.execute(self._insert(submissions).values(
@@ -273,7 +283,7 @@ class SqlIndex:
 
     def patient(self, ins: str) -> PatientRecord | None:
         with self._tx() as conn:
-            row = conn.execute(patients.select().where(patients.c.ins == ins)).mappings().first()
+            row = conn.execute(self._patient_by_ins, {"p_ins": ins}).mappings().first()
         if row is None:
             return None
         fields = {k: v for k, v in row.items() if k not in ("updated_at", "status")}

@@ -157,7 +157,7 @@ class SeaweedServer:
     def __init__(self, data_dir: Path, *, s3_port: int, access_key: str, secret_key: str,
                  bind: str = "127.0.0.1", fsync: bool = True, weed_binary: str | None = None,
                  volume_size_limit_mb: int = 64, max_volumes: int = 100) -> None:
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(data_dir).resolve()  # the child runs in data_dir: relative paths would break
         self.s3_port = s3_port
         self.fsync = fsync
         self._access_key = access_key

@@ -80,8 +80,9 @@ class FileDrop:
         while not stop.is_set():
             try:
                 self.scan_once()
-            except Exception:  # a bad pass must not end the loop; the next pass retries
-                log.exception("file-drop pass failed")
+            except Exception as exc:  # a bad pass must not end the loop; the next pass retries
+                # Class name only: file names (in OSError texts) may carry a patient's name.
+                log.error("file-drop pass failed: %s", type(exc).__name__)
             stop.wait(self._poll_s)
 
     def scan_once(self) -> None:
@@ -110,8 +111,8 @@ class FileDrop:
                                  "message_fr": f"le fichier dépasse {self._max_bytes} octets"})
             return None
         try:
-            record = self._intake.accept(claimed.read_bytes(), Source(kind="filedrop", producer=self._producer,
-                                                                      name=claimed.name))
+            # The file name stays here (it may name the patient): the envelope only says "filedrop".
+            record = self._intake.accept(claimed.read_bytes(), Source(kind="filedrop", producer=self._producer))
         except TransientError as exc:
             log.warning("file-drop: hub unavailable (%s), will retry", type(exc).__name__)
             return None

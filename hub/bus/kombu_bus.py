@@ -40,7 +40,7 @@ REASON_HEADER = "x-meshub-reason"
 DEFAULT_RETRY_POLICY: Mapping[str, float] = {
     "max_retries": 2, "interval_start": 0.0, "interval_step": 0.5, "interval_max": 1.0,
 }
-CONFIRM_TIMEOUT_S = 2.0  # a timed-out confirm drops the connection; the retry may duplicate
+CONFIRM_TIMEOUT_S = 5.0  # a timed-out confirm drops the connection; the retry may duplicate
 
 
 def is_amqp(connection: Connection) -> bool:

@@ -38,7 +38,7 @@ from kombu.messaging import Consumer
 
 from hub.bus.kombu_bus import KombuPublisher
 from hub.envelope import Envelope
-from hub.errors import EnvelopeDecodeError, PermanentError, TransientError
+from hub.errors import EnvelopeDecodeError, HubError, PermanentError, TransientError
 from hub.ports import Handler
 from hub.retry import RetryPolicy
 from hub.topology import Topology
@@ -52,7 +52,10 @@ _DEFAULT_RETRY = RetryPolicy()
 
 
 def reason_for(exc: BaseException) -> str:
-    """`ClassName: first line of the message`, kept short (the message must not carry payload)."""
+    """`ClassName: first line of the message` for the hub's own errors, whose texts we write and keep
+    free of health data; only the class name for anything else (a driver's message may quote values)."""
+    if not isinstance(exc, HubError):
+        return type(exc).__name__
     first_line = (str(exc).splitlines() or [""])[0]
     return f"{type(exc).__name__}: {first_line}"[:_REASON_MAX]
 

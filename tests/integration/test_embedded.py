@@ -24,20 +24,20 @@ ROOT = Path(__file__).resolve().parents[2]
 BIO = FIXTURES_CDA / "BIO-CR-BIO_2024.01_TSH_1.xml"
 
 
-def meshub(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def meshub(*args: str, check: bool = True, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     done = subprocess.run([sys.executable, "-m", "meshub.cli", *args], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT)
+                          timeout=120, cwd=cwd)
     if check:
         assert done.returncode == 0, (done.stdout, done.stderr)
     return done
 
 
 @contextmanager
-def embedded_hub(data_dir: Path, config: Path) -> Iterator[subprocess.Popen[str]]:
+def embedded_hub(data_dir: Path, config: Path, *, cwd: Path = ROOT) -> Iterator[subprocess.Popen[str]]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "meshub.cli", "run", "--data-dir", str(data_dir),
                              "--http-port", str(port), "--config", str(config), "--workers", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd)
     lines = []
     try:
         assert proc.stdout is not None
@@ -73,25 +73,27 @@ def embedded_config(tmp_path: Path) -> Path:
 
 def test_first_start_creates_credentials_and_the_cli_round_trip_works(tmp_path: Path,
                                                                       embedded_config: Path) -> None:
-    data = tmp_path / "data"
+    # A relative --data-dir, as a user types it, resolved against the working folder.
+    data = Path("data")
     roster = tmp_path / "roster.csv"
     roster.write_text(builders.ROSTER_HEADER + builders.roster_line())
-    with embedded_hub(data, embedded_config) as proc:
+    with embedded_hub(data, embedded_config, cwd=tmp_path) as proc:
         assert any("created development credentials" in line for line in proc.output)  # type: ignore[attr-defined]
-        assert (data / "credentials.json").stat().st_mode & 0o077 == 0
-        meshub("patients", "import", str(roster), "--data-dir", str(data))
-        out = meshub("submit", str(BIO), "--wait", "--json", "--data-dir", str(data)).stdout
+        assert (tmp_path / data / "credentials.json").stat().st_mode & 0o077 == 0
+        meshub("patients", "import", str(roster), "--data-dir", str(data), cwd=tmp_path)
+        out = meshub("submit", str(BIO), "--wait", "--json", "--data-dir", str(data), cwd=tmp_path).stdout
         row = json.loads(out)
         assert {k: row[k] for k in ("file", "status", "category")} == {
             "file": str(BIO), "status": "indexed", "category": "BIOLOGIE"}
         assert row["submission"] and row["document_id"] and row["findings"] == []
         listed = [json.loads(x) for x in meshub("documents", builders.TEST_INS, "--json",
-                                                "--data-dir", str(data)).stdout.splitlines()]
+                                                "--data-dir", str(data), cwd=tmp_path).stdout.splitlines()]
         assert [d["document_id"] for d in listed] == [row["document_id"]]
-        got = meshub("get", row["document_id"], "-o", str(tmp_path / "back.xml"), "--data-dir", str(data))
+        got = meshub("get", row["document_id"], "-o", str(tmp_path / "back.xml"), "--data-dir", str(data),
+                     cwd=tmp_path)
         assert got.returncode == 0 and (tmp_path / "back.xml").read_bytes() == BIO.read_bytes()
         rejected = meshub("submit", str(FIXTURES_CDA / "CSE-CS8_2024.01.xml"), "--wait", "--json",
-                          "--data-dir", str(data), check=False)
+                          "--data-dir", str(data), check=False, cwd=tmp_path)
         assert rejected.returncode == 1 and json.loads(rejected.stdout)["status"] == "rejected"
 
 

@@ -4,6 +4,7 @@ producer system would: submit, follow, list, download; and every kind of bad inp
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,20 @@ def import_roster(hub: RunningHub, *lines: str) -> dict[str, Any]:
     return dict(response.json())
 
 
+def post_document(client: httpx.Client, body: bytes, *, content_type: str = "application/xml") -> dict[str, Any]:
+    """POST as a well-behaved producer: a 503 means 'nothing accepted, retry after Retry-After'."""
+    for _ in range(3):
+        response = client.post("/v1/documents", content=body, headers={"Content-Type": content_type})
+        if response.status_code != 503:
+            break
+        time.sleep(float(response.headers.get("retry-after", "1")))
+    assert response.status_code == 202, (response.status_code, response.text)
+    return dict(response.json())
+
+
 def submit(hub: RunningHub, body: bytes, *, content_type: str = "application/xml") -> dict[str, Any]:
     with hub.client() as client:
-        response = client.post("/v1/documents", content=body, headers={"Content-Type": content_type})
-        assert response.status_code == 202, response.text
-        accepted = response.json()
+        accepted = post_document(client, body, content_type=content_type)
         final = client.get(f"/v1/submissions/{accepted['submission']}", params={"wait": 30}).json()
     assert final["status"] != "pending", "submission did not finish within 30 s"
     return dict(final)
@@ -209,8 +219,7 @@ def test_every_ans_example_ends_as_the_pure_core_table_says(stack: RunningHub) -
 
     import_roster(stack, builders.roster_line(), builders.roster_line("277076322082910", oid="1.2.250.1.213.1.4.8"))
     with stack.client() as client:
-        accepted = {name: client.post("/v1/documents", content=fixture_bytes(name),
-                                      headers={"Content-Type": "text/xml"}).json()["submission"]
+        accepted = {name: post_document(client, fixture_bytes(name), content_type="text/xml")["submission"]
                     for name in sorted(EXPECTED)}
         final = {name: client.get(f"/v1/submissions/{sid}", params={"wait": 30}).json()
                  for name, sid in accepted.items()}
