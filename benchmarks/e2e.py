@@ -52,6 +52,7 @@ def patients(count: int) -> list[str]:
 def documents(count: int, patient_ins: list[str]) -> list[bytes]:
     root = etree.fromstring(FIXTURE.read_bytes())
     ident = root.find("{urn:hl7-org:v3}id")
+    assert ident is not None
     ins_id = next(e for e in root.iterfind("{urn:hl7-org:v3}recordTarget/{urn:hl7-org:v3}patientRole/"
                                            "{urn:hl7-org:v3}id") if e.get("root") == OID)
     out = []
@@ -70,8 +71,8 @@ def free_port() -> int:
 
 
 def write_config(path: Path, *, s3: SeaweedServer, bucket: str, bus_url: str, index_url: str, port: int,
-                 workers: int) -> None:
-    bus = f'url = "{bus_url}"\nprefix = "bench{uuid.uuid4().hex[:6]}"\n' if bus_url else ""
+                 workers: int, prefix: str = "meshub") -> None:
+    bus = f'url = "{bus_url}"\nprefix = "{prefix}"\n' if bus_url else ""
     index = f'url = "{index_url}"\n' if index_url else ""
     path.write_text(f"""[http]\nport = {port}\n[bus]\n{bus}[index]\n{index}[workers]\ncount = {workers}
 [s3]\nendpoint = "{s3.endpoint}"\naccess_key = "{s3.access_key}"\nsecret_key = "{s3.secret_key}"
@@ -91,7 +92,11 @@ def start(args: list[str], stack: ExitStack, log: Path) -> subprocess.Popen[byte
     out = stack.enter_context(log.open("ab"))
     proc = subprocess.Popen([sys.executable, "-m", "meshub.cli", *args, "--log-level", "WARNING"],
                             stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-    stack.callback(lambda: (proc.send_signal(signal.SIGINT), proc.wait(timeout=30)))
+    def stop() -> None:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+    stack.callback(stop)
     return proc
 
 
@@ -159,10 +164,14 @@ def bench_stack(name: str, *, s3: SeaweedServer, docs: list[bytes], patient_ins:
     port = free_port()
     config = data / "meshub.toml"
     index_url = index_url or f"sqlite:///{data / 'index.sqlite3'}"
+    prefix = f"bench{uuid.uuid4().hex[:6]}"
     write_config(config, s3=s3, bucket=f"hub-{name}", bus_url=bus_url, index_url=index_url, port=port,
-                 workers=workers)
+                 workers=workers, prefix=prefix)
+
     common = ["--config", str(config), "--data-dir", str(data)]
     with ExitStack() as stack:
+        if bus_url:
+            stack.callback(_delete_queues, bus_url, prefix)  # runs last, after the hub stopped
         # Embedded: one `meshub run` process, as users run it; production: API + worker processes.
         api = start(["run", "--role", "api" if worker_procs else "all", *common], stack, data / "hub.log")
         wait_http(f"http://127.0.0.1:{port}")
@@ -212,6 +221,17 @@ def main() -> None:
             results[name]["vs_raw_put"] = results[name]["indexed_per_s"] / results["raw_s3_put"]["objects_per_s"]
             print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
     print(json.dumps(results, indent=2))
+
+
+def _delete_queues(bus_url: str, prefix: str) -> None:
+    """Quorum queues are not free: leave none behind on the shared broker."""
+    from hub.bus import open_connection
+    from hub.bus.kombu_bus import queues
+    from hub.topology import Topology
+
+    with open_connection(bus_url) as conn:
+        for queue in queues(Topology(prefix=prefix), amqp=True):
+            conn.channel().queue_delete(queue.name)
 
 
 def _fresh_pg_database(admin_url: str) -> str:

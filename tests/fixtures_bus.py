@@ -54,10 +54,12 @@ def topology() -> Iterator[Topology]:
 
 
 def _delete_amqp_topology(topology: Topology) -> None:
+    # A whole hub built on this prefix declares the default delay tiers: delete those queues too.
+    names = {q.name for t in (topology, Topology(prefix=topology.prefix)) for q in queues(t, amqp=True)}
     with open_connection(AMQP_URL) as connection:
-        for queue in queues(topology, amqp=True):
+        for queue in sorted(names):
             with contextlib.suppress(Exception):
-                connection.channel().queue_delete(queue.name)
+                connection.channel().queue_delete(queue)
         with contextlib.suppress(Exception):
             connection.channel().exchange_delete(topology.exchange)
 

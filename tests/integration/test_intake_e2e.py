@@ -229,3 +229,26 @@ def test_every_ans_example_ends_as_the_pure_core_table_says(stack: RunningHub) -
             assert (record["status"], record["category"]) == ("indexed", expected[1]), (name, record)
         else:
             assert record["status"] == "rejected" and expected[1] in rules(record), (name, record)
+
+
+def test_recovery_sweep_processes_a_submission_whose_message_was_lost(stack: RunningHub) -> None:
+    """A submission recorded and stored, but whose envelope never reached the bus (a broker that
+    lost it, a crash between steps), is republished by the sweep and ends indexed."""
+    from datetime import UTC, datetime, timedelta
+
+    from hub.intake import new_submission_id
+    from hub.records import SubmissionRecord
+
+    import_roster(stack, builders.roster_line())
+    hub = stack.hub
+    # Given bytes in the store and a pending row, but no message on the bus
+    ref = hub.store.put(variant(fixture_bytes(BIO), extension="lost-message"), kind="cda", content_type="text/xml")
+    lost = SubmissionRecord(submission_id=new_submission_id(), received_at=datetime.now(UTC) - timedelta(hours=1),
+                            producer="lab-1", source_kind="http", blob_key=ref.key, sha256=ref.sha256, size=ref.size)
+    hub.index.create_submission(lost)
+    # When the sweep runs
+    assert hub.sweep_once(datetime.now(UTC) - timedelta(minutes=15)) == 1
+    # Then the submission is processed like any other
+    with stack.client() as client:
+        final = client.get(f"/v1/submissions/{lost.submission_id}", params={"wait": 30}).json()
+    assert final["status"] == "indexed" and final["document_id"].endswith("^lost-message")
