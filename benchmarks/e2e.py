@@ -113,7 +113,7 @@ def wait_http(url: str, timeout_s: float = 60) -> None:
 
 
 def run_hub_load(url: str, docs: list[bytes], concurrency: int, index_url: str,
-                 patient_ins: list[str]) -> dict[str, Any]:
+                 patient_ins: list[str], rate: float = 0.0) -> dict[str, Any]:
     roster = "ins,oid,birth_name,given_names,birth_date,sex,birth_place,email,phone,postal_address,status\n" + "".join(
         f"{ins},{OID},TEST,Jeanne,1979-03-01,F,75101,,,,active\n" for ins in patient_ins)
     httpx.post(f"{url}/v1/patients/import", content=roster, headers={"Authorization": f"Bearer {ADMIN}"},
@@ -128,8 +128,16 @@ def run_hub_load(url: str, docs: list[bytes], concurrency: int, index_url: str,
         return str(response.json()["submission"])
 
     started = time.perf_counter()
+
+    def paced(item: tuple[int, bytes]) -> str:
+        """Open loop: document i leaves at started + i/rate, whatever the hub's speed."""
+        delay = started + item[0] / rate - time.perf_counter() if rate else 0.0
+        if delay > 0:
+            time.sleep(delay)
+        return submit(item[1])
+
     with ThreadPoolExecutor(concurrency) as pool:
-        ids = list(pool.map(submit, docs))
+        ids = list(pool.map(paced, enumerate(docs)))
     accepted_s = time.perf_counter() - started
     engine = make_engine(index_url)
     table = submissions
@@ -157,7 +165,7 @@ def _utc(value: datetime) -> datetime:
 
 
 def bench_stack(name: str, *, s3: SeaweedServer, docs: list[bytes], patient_ins: list[str], concurrency: int,
-                workers: int,
+                workers: int, rate: float,
                 worker_procs: int, bus_url: str, index_url: str, tmp: Path) -> dict[str, Any]:
     data = tmp / name
     data.mkdir()
@@ -180,7 +188,7 @@ def bench_stack(name: str, *, s3: SeaweedServer, docs: list[bytes], patient_ins:
         time.sleep(1.0)
         before = {"api": cpu_seconds(api.pid), "workers": sum(cpu_seconds(w.pid) for w in workers_),
                   "s3": cpu_seconds(s3.pid or 0)}
-        result = run_hub_load(f"http://127.0.0.1:{port}", docs, concurrency, index_url, patient_ins)
+        result = run_hub_load(f"http://127.0.0.1:{port}", docs, concurrency, index_url, patient_ins, rate)
         after = {"api": cpu_seconds(api.pid), "workers": sum(cpu_seconds(w.pid) for w in workers_),
                  "s3": cpu_seconds(s3.pid or 0)}
         result["cpu_ms_per_doc"] = {k: round(1000 * (after[k] - before[k]) / len(docs), 2) for k in before}
@@ -192,6 +200,8 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--patients", type=int, default=500, help="documents are spread over this many patients")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="open loop: submit at this many documents/s (latency at a given load); 0 = flat out")
     parser.add_argument("--workers", type=int, default=4, help="threads per worker process")
     parser.add_argument("--worker-procs", type=int, default=2)
     parser.add_argument("--stack", choices=("production", "embedded", "both"), default="both")
@@ -201,6 +211,7 @@ def main() -> None:
     patient_ins = patients(args.patients)
     docs = documents(args.docs, patient_ins)
     results: dict[str, Any] = {"docs": args.docs, "patients": args.patients, "doc_bytes": len(docs[0]),
+                               "rate": args.rate,
                                "concurrency": args.concurrency,
                                "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp_name, SeaweedServer(
@@ -215,7 +226,7 @@ def main() -> None:
             production = name == "production"
             results[name] = bench_stack(
                 name, s3=s3, docs=docs, patient_ins=patient_ins, concurrency=args.concurrency,
-                workers=args.workers, worker_procs=args.worker_procs if production else 0,
+                workers=args.workers, rate=args.rate, worker_procs=args.worker_procs if production else 0,
                 bus_url=args.amqp if production else "", index_url=_fresh_pg_database(args.pg) if production else "",
                 tmp=tmp)
             results[name]["vs_raw_put"] = results[name]["indexed_per_s"] / results["raw_s3_put"]["objects_per_s"]
