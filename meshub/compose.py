@@ -163,7 +163,10 @@ def serve(hub: Hub, *, on_ready: Callable[[str], None] | None = None) -> None:
     """Run the HTTP API in this thread until SIGINT/SIGTERM."""
     settings = hub.settings
     config = uvicorn.Config(create_app(hub.api_context()), host=settings.http_host, port=settings.http_port,
-                            access_log=False, log_config=None, timeout_graceful_shutdown=10)
+                            access_log=False, log_config=None, timeout_graceful_shutdown=10,
+                            # Producers keep connections open between documents: a 5 s keep-alive (the
+                            # default) races with their reuse and resets connections.
+                            timeout_keep_alive=75)
     server = uvicorn.Server(config)
     url = f"http://{settings.http_host}:{settings.http_port}"
     if on_ready is not None:

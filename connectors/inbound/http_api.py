@@ -64,7 +64,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.ctx = ctx
     app.add_middleware(AccessLog)
     app.exception_handler(HTTPException)(_http_error)
-    _routes(app, ctx)
+    _submission_routes(app, ctx)
+    _document_routes(app, ctx)
+    _operation_routes(app, ctx)
     return app
 
 
@@ -156,7 +158,8 @@ async def _wait_final(index: Index, submission_id: str, wait_s: float) -> Submis
         delay = min(delay * 1.5, 0.25)
 
 
-def _routes(app: FastAPI, ctx: ApiContext) -> None:  # noqa: C901 - one short closure per route
+def _submission_routes(app: FastAPI, ctx: ApiContext) -> None:
+    """POST a document; follow its submission."""
     @app.post("/v1/documents", status_code=202, summary="Submit one CDA document")
     async def submit(request: Request, response: Response,
                      cred: Annotated[Credential, Depends(_identify)]) -> dict[str, Any]:
@@ -184,6 +187,11 @@ def _routes(app: FastAPI, ctx: ApiContext) -> None:  # noqa: C901 - one short cl
             raise api_error(404, "unknown-submission", "No such submission for this credential.",
                             "Soumission inconnue pour cet accès.")
         return record.to_dict()
+
+
+
+def _document_routes(app: FastAPI, ctx: ApiContext) -> None:
+    """A patient's documents: list, metadata, exact bytes."""
 
     @app.get("/v1/patients/{ins}/documents", summary="List a patient's documents")
     async def patient_documents(ins: str, _cred: Annotated[Credential, Depends(_admin)],
@@ -220,6 +228,11 @@ def _routes(app: FastAPI, ctx: ApiContext) -> None:  # noqa: C901 - one short cl
         except NotFound as exc:
             raise _no_document() from exc
         return Response(data, media_type="text/xml", headers={"X-Content-SHA256": record.sha256})
+
+
+
+def _operation_routes(app: FastAPI, ctx: ApiContext) -> None:
+    """Roster import and health."""
 
     @app.post("/v1/patients/import", summary="Import a roster CSV (admin)")
     async def import_roster(request: Request, _cred: Annotated[Credential, Depends(_admin)]) -> dict[str, Any]:
