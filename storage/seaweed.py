@@ -121,11 +121,14 @@ def _load_or_pick_ports(path: Path, bind: str, s3_port: int) -> _Ports:
 def _pick_ports(bind: str, s3_port: int) -> _Ports:
     socks: list[socket.socket] = []
     try:
-        for _ in range(7):  # hold them all open so that the seven are distinct
+        p: list[int] = []
+        while len(p) < 7:  # hold them all open so that the seven are distinct...
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.bind((bind, 0))
             socks.append(sock)
-        p = [int(s.getsockname()[1]) for s in socks]
+            port = int(sock.getsockname()[1])
+            if port != s3_port:  # ...and none is the S3 port, which the caller picked and released
+                p.append(port)
     finally:
         for sock in socks:
             sock.close()
