@@ -134,6 +134,7 @@ class SqlIndex:
     def __init__(self, engine: Engine, *, relaxed_engine: Engine | None = None) -> None:
         self._engine = engine
         self._relaxed = relaxed_engine or engine
+        self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._postgres = engine.dialect.name == "postgresql"
         self._insert = postgresql.insert if self._postgres else sqlite.insert
         # Hot statements, built once: parameters come at execute time (saves per-call construction).
@@ -171,15 +172,16 @@ class SqlIndex:
 
     @contextmanager
     def _tx(self, *, durable: bool = True) -> Iterator[Connection]:
-        try:
-            with (self._engine if durable else self._relaxed).begin() as conn:
-                if not durable and self._postgres:
-                    conn.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
-                yield conn
-        except sa.exc.OperationalError as exc:
-            raise IndexUnavailable(f"index database unavailable: {type(exc.orig).__name__}") from exc
-        except sa.exc.InterfaceError as exc:
-            raise IndexUnavailable("index database connection lost") from exc
+        with _db_errors(), (self._engine if durable else self._relaxed).begin() as conn:
+            if not durable and self._postgres:
+                conn.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """One-statement reads in autocommit: no BEGIN/ROLLBACK round trips around a primary-key lookup."""
+        with _db_errors(), self._reader.connect() as conn:
+            yield conn
 
     def ping(self) -> None:
         with self._tx() as conn:
@@ -205,7 +207,7 @@ class SqlIndex:
                 submissions.c.status == str(SubmissionStatus.PENDING)))
 
     def submission(self, submission_id: str) -> SubmissionRecord | None:
-        with self._tx() as conn:
+        with self._read() as conn:
             row = conn.execute(submissions.select().where(
                 submissions.c.submission_id == submission_id)).mappings().first()
         return None if row is None else _submission_from_row(row)
@@ -282,7 +284,7 @@ class SqlIndex:
     # -- patients ----------------------------------------------------------------------------------------
 
     def patient(self, ins: str) -> PatientRecord | None:
-        with self._tx() as conn:
+        with self._read() as conn:
             row = conn.execute(self._patient_by_ins, {"p_ins": ins}).mappings().first()
         if row is None:
             return None
@@ -318,22 +320,33 @@ class SqlIndex:
         if not query.include_deprecated:
             stmt = stmt.where(c.status == "current")
         stmt = stmt.order_by(c.service_date.desc(), c.document_id).limit(query.limit).offset(query.offset)
-        with self._tx() as conn:
+        with self._read() as conn:
             return [_document_from_row(row) for row in conn.execute(stmt).mappings()]
 
     def document(self, document_id: str) -> DocumentRecord | None:
-        with self._tx() as conn:
+        with self._read() as conn:
             row = conn.execute(documents.select().where(
                 documents.c.document_id == document_id)).mappings().first()
         return None if row is None else _document_from_row(row)
 
     def stale_pending(self, older_than: datetime, limit: int = 100) -> list[SubmissionRecord]:
         """Pending submissions received before `older_than` (for the recovery sweep)."""
-        with self._tx() as conn:
+        with self._read() as conn:
             rows = conn.execute(submissions.select().where(
                 submissions.c.status == str(SubmissionStatus.PENDING),
                 submissions.c.received_at < older_than).limit(limit)).mappings().all()
         return [_submission_from_row(r) for r in rows]
+
+
+@contextmanager
+def _db_errors() -> Iterator[None]:
+    """Database errors become IndexUnavailable (transient: retried, or 503) at this boundary."""
+    try:
+        yield
+    except sa.exc.OperationalError as exc:
+        raise IndexUnavailable(f"index database unavailable: {type(exc.orig).__name__}") from exc
+    except sa.exc.InterfaceError as exc:
+        raise IndexUnavailable("index database connection lost") from exc
 
 
 def _duplicate_finding(owner: str) -> dict[str, Any]:
