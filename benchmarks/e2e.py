@@ -231,12 +231,14 @@ def main() -> None:
         stacks = ("production", "embedded") if args.stack == "both" else (args.stack,)
         for name in stacks:
             production = name == "production"
+            pg_url = _fresh_pg_database(args.pg) if production else ""
             results[name] = bench_stack(
                 name, s3=s3, docs=docs, patient_ins=patient_ins, concurrency=args.concurrency,
                 workers=args.workers, rate=args.rate, warmup=args.warmup,
                 worker_procs=args.worker_procs if production else 0,
-                bus_url=args.amqp if production else "", index_url=_fresh_pg_database(args.pg) if production else "",
-                tmp=tmp)
+                bus_url=args.amqp if production else "", index_url=pg_url if production else "", tmp=tmp)
+            if production:
+                _drop_pg_database(args.pg, pg_url)
             results[name]["vs_raw_put"] = results[name]["indexed_per_s"] / results["raw_s3_put"]["objects_per_s"]
             print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
     print(json.dumps(results, indent=2))
@@ -251,6 +253,13 @@ def _delete_queues(bus_url: str, prefix: str) -> None:
     with open_connection(bus_url) as conn:
         for queue in queues(Topology(prefix=prefix), amqp=True):
             conn.channel().queue_delete(queue.name)
+
+
+def _drop_pg_database(admin_url: str, url: str) -> None:
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
+    engine.dispose()
 
 
 def _fresh_pg_database(admin_url: str) -> str:
