@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -68,10 +68,6 @@ def running_hub(settings: Settings, *, workers: bool = True, filedrop: bool = Fa
         server.should_exit = True
         thread.join(timeout=10)
         hub.close()
-
-
-def with_port(settings: Settings) -> Settings:
-    return replace(settings, http_port=free_port())
 
 
 class CuttableProxy:
