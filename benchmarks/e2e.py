@@ -88,12 +88,35 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def pids_named(*names: str) -> list[int]:
+    """Every process whose command name is one of `names` (the broker and database share the machine)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            comm = stat.read_text().split("(", 1)[1].rsplit(")", 1)[0]
+        except OSError:
+            continue
+        if comm in names:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def cpu_total(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            total += cpu_seconds(pid)
+        except OSError:  # ended meanwhile (a PostgreSQL backend)
+            pass
+    return total
+
+
 def start(args: list[str], stack: ExitStack, log: Path) -> subprocess.Popen[bytes]:
     out = stack.enter_context(log.open("ab"))
     proc = subprocess.Popen([sys.executable, "-m", "meshub.cli", *args, "--log-level", "WARNING"],
                             stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     def stop() -> None:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
 
     stack.callback(stop)
@@ -191,12 +214,16 @@ def bench_stack(name: str, *, s3: SeaweedServer, docs: list[bytes], patient_ins:
         workers_ = [start(["run", "--role", "worker", *common], stack, data / "hub.log")
                     for _ in range(worker_procs)]
         time.sleep(1.0)
-        before = {"api": cpu_seconds(api.pid), "workers": sum(cpu_seconds(w.pid) for w in workers_),
-                  "s3": cpu_seconds(s3.pid or 0)}
+        def sample() -> dict[str, float]:
+            times = os.times()
+            return {"api": cpu_seconds(api.pid), "workers": sum(cpu_seconds(w.pid) for w in workers_),
+                    "s3": cpu_seconds(s3.pid or 0), "broker": cpu_total(pids_named("beam.smp")),
+                    "postgres": cpu_total(pids_named("postgres")), "load": times.user + times.system}
+
+        before = sample()
         result = run_hub_load(f"http://127.0.0.1:{port}", docs, concurrency, index_url, patient_ins, rate,
                               warmup=tuple(documents(warmup, patient_ins)))
-        after = {"api": cpu_seconds(api.pid), "workers": sum(cpu_seconds(w.pid) for w in workers_),
-                 "s3": cpu_seconds(s3.pid or 0)}
+        after = sample()
         result["cpu_ms_per_doc"] = {k: round(1000 * (after[k] - before[k]) / len(docs), 2) for k in before}
         return result
 
@@ -227,7 +254,11 @@ def main() -> None:
         store = MinioBlobStore.connect(endpoint=s3.endpoint, access_key="bench", secret_key="benchsecret",
                                        bucket="raw-put", key_secret=b"bench")
         store.ensure_bucket()
+        before = _raw_cpu(s3)
         results["raw_s3_put"] = raw_put_rate(store, docs, concurrency=args.concurrency)
+        after = _raw_cpu(s3)
+        results["raw_s3_put"]["cpu_ms_per_put"] = {k: round(1000 * (after[k] - before[k]) / len(docs), 2)
+                                                   for k in before}
         stacks = ("production", "embedded") if args.stack == "both" else (args.stack,)
         for name in stacks:
             production = name == "production"
@@ -242,6 +273,12 @@ def main() -> None:
             results[name]["vs_raw_put"] = results[name]["indexed_per_s"] / results["raw_s3_put"]["objects_per_s"]
             print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
     print(json.dumps(results, indent=2))
+
+
+def _raw_cpu(s3: SeaweedServer) -> dict[str, float]:
+    """CPU seconds of SeaweedFS and of this process (the minio client threads) so far."""
+    times = os.times()
+    return {"s3": cpu_seconds(s3.pid or 0), "client": times.user + times.system}
 
 
 def _delete_queues(bus_url: str, prefix: str) -> None:

@@ -38,3 +38,8 @@ class Authenticator:
             if hmac.compare_digest(cred.token_sha256, digest):
                 found = cred
         return found
+
+    def login(self, name: str, secret: str) -> Credential | None:
+        """SMTP AUTH: the credential named `name` whose token is `secret`, or None (same work either way)."""
+        found = self.identify(secret)
+        return found if found is not None and hmac.compare_digest(found.name, name) else None

@@ -38,10 +38,13 @@ class Intake:
         self._publisher = publisher
         self._clock = clock
 
-    def accept(self, raw: bytes, source: Source, *, content_type: str = "text/xml") -> SubmissionRecord:
-        """Make `raw` durable and queued; raise TransientError if any step could not be confirmed."""
+    def accept(self, raw: bytes, source: Source, *, content_type: str = "text/xml",
+               kind: str = "cda") -> SubmissionRecord:
+        """Make `raw` durable and queued; raise TransientError if any step could not be confirmed.
+
+        `kind` is the object-key family (`cda` for documents, `mail` for queued SMTP messages)."""
         started = time.perf_counter()
-        ref = self._store.put(raw, kind="cda", content_type=content_type)
+        ref = self._store.put(raw, kind=kind, content_type=content_type)
         record = SubmissionRecord(submission_id=new_submission_id(), received_at=self._clock(),
                                   producer=source.producer, source_kind=source.kind, blob_key=ref.key,
                                   sha256=ref.sha256, size=ref.size)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from hub.envelope import BlobRef, Envelope
+from hub.mailqueue import Reply
 from hub.records import DocumentQuery, DocumentRecord, PatientRecord, SubmissionRecord
 
 
@@ -78,3 +79,15 @@ class Index(Protocol):
     def document(self, document_id: str) -> DocumentRecord | None: ...
 
     def ping(self) -> None: ...
+
+
+class MailAdmission(Protocol):
+    """What the SMTP gateway asks before it takes a message; the decisions live in pipelines.
+
+    Each check returns None to go on, or the Reply to refuse with (4xx: try later, 5xx: never).
+    `auth` is the authenticated principal ("" when the peer did not authenticate: the MX role).
+    """
+
+    def check_sender(self, mail_from: str, *, auth: str) -> Reply | None: ...
+
+    def check_recipient(self, address: str, *, mail_from: str, auth: str) -> Reply | None: ...

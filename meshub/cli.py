@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import tomllib
 from collections.abc import Sequence
@@ -196,8 +197,17 @@ def load_settings(args: argparse.Namespace) -> Settings:
     return replace(settings, **overrides)
 
 
+def _stop_on_signal(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from meshub.compose import build_hub, serve  # heavy imports only for the server
+
+    # SIGTERM (docker stop, systemd) and SIGINT stop the hub cleanly, even when the shell that started us in
+    # the background left SIGINT ignored.  While serving, uvicorn takes both and re-raises them when done.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stop_on_signal)
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings(args)

@@ -33,11 +33,15 @@ def meshub(*args: str, check: bool = True, cwd: Path = ROOT) -> subprocess.Compl
 
 
 @contextmanager
-def embedded_hub(data_dir: Path, config: Path, *, cwd: Path = ROOT) -> Iterator[subprocess.Popen[str]]:
+def embedded_hub(data_dir: Path, config: Path, *, cwd: Path = ROOT,
+                 ignore_sigint: bool = False) -> Iterator[subprocess.Popen[str]]:
+    """`ignore_sigint`: start the hub as a background job of a script does, with SIGINT ignored."""
     port = free_port()
+    preexec = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
     proc = subprocess.Popen([sys.executable, "-m", "meshub.cli", "run", "--data-dir", str(data_dir),
                              "--http-port", str(port), "--config", str(config), "--workers", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
+                            preexec_fn=preexec)
     lines = []
     try:
         assert proc.stdout is not None
@@ -116,6 +120,25 @@ def test_an_accepted_submission_survives_kill_9_of_the_hub(tmp_path: Path, embed
         assert status["status"] == "indexed"
         listed = meshub("documents", builders.TEST_INS, "--json", "--data-dir", str(data)).stdout.splitlines()
         assert len(listed) == 1
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_sigint_stops_the_hub_and_its_s3_server(tmp_path: Path, embedded_config: Path,
+                                                           signum: int) -> None:
+    # Given a hub started in the background by a script (SIGINT ignored, as a shell does for `cmd &`)
+    with embedded_hub(tmp_path / "data", embedded_config, ignore_sigint=True) as proc:
+        children = _children(proc.pid)
+        assert children, "the embedded hub runs SeaweedFS as a child process"
+        # When it is asked to stop
+        proc.send_signal(signum)
+        # Then it exits cleanly, and its SeaweedFS child is gone with it
+        assert proc.wait(timeout=30) == 0
+        for child in children:
+            assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text()
 
 
 def test_file_drop_moves_files_to_done_or_failed_with_the_reason(tmp_path: Path, embedded_config: Path) -> None:
