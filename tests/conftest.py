@@ -3,4 +3,4 @@ absent locally and FAILS when CI=true, so CI never silently skips an integration
 
 from __future__ import annotations
 
-pytest_plugins = ["tests.fixtures_db", "tests.fixtures_s3", "tests.fixtures_bus"]
+pytest_plugins = ["tests.fixtures_db", "tests.fixtures_s3", "tests.fixtures_bus", "tests.fixtures_mail"]
