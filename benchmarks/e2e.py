@@ -9,6 +9,7 @@ the index.  Usage: python -m benchmarks.e2e [--docs 2000] [--concurrency 16] [--
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -104,10 +105,8 @@ def pids_named(*names: str) -> list[int]:
 def cpu_total(pids: list[int]) -> float:
     total = 0.0
     for pid in pids:
-        try:
+        with contextlib.suppress(OSError):  # ended meanwhile (a PostgreSQL backend)
             total += cpu_seconds(pid)
-        except OSError:  # ended meanwhile (a PostgreSQL backend)
-            pass
     return total
 
 
@@ -288,8 +287,9 @@ def _delete_queues(bus_url: str, prefix: str) -> None:
     from hub.topology import Topology
 
     with open_connection(bus_url) as conn:
-        for queue in queues(Topology(prefix=prefix), amqp=True):
-            conn.channel().queue_delete(queue.name)
+        for topology in (Topology(prefix=prefix), Topology(prefix=prefix, queue="outbound")):
+            for queue in queues(topology, amqp=True):
+                conn.channel().queue_delete(queue.name)
 
 
 def _drop_pg_database(admin_url: str, url: str) -> None:

@@ -23,8 +23,9 @@ class Credential:
     """One API credential: who, with which role, and the SHA-256 of the bearer token."""
 
     name: str
-    role: str  # "producer" or "admin"
+    role: str  # "producer", "admin" or "patient"
     token_sha256: str
+    ins: str = ""  # the patient's own INS, for role "patient" (a patient reads and writes only their mailbox)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,30 @@ class StoreSettings:
     secure: bool = False
     fsync: bool = True
     embedded_port: int = 8333
+
+
+@dataclass(frozen=True, slots=True)
+class MailSettings:
+    """The MSSanté side: SMTP gateway, local org mailboxes (LMTP to Dovecot), outbound next hops.
+
+    `smtp_port = 0` turns the gateway off.  TLS files default to a development certificate made in
+    the data dir on first start.  `rules` and `next_hops` are the raw [mss] table and [[relay.hops]]
+    array, read by pipelines.core.mss and pipelines.core.relay_schedule (each names a bad key)."""
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 2525
+    hostname: str = "mes-hub.localhost"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    require_tls: bool = False
+    max_message_bytes: int = 25 * MIB
+    lmtp_host: str = ""
+    lmtp_port: int = 24
+    rules: Mapping[str, Any] = field(default_factory=dict)
+    next_hops: tuple[Mapping[str, Any], ...] = ()
+    retry: Mapping[str, float] = field(default_factory=dict)  # RelaySchedule fields: initial_s, lifetime_s...
+    relay_cafile: str | None = None  # CA bundle for next hops' certificates (IGC-Santé); None: the system store
+    relay_timeout_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +82,7 @@ class Settings:
     filedrop_producer: str = "filedrop"
     credentials: tuple[Credential, ...] = ()
     key_secret: bytes = b""
+    mail: MailSettings = field(default_factory=MailSettings)
 
     @property
     def embedded_store(self) -> bool:
@@ -70,10 +96,11 @@ def _section(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     return value
 
 
-def _typed(section: Mapping[str, Any], key: str, kind: type, default: Any, where: str) -> Any:
+def _typed(section: Mapping[str, Any], key: str, kind: type | tuple[type, ...], default: Any, where: str) -> Any:
     value = section.get(key, default)
     if value is not None and not isinstance(value, kind):
-        raise ConfigError(f"config key {where}.{key} must be {kind.__name__}, got {type(value).__name__}")
+        expected = " or ".join(k.__name__ for k in kind) if isinstance(kind, tuple) else kind.__name__
+        raise ConfigError(f"config key {where}.{key} must be {expected}, got {type(value).__name__}")
     return value
 
 
@@ -83,13 +110,50 @@ def _credentials(rows: Any) -> tuple[Credential, ...]:
     out = []
     for i, row in enumerate(rows):
         try:
-            cred = Credential(name=str(row["name"]), role=str(row["role"]), token_sha256=str(row["token_sha256"]))
+            cred = Credential(name=str(row["name"]), role=str(row["role"]), token_sha256=str(row["token_sha256"]),
+                              ins=str(row.get("ins", "")))
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"config credentials[{i}] needs name, role and token_sha256") from exc
-        if cred.role not in ("producer", "admin"):
-            raise ConfigError(f"config credentials[{i}].role must be 'producer' or 'admin'")
+        if cred.role not in ("producer", "admin", "patient"):
+            raise ConfigError(f"config credentials[{i}].role must be 'producer', 'admin' or 'patient'")
+        if cred.role == "patient" and not cred.ins:
+            raise ConfigError(f"config credentials[{i}] has role 'patient': it needs the patient's 'ins'")
         out.append(cred)
     return tuple(out)
+
+
+def _mail(smtp: Mapping[str, Any], lmtp: Mapping[str, Any], mss: Mapping[str, Any],
+          relay: Mapping[str, Any]) -> MailSettings:
+    cert, key = _typed(smtp, "tls_cert", str, None, "smtp"), _typed(smtp, "tls_key", str, None, "smtp")
+    if bool(cert) != bool(key):
+        raise ConfigError("config keys smtp.tls_cert and smtp.tls_key go together")
+    hops = relay.get("hops", [])
+    if not isinstance(hops, list) or not all(isinstance(h, Mapping) for h in hops):
+        raise ConfigError("config key [[relay.hops]] must be an array of tables")
+    return MailSettings(
+        smtp_host=_typed(smtp, "host", str, "127.0.0.1", "smtp"), smtp_port=_typed(smtp, "port", int, 2525, "smtp"),
+        hostname=_typed(smtp, "hostname", str, "mes-hub.localhost", "smtp"),
+        tls_cert=Path(cert) if cert else None, tls_key=Path(key) if key else None,
+        require_tls=_typed(smtp, "require_tls", bool, False, "smtp"),
+        max_message_bytes=_typed(smtp, "max_message_bytes", int, 25 * MIB, "smtp"),
+        lmtp_host=_typed(lmtp, "host", str, "", "lmtp"), lmtp_port=_typed(lmtp, "port", int, 24, "lmtp"),
+        rules=dict(mss), next_hops=tuple(dict(h) for h in hops), retry=_retry(relay),
+        relay_cafile=_typed(relay, "cafile", str, None, "relay"),
+        relay_timeout_s=float(_typed(relay, "timeout_s", (int, float), 60.0, "relay")))
+
+
+_RETRY_KEYS = ("initial_s", "factor", "max_delay_s", "lifetime_s", "delay_warning_s")
+
+
+def _retry(relay: Mapping[str, Any]) -> dict[str, float]:
+    """[relay.retry] initial_s, factor, max_delay_s, lifetime_s, delay_warning_s (numbers, all optional)."""
+    table = relay.get("retry", {})
+    if not isinstance(table, Mapping):
+        raise ConfigError("config section [relay.retry] must be a table")
+    unknown = sorted(set(table) - set(_RETRY_KEYS))
+    if unknown:
+        raise ConfigError(f"config key relay.retry.{unknown[0]} is unknown (known: {', '.join(_RETRY_KEYS)})")
+    return {key: float(_typed(table, key, (int, float), 0, "relay.retry")) for key in table}
 
 
 def settings_from_mapping(data: Mapping[str, Any], *, data_dir: Path) -> Settings:
@@ -113,4 +177,5 @@ def settings_from_mapping(data: Mapping[str, Any], *, data_dir: Path) -> Setting
         filedrop_dir=Path(drop_dir) if drop_dir else data_dir / "drop",
         filedrop_producer=_typed(drop, "producer", str, "filedrop", "filedrop"),
         credentials=_credentials(data.get("credentials", [])),
-        key_secret=str(_typed(s3, "key_secret", str, "", "s3")).encode())
+        key_secret=str(_typed(s3, "key_secret", str, "", "s3")).encode(),
+        mail=_mail(_section(data, "smtp"), _section(data, "lmtp"), _section(data, "mss"), _section(data, "relay")))

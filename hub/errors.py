@@ -7,6 +7,7 @@
     - NotFound              an object or record that should exist does not
     - ConfigError           configuration is missing or wrong (fails at start)
     - RosterRejected        a roster file with bad lines (nothing imported)
+    - Refused               a request the rules forbid (a patient writing first to a professional...)
   + TransientError          something outside was down -> 503 / 451 to the client, or retry later
     - BusUnavailable        the message broker did not confirm a publish
     - StoreUnavailable      the S3 object store did not answer or refused
@@ -67,3 +68,11 @@ class RosterRejected(PermanentError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__(f"{len(problems)} problem(s) in roster")
         self.problems = problems
+
+
+class Refused(PermanentError):
+    """The rules forbid this request; `finding` says which rule, where, and what to do (fr/en)."""
+
+    def __init__(self, finding: dict[str, object]) -> None:
+        super().__init__(str(finding.get("rule", "refused")))
+        self.finding = finding

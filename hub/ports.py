@@ -7,11 +7,20 @@ storage/ (object store, index) and hub/bus/ (publisher); the composition root
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
+from hub.delivery import RecipientResult
 from hub.envelope import BlobRef, Envelope
-from hub.mailqueue import Reply
-from hub.records import DocumentQuery, DocumentRecord, PatientRecord, SubmissionRecord
+from hub.mailqueue import Reply, SmtpRecipient
+from hub.records import (
+    DeliveryRecord,
+    DocumentQuery,
+    DocumentRecord,
+    MessageRecord,
+    PatientRecord,
+    SubmissionRecord,
+)
 
 
 class BlobStore(Protocol):
@@ -65,6 +74,10 @@ class Index(Protocol):
         """Mark a submission rejected with its findings; idempotent."""
         ...
 
+    def complete(self, envelope: Envelope, findings: tuple[dict[str, Any], ...] = ()) -> SubmissionRecord:
+        """Mark a submission that indexes no document of its own (a mail) as done; idempotent."""
+        ...
+
     def index_document(self, envelope: Envelope, document: DocumentRecord,
                        findings: tuple[dict[str, Any], ...]) -> SubmissionRecord:
         """Index `document` once (atomically with the submission's outcome): indexed or duplicate."""
@@ -91,3 +104,59 @@ class MailAdmission(Protocol):
     def check_sender(self, mail_from: str, *, auth: str) -> Reply | None: ...
 
     def check_recipient(self, address: str, *, mail_from: str, auth: str) -> Reply | None: ...
+
+
+class Mailboxes(Protocol):
+    """Patient mailboxes and per-recipient delivery states (storage.mailbox implements it)."""
+
+    def store_message(self, message: MessageRecord) -> bool:
+        """Keep `message` once: False when this (submission, mailbox) copy was already stored."""
+        ...
+
+    def messages(self, mailbox: str, *, limit: int = 200, offset: int = 0) -> list[MessageRecord]: ...
+
+    def message(self, message_id: str) -> MessageRecord | None: ...
+
+    def mark_read(self, message_id: str) -> MessageRecord | None: ...
+
+    def correspondents(self, mailbox: str) -> tuple[set[str], set[str]]:
+        """(addresses that wrote to this mailbox, addresses that closed the exchange with X-MSS-MES: FIN)."""
+        ...
+
+    def record_delivery(self, delivery: DeliveryRecord) -> None:
+        """Insert or update the state of one recipient of one queued mail."""
+        ...
+
+    def deliveries(self, submission_id: str) -> list[DeliveryRecord]: ...
+
+    def deliveries_to(self, recipient: str, *, limit: int = 200) -> list[DeliveryRecord]:
+        """The latest deliveries to one address, newest first."""
+        ...
+
+
+class MailService(Protocol):
+    """What a patient does with their mailbox, beyond reading it (pipelines.mail implements it).
+
+    Each call queues a mail through the same path as the SMTP gateway and returns its submission id;
+    Refused when the rules forbid it, TransientError when storage or the bus is down."""
+
+    def reply(self, ins: str, message_id: str, text: str) -> str: ...
+
+    def send_document(self, ins: str, document_id: str, to: str, text: str) -> str: ...
+
+    def file_attachments(self, ins: str, message_id: str) -> list[str]:
+        """Submit the CDA documents a message carries to the patient's record; their submission ids."""
+        ...
+
+
+class LocalDelivery(Protocol):
+    """Hands a message to the local mailbox store (Dovecot, by LMTP): one result per recipient."""
+
+    def deliver(self, message: bytes, mail_from: str, recipients: Sequence[str]) -> list[RecipientResult]: ...
+
+
+class Relay(Protocol):
+    """Hands a message to another MSSanté domain's server (`hop`: a pipelines.core.relay_schedule.NextHop)."""
+
+    def deliver(self, hop: Any, message: bytes, mail_from: str, recipients: Sequence[SmtpRecipient], *,
+                ret: str = "", envid: str = "") -> list[RecipientResult]: ...

@@ -131,3 +131,66 @@ class DocumentQuery:
     include_deprecated: bool = False
     limit: int = 200
     offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """One message in a mailbox the hub keeps (a patient's): who wrote, about what, where its bytes are.
+
+    `message_id` is ours (one per mailbox copy); `rfc_message_id` is the Message-ID header.
+    `direction` is "in" (received), "out" (sent by the mailbox owner) or "notice" (a delivery report
+    about the owner's own mail, from the null sender).  `closed` is True when the
+    professional forbade replies (X-MSS-MES: FIN)."""
+
+    message_id: str
+    mailbox: str
+    submission_id: str
+    direction: str
+    correspondent: str
+    subject: str
+    rfc_message_id: str
+    in_reply_to: str
+    blob_bucket: str
+    blob_key: str
+    sha256: str
+    size: int
+    received_at: datetime
+    closed: bool = False
+    read_at: datetime | None = None
+    attachments: tuple[str, ...] = ()
+    documents: tuple[str, ...] = ()  # submission ids of the CDA documents filed from its XDM
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for private in ("blob_bucket", "blob_key"):
+            data.pop(private)
+        data["attachments"], data["documents"] = list(self.attachments), list(self.documents)
+        data["received_at"] = self.received_at.isoformat()
+        data["read_at"] = self.read_at.isoformat() if self.read_at else None
+        return data
+
+
+class DeliveryState(StrEnum):
+    """Where one recipient of one queued mail stands."""
+
+    QUEUED = "queued"
+    DELIVERED = "delivered"
+    DEFERRED = "deferred"
+    BOUNCED = "bounced"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """One recipient of one queued mail: route, state, attempts and the last reply seen."""
+
+    submission_id: str
+    recipient: str
+    route: str  # "patient", "local-org", "remote"
+    state: DeliveryState
+    attempts: int = 0
+    last_reply: str = ""
+    updated_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "state": str(self.state),
+                "updated_at": self.updated_at.isoformat() if self.updated_at else None}

@@ -1,6 +1,6 @@
 """`meshub`: run the hub, and talk to a running hub over HTTP (scriptable: --json, exit codes).
 
-Commands: run, submit, status, documents, get, patients import.  Client commands
+Commands: run, submit, status, documents, get, patients import, messages, mailbox.  Client commands
 find the hub's URL and development credentials in --data-dir (written by
 `meshub run`) unless --url / --token (or MESHUB_URL / MESHUB_TOKEN) are given.
 Exit codes: 0 success; 1 a submission was rejected or something asked for is
@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--http-host")
     run.add_argument("--http-port", type=int)
     run.add_argument("--workers", type=int, help="pipeline worker threads in this process")
+    run.add_argument("--smtp-port", type=int, help="MSSanté SMTP gateway port (default 2525; 0 turns it off)")
     run.add_argument("--role", choices=("all", "api", "worker"), default="all",
                      help="api: HTTP + file drop; worker: pipeline workers only; all: both (default)")
     run.add_argument("--log-level", default="INFO")
@@ -76,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     imp = psub.add_parser("import", help="import a roster CSV (all lines or none)")
     imp.add_argument("roster", type=Path)
     _add_client_options(imp)
+    messages = sub.add_parser("messages", help="list a patient's MSSanté messages")
+    messages.add_argument("ins")
+    _add_client_options(messages)
+    mailbox = sub.add_parser("mailbox", help="what the hub delivered to a mailbox address (organisational or other)")
+    mailbox.add_argument("address")
+    _add_client_options(mailbox)
     return parser
 
 
@@ -174,6 +181,31 @@ def cmd_get(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_messages(args: argparse.Namespace) -> int:
+    with _client(args, "admin") as client:
+        rows = _check(client.get(f"/v1/patients/{args.ins}/messages"))["messages"]
+    for row in rows:
+        if args.json:
+            print(json.dumps(row, ensure_ascii=False))
+        else:
+            flags = ("read" if row["read_at"] else "new") + (", closed" if row["closed"] else "")
+            print(f"{row['received_at'][:19]}  {row['direction']:<3} {row['correspondent']:<40} [{flags}] "
+                  f"{row['subject']}  ({row['message_id']})")
+    return EXIT_OK
+
+
+def cmd_mailbox(args: argparse.Namespace) -> int:
+    with _client(args, "admin") as client:
+        rows = _check(client.get(f"/v1/mailboxes/{args.address}/deliveries"))["deliveries"]
+    for row in rows:
+        if args.json:
+            print(json.dumps(row, ensure_ascii=False))
+        else:
+            print(f"{(row['updated_at'] or '')[:19]}  {row['state']:<9} {row['route']:<9} attempts {row['attempts']} "
+                  f"submission {row['submission_id']}  {row['last_reply']}")
+    return EXIT_OK
+
+
 def cmd_patients_import(args: argparse.Namespace) -> int:
     with _client(args, "admin") as client:
         result = _check(client.post("/v1/patients/import", content=args.roster.read_bytes(),
@@ -194,6 +226,8 @@ def load_settings(args: argparse.Namespace) -> Settings:
     settings = settings_from_mapping(mapping, data_dir=args.data_dir.resolve())
     overrides = {k: v for k, v in (("http_host", args.http_host), ("http_port", args.http_port),
                                    ("workers", args.workers)) if v is not None}
+    if args.smtp_port is not None:
+        overrides["mail"] = replace(settings.mail, smtp_port=args.smtp_port)
     return replace(settings, **overrides)
 
 
@@ -228,6 +262,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             return EXIT_OK
         hub.start_filedrop()
         hub.start_sweep()
+        hub.start_gateway()
 
         def ready(url: str) -> None:
             datadir.write_hub_url(settings.data_dir, url)
@@ -243,7 +278,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "submit": cmd_submit, "status": cmd_status, "documents": cmd_documents,
-            "get": cmd_get, "patients": cmd_patients_import}
+            "get": cmd_get, "patients": cmd_patients_import, "messages": cmd_messages, "mailbox": cmd_mailbox}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

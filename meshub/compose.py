@@ -23,19 +23,32 @@ from config.settings import Settings
 from config.tables import load_classification, load_validation_rules
 from connectors.inbound.file_drop import DropFolders, FileDrop
 from connectors.inbound.http_api import ApiContext, create_app
+from connectors.inbound.smtp_server import SmtpGateway, make_dev_certificate
+from connectors.outbound.lmtp import LmtpDelivery
+from connectors.outbound.relay import SmtpRelay
 from hub.auth import Authenticator
 from hub.bus import open_connection
 from hub.bus.kombu_bus import KombuPublisher, declare
 from hub.bus.worker import Worker
 from hub.envelope import BlobRef, Envelope, Source
-from hub.errors import HubError
+from hub.errors import ConfigError, HubError
 from hub.intake import Intake
-from hub.ports import BlobStore
+from hub.mailqueue import MAIL_CONTENT_TYPE
+from hub.ports import BlobStore, Handler
 from hub.topology import Topology
 from meshub import datadir
+from pipelines.core.mss import MssRules
+from pipelines.core.relay_schedule import RelaySchedule, next_hops_from_rows
+from pipelines.mail import MailPipeline, MailPorts
+from pipelines.mail_admission import Admission
+from pipelines.mail_reports import ReportSender
+from pipelines.mail_service import PatientMail
+from pipelines.outbound import OutboundPipeline, OutboundPorts
 from pipelines.roster_import import import_roster
+from pipelines.router import Router
 from pipelines.runner import DocumentPipeline
 from storage.index import SqlIndex
+from storage.mailbox import SqlMailbox
 from storage.objects import MinioBlobStore
 from storage.recent import RecentBlobs
 from storage.seaweed import SeaweedServer
@@ -43,6 +56,9 @@ from storage.seaweed import SeaweedServer
 log = logging.getLogger(__name__)
 SWEEP_EVERY_S = 60.0
 SWEEP_AGE = timedelta(minutes=15)
+OUTBOUND_WORKERS = 2
+#: submissions from these sources are queued mail, not CDA documents (the sweep republishes them as such)
+MAIL_SOURCES = frozenset({"smtp", "mailbox", "dsn"})
 
 
 @dataclass
@@ -56,15 +72,26 @@ class Hub:
     intake: Intake
     topology: Topology
     pipeline_store: BlobStore
+    mailboxes: SqlMailbox
+    outbound_topology: Topology
+    outbound_publisher: KombuPublisher
+    rules: MssRules
     stop: threading.Event = field(default_factory=threading.Event)
+    gateways: list[SmtpGateway] = field(default_factory=list)
     threads: list[threading.Thread] = field(default_factory=list)
     exit_stack: ExitStack = field(default_factory=ExitStack)
 
     def api_context(self) -> ApiContext:
+        mail = PatientMail(store=self.store, index=self.index, mailboxes=self.mailboxes, intake=self.intake,
+                           rules=self.rules)
         return ApiContext(intake=self.intake, index=self.index, store=self.store,
                           auth=Authenticator(self.settings.credentials),
                           max_body_bytes=self.settings.max_body_bytes,
-                          import_roster=lambda raw: import_roster(raw, self.index))
+                          import_roster=lambda raw: import_roster(raw, self.index),
+                          mailboxes=self.mailboxes, mail=mail, patient_domain=self.rules.patient_domain)
+
+    def reports(self) -> ReportSender:
+        return ReportSender(self.intake, hostname=self.settings.mail.hostname, domain=self.settings.mail.hostname)
 
     def spawn(self, name: str, target: Callable[[threading.Event], Any]) -> None:
         thread = threading.Thread(target=target, args=(self.stop,), name=name, daemon=True)
@@ -72,11 +99,49 @@ class Hub:
         self.threads.append(thread)
 
     def start_workers(self, count: int) -> None:
-        pipeline = DocumentPipeline(store=self.pipeline_store, index=self.index, rules=load_validation_rules(
+        """`count` intake workers (CDA documents and queued mail) and the outbound workers."""
+        documents = DocumentPipeline(store=self.pipeline_store, index=self.index, rules=load_validation_rules(
             max_bytes=self.settings.max_body_bytes), tables=load_classification())
+        mail = MailPipeline(MailPorts(store=self.pipeline_store, index=self.index, mailboxes=self.mailboxes,
+                                      intake=self.intake, outbound=self.outbound_publisher, rules=self.rules,
+                                      reports=self.reports()))
+        pipeline: Handler = Router({MAIL_CONTENT_TYPE: mail}, default=documents)
         for n in range(count):
             worker = Worker(lambda: open_connection(self.settings.bus_url), self.topology, pipeline)
             self.spawn(f"worker-{n}", worker.run)
+        outbound = OutboundPipeline(self._outbound_ports())
+        for n in range(OUTBOUND_WORKERS):
+            worker = Worker(lambda: open_connection(self.settings.bus_url), self.outbound_topology, outbound)
+            self.spawn(f"outbound-{n}", worker.run)
+
+    def _outbound_ports(self) -> OutboundPorts:
+        mail = self.settings.mail
+        local = LmtpDelivery(mail.lmtp_host, mail.lmtp_port) if mail.lmtp_host else None
+        try:
+            schedule = RelaySchedule(**mail.retry)
+        except ValueError as exc:
+            raise ConfigError(f"config [relay.retry]: {exc}") from exc
+        relay = SmtpRelay(helo_name=mail.hostname, timeout_s=mail.relay_timeout_s, cafile=mail.relay_cafile)
+        return OutboundPorts(store=self.store, mailboxes=self.mailboxes, outbound=self.outbound_publisher,
+                             rules=self.rules, reports=self.reports(), relay=relay,
+                             next_hops=next_hops_from_rows(mail.next_hops), local=local, schedule=schedule)
+
+    def start_gateway(self) -> None:
+        """The MSSanté SMTP gateway (unless smtp_port is 0), with a development certificate by default."""
+        mail = self.settings.mail
+        if not mail.smtp_port:
+            return
+        cert, key = mail.tls_cert, mail.tls_key
+        if cert is None or key is None:
+            cert, key = make_dev_certificate(self.settings.data_dir / "tls", mail.hostname)
+        gateway = SmtpGateway(intake=self.intake, admission=Admission(self.rules, self.index),
+                              authenticator=Authenticator(self.settings.credentials), host=mail.smtp_host,
+                              port=mail.smtp_port, hostname=mail.hostname, cert_path=cert, key_path=key,
+                              require_tls=mail.require_tls, max_message_bytes=mail.max_message_bytes,
+                              max_hops=self.rules.max_hops)
+        gateway.start()
+        self.gateways.append(gateway)
+        log.info("MSSanté SMTP gateway on %s:%d", mail.smtp_host, gateway.port)
 
     def start_filedrop(self) -> None:
         assert self.settings.filedrop_dir is not None
@@ -100,18 +165,22 @@ class Hub:
         for record in stale:
             ref = BlobRef(bucket=self.settings.store.bucket, key=record.blob_key, sha256=record.sha256,
                           size=record.size)
+            content_type = MAIL_CONTENT_TYPE if record.source_kind in MAIL_SOURCES else "text/xml"
             self.publisher.publish(Envelope(submission_id=record.submission_id, received_at=record.received_at,
                                             source=Source(kind=record.source_kind, producer=record.producer),
-                                            raw=ref))
+                                            raw=ref, content_type=content_type))
         if stale:
             log.warning("recovery sweep republished %d stale submission(s)", len(stale))
         return len(stale)
 
     def close(self) -> None:
+        for gateway in self.gateways:  # first: messages being queued finish while intake still works
+            gateway.stop()
         self.stop.set()
         for thread in self.threads:
             thread.join(timeout=10)
         self.publisher.close()
+        self.outbound_publisher.close()
         self.index.dispose()
         self.exit_stack.close()
 
@@ -147,16 +216,22 @@ def build_hub(settings: Settings, *, workers_in_process: bool = False) -> Hub:
         store = _object_store(settings, stack)
         index = SqlIndex.connect(settings.index_url)
         topology = Topology(prefix=settings.bus_prefix)
+        outbound_topology = Topology(prefix=settings.bus_prefix, queue="outbound")
         with open_connection(settings.bus_url) as conn:
             declare(conn, topology)
+            declare(conn, outbound_topology)
         publisher = KombuPublisher(open_connection(settings.bus_url), topology, pool_size=32)
+        outbound_publisher = KombuPublisher(open_connection(settings.bus_url), outbound_topology, pool_size=4)
+        mailboxes = SqlMailbox.beside(index)
     except BaseException:
         stack.close()
         raise
     blobs: BlobStore = RecentBlobs(store) if workers_in_process else store
     intake = Intake(store=blobs, index=index, publisher=publisher)
     return Hub(settings=settings, store=store, index=index, publisher=publisher, intake=intake,
-               topology=topology, pipeline_store=blobs, exit_stack=stack)
+               topology=topology, pipeline_store=blobs, mailboxes=mailboxes, outbound_topology=outbound_topology,
+               outbound_publisher=outbound_publisher, rules=MssRules.from_mapping(settings.mail.rules),
+               exit_stack=stack)
 
 
 def serve(hub: Hub, *, on_ready: Callable[[str], None] | None = None) -> None:

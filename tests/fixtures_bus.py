@@ -54,8 +54,10 @@ def topology() -> Iterator[Topology]:
 
 
 def _delete_amqp_topology(topology: Topology) -> None:
-    # A whole hub built on this prefix declares the default delay tiers: delete those queues too.
-    names = {q.name for t in (topology, Topology(prefix=topology.prefix)) for q in queues(t, amqp=True)}
+    # A whole hub built on this prefix declares the default delay tiers and the outbound queues: delete
+    # those too.
+    hub_topologies = (topology, Topology(prefix=topology.prefix), Topology(prefix=topology.prefix, queue="outbound"))
+    names = {q.name for t in hub_topologies for q in queues(t, amqp=True)}
     with open_connection(AMQP_URL) as connection:
         for queue in sorted(names):
             with contextlib.suppress(Exception):

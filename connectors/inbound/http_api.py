@@ -25,7 +25,7 @@ from hub.auth import Authenticator
 from hub.envelope import BlobRef, Source
 from hub.errors import HubError, NotFound, RosterRejected, TransientError
 from hub.intake import Intake
-from hub.ports import BlobStore, Index
+from hub.ports import BlobStore, Index, Mailboxes, MailService
 from hub.records import DocumentQuery, SubmissionRecord
 
 log = logging.getLogger(__name__)
@@ -45,13 +45,16 @@ class ApiContext:
     auth: Authenticator
     max_body_bytes: int
     import_roster: Callable[[bytes], dict[str, Any]]  # roster CSV bytes -> outcome (raises RosterRejected)
+    mailboxes: Mailboxes | None = None  # patient mailboxes (MSSanté); None: the mailbox routes are absent
+    mail: MailService | None = None
+    patient_domain: str = "patient.mssante.fr"
 
 
 def api_error(status: int, code: str, en: str, fr: str, headers: dict[str, str] | None = None) -> HTTPException:
     return HTTPException(status, detail={"code": code, "message_en": en, "message_fr": fr}, headers=headers)
 
 
-def _unavailable(exc: TransientError) -> HTTPException:
+def unavailable(exc: TransientError) -> HTTPException:
     return api_error(503, "unavailable", f"The hub cannot make your submission durable right now "
                      f"({type(exc).__name__}); nothing was accepted. Retry later.",
                      "Le hub ne peut pas enregistrer durablement votre envoi pour l'instant ; rien n'a été "
@@ -67,6 +70,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
     _submission_routes(app, ctx)
     _document_routes(app, ctx)
     _operation_routes(app, ctx)
+    if ctx.mailboxes is not None and ctx.mail is not None:
+        from connectors.inbound.mailbox_api import mailbox_routes
+        mailbox_routes(app, ctx)
     return app
 
 
@@ -101,7 +107,7 @@ class AccessLog:
                             (time.perf_counter() - started) * 1000)
 
 
-def _identify(request: Request) -> Credential:
+def identify(request: Request) -> Credential:
     ctx: ApiContext = request.app.state.ctx
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -113,7 +119,7 @@ def _identify(request: Request) -> Credential:
     return cred
 
 
-def _admin(cred: Annotated[Credential, Depends(_identify)]) -> Credential:
+def admin(cred: Annotated[Credential, Depends(identify)]) -> Credential:
     if cred.role != "admin":
         raise api_error(403, "forbidden", "This operation needs an admin credential.",
                         "Cette opération demande un accès administrateur.")
@@ -162,7 +168,7 @@ def _submission_routes(app: FastAPI, ctx: ApiContext) -> None:
     """POST a document; follow its submission."""
     @app.post("/v1/documents", status_code=202, summary="Submit one CDA document")
     async def submit(request: Request, response: Response,
-                     cred: Annotated[Credential, Depends(_identify)]) -> dict[str, Any]:
+                     cred: Annotated[Credential, Depends(identify)]) -> dict[str, Any]:
         media_type = _check_media_type(request)
         raw = await _read_body(request, ctx.max_body_bytes)
         if not raw.strip():
@@ -172,17 +178,17 @@ def _submission_routes(app: FastAPI, ctx: ApiContext) -> None:
         try:
             record = await run_in_threadpool(ctx.intake.accept, raw, source, content_type=media_type)
         except TransientError as exc:
-            raise _unavailable(exc) from exc
+            raise unavailable(exc) from exc
         response.headers["Location"] = f"/v1/submissions/{record.submission_id}"
         return record.to_dict()
 
     @app.get("/v1/submissions/{submission_id}", summary="Status of a submission (pending, indexed, ...)")
-    async def submission(submission_id: str, cred: Annotated[Credential, Depends(_identify)],
+    async def submission(submission_id: str, cred: Annotated[Credential, Depends(identify)],
                          wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0.0) -> dict[str, Any]:
         try:
             record = await _wait_final(ctx.index, submission_id, wait)
         except TransientError as exc:
-            raise _unavailable(exc) from exc
+            raise unavailable(exc) from exc
         if record is None or (cred.role != "admin" and record.producer != cred.name):
             raise api_error(404, "unknown-submission", "No such submission for this credential.",
                             "Soumission inconnue pour cet accès.")
@@ -194,7 +200,7 @@ def _document_routes(app: FastAPI, ctx: ApiContext) -> None:
     """A patient's documents: list, metadata, exact bytes."""
 
     @app.get("/v1/patients/{ins}/documents", summary="List a patient's documents")
-    async def patient_documents(ins: str, _cred: Annotated[Credential, Depends(_admin)],
+    async def patient_documents(ins: str, _cred: Annotated[Credential, Depends(admin)],
                                 category: str | None = None, class_code: Annotated[str | None, Query(
                                     alias="class")] = None, type_code: Annotated[str | None, Query(
                                     alias="type")] = None, date_from: Annotated[str | None, Query(
@@ -208,7 +214,7 @@ def _document_routes(app: FastAPI, ctx: ApiContext) -> None:
         return {"documents": [d.to_dict() for d in docs]}
 
     @app.get("/v1/documents/{document_id}", summary="Metadata of one document")
-    async def document(document_id: str, _cred: Annotated[Credential, Depends(_admin)]) -> dict[str, Any]:
+    async def document(document_id: str, _cred: Annotated[Credential, Depends(admin)]) -> dict[str, Any]:
         record = await run_in_threadpool(ctx.index.document, document_id)
         if record is None:
             raise _no_document()
@@ -216,7 +222,7 @@ def _document_routes(app: FastAPI, ctx: ApiContext) -> None:
 
     @app.get("/v1/documents/{document_id}/content", summary="The exact bytes submitted",
              response_class=Response)
-    async def content(document_id: str, _cred: Annotated[Credential, Depends(_admin)]) -> Response:
+    async def content(document_id: str, _cred: Annotated[Credential, Depends(admin)]) -> Response:
         record = await run_in_threadpool(ctx.index.document, document_id)
         if record is None:
             raise _no_document()
@@ -224,7 +230,7 @@ def _document_routes(app: FastAPI, ctx: ApiContext) -> None:
         try:
             data = await run_in_threadpool(ctx.store.get, ref)
         except TransientError as exc:
-            raise _unavailable(exc) from exc
+            raise unavailable(exc) from exc
         except NotFound as exc:
             raise _no_document() from exc
         return Response(data, media_type="text/xml", headers={"X-Content-SHA256": record.sha256})
@@ -235,7 +241,7 @@ def _operation_routes(app: FastAPI, ctx: ApiContext) -> None:
     """Roster import and health."""
 
     @app.post("/v1/patients/import", summary="Import a roster CSV (admin)")
-    async def import_roster(request: Request, _cred: Annotated[Credential, Depends(_admin)]) -> dict[str, Any]:
+    async def import_roster(request: Request, _cred: Annotated[Credential, Depends(admin)]) -> dict[str, Any]:
         raw = await _read_body(request, ctx.max_body_bytes)
         try:
             return await run_in_threadpool(ctx.import_roster, raw)
@@ -245,7 +251,7 @@ def _operation_routes(app: FastAPI, ctx: ApiContext) -> None:
                             "Le fichier a été refusé ; rien n'a été importé. Corrigez ces lignes et renvoyez "
                             "le fichier complet.") from exc
         except TransientError as exc:
-            raise _unavailable(exc) from exc
+            raise unavailable(exc) from exc
 
     @app.get("/healthz", summary="Liveness and dependencies")
     async def health() -> JSONResponse:

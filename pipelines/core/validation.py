@@ -308,3 +308,9 @@ def patient_findings(header: CdaHeader, status: str | None) -> tuple[Finding, ..
         raise ValueError(f"unknown patient status {status!r}")
     rule, code, fr, en = _PATIENT_STATUS[status]
     return (_finding(rule, _PATIENT_LOCATION, fr, en, code=code),)
+
+
+def parse_untrusted(data: bytes) -> tuple[etree._Element | None, Finding | None]:
+    """Parse untrusted XML with the hardened parser (no DOCTYPE, entities, DTD or network): (root, None)
+    or (None, the finding that says why not).  For other readers of CDA bytes (prescriptions...)."""
+    return _parse(data)

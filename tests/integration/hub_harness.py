@@ -49,7 +49,8 @@ class RunningHub:
 
 
 @contextmanager
-def running_hub(settings: Settings, *, workers: bool = True, filedrop: bool = False) -> Iterator[RunningHub]:
+def running_hub(settings: Settings, *, workers: bool = True, filedrop: bool = False,
+                gateway: bool = False) -> Iterator[RunningHub]:
     hub = build_hub(settings, workers_in_process=workers)
     server = uvicorn.Server(uvicorn.Config(create_app(hub.api_context()), host="127.0.0.1",
                                            port=settings.http_port, access_log=False, log_config=None))
@@ -59,6 +60,8 @@ def running_hub(settings: Settings, *, workers: bool = True, filedrop: bool = Fa
             hub.start_workers(settings.workers)
         if filedrop:
             hub.start_filedrop()
+        if gateway:
+            hub.start_gateway()
         thread.start()
         deadline = time.monotonic() + 10
         while not server.started and time.monotonic() < deadline:

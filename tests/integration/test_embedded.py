@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import smtplib
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import builders
+from tests import builders, mail_builders
 from tests.services import FIXTURES_CDA, free_port, missing
 
 pytestmark = pytest.mark.integration
@@ -33,13 +34,15 @@ def meshub(*args: str, check: bool = True, cwd: Path = ROOT) -> subprocess.Compl
 
 
 @contextmanager
-def embedded_hub(data_dir: Path, config: Path, *, cwd: Path = ROOT,
-                 ignore_sigint: bool = False) -> Iterator[subprocess.Popen[str]]:
+def embedded_hub(data_dir: Path, config: Path, *, cwd: Path = ROOT, ignore_sigint: bool = False,
+                 smtp_port: int | None = None) -> Iterator[subprocess.Popen[str]]:
     """`ignore_sigint`: start the hub as a background job of a script does, with SIGINT ignored."""
     port = free_port()
+    smtp_port = smtp_port or free_port()
     preexec = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
     proc = subprocess.Popen([sys.executable, "-m", "meshub.cli", "run", "--data-dir", str(data_dir),
-                             "--http-port", str(port), "--config", str(config), "--workers", "2"],
+                             "--http-port", str(port), "--smtp-port", str(smtp_port), "--config", str(config),
+                             "--workers", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
                             preexec_fn=preexec)
     lines = []
@@ -120,6 +123,38 @@ def test_an_accepted_submission_survives_kill_9_of_the_hub(tmp_path: Path, embed
         assert status["status"] == "indexed"
         listed = meshub("documents", builders.TEST_INS, "--json", "--data-dir", str(data)).stdout.splitlines()
         assert len(listed) == 1
+
+
+def test_a_mail_that_got_250_is_filed_exactly_once_after_kill_9(tmp_path: Path, embedded_config: Path) -> None:
+    data, smtp_port = tmp_path / "data", free_port()
+    roster = tmp_path / "roster.csv"
+    roster.write_text(builders.ROSTER_HEADER + builders.roster_line())
+    message = mail_builders.make_mail_with_xdm([BIO.read_bytes()]).replace(b"\n", b"\r\n")
+    with embedded_hub(data, embedded_config, smtp_port=smtp_port) as proc:
+        meshub("patients", "import", str(roster), "--data-dir", str(data))
+        # Given a message the gateway answered 250 for (STARTTLS offered with the development certificate)
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=30) as client:
+            client.ehlo()
+            assert client.has_extn("starttls")
+            client.sendmail("dr.test@hopital.mssante.fr", [mail_builders.PATIENT_ADDRESS], message)
+        # ... when the hub is killed -9 right away, before or while the pipeline files it
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    time.sleep(0.5)
+    # Then after a restart the message is in the mailbox once, and its document in the record once
+    with embedded_hub(data, embedded_config, smtp_port=smtp_port):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            listed = meshub("messages", builders.TEST_INS, "--json", "--data-dir", str(data)).stdout.splitlines()
+            documents = meshub("documents", builders.TEST_INS, "--json", "--data-dir", str(data)).stdout.splitlines()
+            if listed and documents:
+                break
+            time.sleep(0.2)
+        time.sleep(1.0)  # let any duplicate that would arrive arrive
+        listed = meshub("messages", builders.TEST_INS, "--json", "--data-dir", str(data)).stdout.splitlines()
+        documents = meshub("documents", builders.TEST_INS, "--json", "--data-dir", str(data)).stdout.splitlines()
+    assert len(listed) == 1 and json.loads(listed[0])["correspondent"] == "dr.test@hopital.mssante.fr"
+    assert len(documents) == 1
 
 
 def _children(pid: int) -> list[int]:

@@ -1,0 +1,138 @@
+"""What a patient does with their mailbox: reply, send a document to a pharmacy, file attachments.
+
+Owns: hub.ports.MailService.  Each action checks the MSSanté rules (pipelines.core.mss: a patient
+writes only to a professional who wrote first and did not close the exchange, or to a pharmacy
+listed for first contact; a document masked from professionals is never mailed to one), composes
+the message (pipelines.core.reports, with a QR code for an e-prescription) and queues it through
+intake exactly as the SMTP gateway does, so the mail pipeline routes and records it.
+Does not: speak HTTP (connectors.inbound.mailbox_api) or deliver anything itself.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from hub.envelope import BlobRef, Source
+from hub.errors import NotFound, Refused
+from hub.intake import Intake
+from hub.mailqueue import MAIL_CONTENT_TYPE, SmtpEnvelope, SmtpRecipient, pack
+from hub.ports import BlobStore, Index, Mailboxes
+from hub.records import MessageRecord
+from pipelines.core.findings import Finding, Severity
+from pipelines.core.mime import Attachment, ParsedMail, find_xdm, parse_mail
+from pipelines.core.mss import MssRules, RecipientKind, ThreadFacts, classify_recipient, may_patient_reply
+from pipelines.core.prescription import prescription_number, qr_png
+from pipelines.core.reports import build_message, reply_threading
+from pipelines.core.xdm import read_xdm
+
+CDA_TYPES = frozenset({"text/xml", "application/xml", "application/hl7-cda+xml"})
+MASKED_FROM_PROFESSIONALS = "MASQUE_PS"
+
+
+class PatientMail:
+    """hub.ports.MailService over the stores, the index and intake."""
+
+    def __init__(self, *, store: BlobStore, index: Index, mailboxes: Mailboxes, intake: Intake, rules: MssRules,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._store = store
+        self._index = index
+        self._mailboxes = mailboxes
+        self._intake = intake
+        self._rules = rules
+        self._clock = clock
+
+    def address(self, ins: str) -> str:
+        return f"{ins}@{self._rules.patient_domain}"
+
+    def reply(self, ins: str, message_id: str, text: str) -> str:
+        record = self._message(ins, message_id)
+        self._may_write(ins, record.correspondent)
+        original = self._parsed(record)
+        in_reply_to, references = reply_threading(original)
+        subject = original.subject if original.subject.lower().startswith("re:") else f"Re: {original.subject}"
+        raw = build_message(from_addr=self.address(ins), to_addrs=[record.correspondent], subject=subject,
+                            text=text, now=self._clock(), in_reply_to=in_reply_to, references=references)
+        return self._queue(ins, record.correspondent, raw)
+
+    def send_document(self, ins: str, document_id: str, to: str, text: str) -> str:
+        document = self._index.document(document_id)
+        if document is None or document.patient_ins != ins:
+            raise NotFound("no such document in this patient's record")
+        target = classify_recipient(to, self._rules)
+        if target.kind not in (RecipientKind.LOCAL_ORG, RecipientKind.REMOTE):
+            raise Refused(_finding("mss.send.not-a-professional-mailbox"))
+        if MASKED_FROM_PROFESSIONALS in document.confidentiality:
+            raise Refused(_finding("mss.masking.masked-ps"))
+        self._may_write(ins, target.address)
+        cda = self._store.get(BlobRef(bucket=document.blob_bucket, key=document.blob_key, sha256=document.sha256,
+                                      size=document.size))
+        attachments = [Attachment(f"{_safe_name(document.document_id)}.xml", "text/xml", cda)]
+        number = prescription_number(cda)
+        if number is not None:
+            attachments.append(Attachment("prescription-qr.png", "image/png", qr_png(number)))
+            text = f"{text}\n\nNuméro unique de prescription : {number}".strip()
+        raw = build_message(from_addr=self.address(ins), to_addrs=[target.address], subject=document.title or
+                            "Document", text=text or "Document transmis par le patient.", now=self._clock(),
+                            attachments=attachments)
+        return self._queue(ins, target.address, raw)
+
+    def file_attachments(self, ins: str, message_id: str) -> list[str]:
+        """The XDM's documents naming this patient, and any plain CDA attachment, go to intake."""
+        mail = self._parsed(self._message(ins, message_id))
+        xdm = find_xdm(mail)
+        documents = [d.data for d in read_xdm(xdm.data).documents if d.entry.patient_ins in ("", ins)] if xdm else []
+        documents += [a.data for a in mail.attachments if a.content_type in CDA_TYPES]
+        source = Source(kind="mailbox", producer="patient")
+        return [self._intake.accept(data, source).submission_id for data in documents]
+
+    # -- helpers -----------------------------------------------------------------------------------------
+
+    def _message(self, ins: str, message_id: str) -> MessageRecord:
+        record = self._mailboxes.message(message_id)
+        if record is None or record.mailbox != self.address(ins).lower():
+            raise NotFound("no such message in this mailbox")
+        return record
+
+    def _parsed(self, record: MessageRecord) -> ParsedMail:
+        raw = self._store.get(BlobRef(bucket=record.blob_bucket, key=record.blob_key, sha256=record.sha256,
+                                      size=record.size))
+        mail = parse_mail(raw).mail
+        if mail is None:
+            raise Refused(_finding("mime.malformed"))
+        return mail
+
+    def _may_write(self, ins: str, target: str) -> None:
+        wrote, closed = self._mailboxes.correspondents(self.address(ins).lower())
+        finding = may_patient_reply(ThreadFacts(frozenset(wrote), frozenset(closed)), target, self._rules)
+        if finding is not None:
+            raise Refused(finding.to_dict())
+
+    def _queue(self, ins: str, to: str, raw: bytes) -> str:
+        smtp = SmtpEnvelope(mail_from=self.address(ins), recipients=(SmtpRecipient(to),), auth=f"patient:{ins}",
+                            received_at=self._clock().isoformat())
+        record = self._intake.accept(pack(smtp, raw), Source(kind="mailbox", producer="patient"),
+                                     content_type=MAIL_CONTENT_TYPE, kind="mail")
+        return record.submission_id
+
+
+#: rule -> (French, English), for refusals decided here.
+_MESSAGES = {
+    "mss.send.not-a-professional-mailbox": (
+        "Un document ne peut être envoyé qu'à une messagerie professionnelle (par exemple celle d'une pharmacie).",
+        "A document can only be sent to a professional mailbox (for example a pharmacy's)."),
+    "mss.masking.masked-ps": (
+        "Document masqué aux professionnels (MASQUE_PS) : il ne peut pas être envoyé à un professionnel.",
+        "Document masked from professionals (MASQUE_PS): it cannot be sent to a professional."),
+    "mime.malformed": ("Le message d'origine est illisible.", "The original message is unreadable."),
+}
+
+
+def _finding(rule: str) -> dict[str, object]:
+    fr, en = _MESSAGES[rule]
+    return Finding(rule=rule, location="/", message_fr=fr, message_en=en, severity=Severity.ERROR).to_dict()
+
+
+def _safe_name(document_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", document_id)[:80] or "document"

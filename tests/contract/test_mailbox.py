@@ -1,0 +1,71 @@
+"""The Mailboxes contract, run against SQLite and PostgreSQL: same code, same expectations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from hub.records import DeliveryRecord, DeliveryState, MessageRecord
+from storage.index import SqlIndex
+from storage.mailbox import SqlMailbox
+from tests import builders
+
+pytestmark = pytest.mark.integration
+MAILBOX = f"{builders.TEST_INS}@patient.mssante.fr"
+
+
+@pytest.fixture
+def mailbox(sql_index: SqlIndex) -> Iterator[SqlMailbox]:
+    yield SqlMailbox.beside(sql_index)
+
+
+def message(n: int, *, sender: str = "dr.house@hopital.mssante.fr", closed: bool = False,
+            at: datetime | None = None) -> MessageRecord:
+    return MessageRecord(message_id=f"m{n}", mailbox=MAILBOX, submission_id=f"s{n}", direction="in",
+                         correspondent=sender, subject=f"Compte rendu {n}", rfc_message_id=f"<{n}@hopital>",
+                         in_reply_to="", blob_bucket="b", blob_key=f"msg/aa/{n}", sha256="a" * 64, size=10,
+                         received_at=at or datetime.now(UTC), closed=closed, attachments=("IHE_XDM.ZIP",))
+
+
+def test_a_redelivered_message_is_stored_once(mailbox: SqlMailbox) -> None:
+    assert mailbox.store_message(message(1)) is True
+    assert mailbox.store_message(replace(message(1), message_id="m1-again")) is False
+    listed = mailbox.messages(MAILBOX)
+    assert [m.message_id for m in listed] == ["m1"] and listed[0].attachments == ("IHE_XDM.ZIP",)
+
+
+def test_messages_are_listed_newest_first_and_marked_read_once(mailbox: SqlMailbox) -> None:
+    now = datetime.now(UTC)
+    mailbox.store_message(message(1, at=now - timedelta(hours=1)))
+    mailbox.store_message(message(2, at=now))
+    assert [m.message_id for m in mailbox.messages(MAILBOX)] == ["m2", "m1"]
+    first = mailbox.mark_read("m1")
+    assert first is not None and first.read_at is not None
+    again = mailbox.mark_read("m1")
+    assert again is not None and again.read_at == first.read_at
+    assert mailbox.mark_read("nope") is None
+
+
+def test_correspondents_know_who_wrote_first_and_who_closed(mailbox: SqlMailbox) -> None:
+    now = datetime.now(UTC)
+    mailbox.store_message(message(1, sender="Dr.A@hopital.mssante.fr", at=now - timedelta(hours=2)))
+    mailbox.store_message(message(2, sender="dr.b@clinique.mssante.fr", closed=True, at=now - timedelta(hours=1)))
+    wrote, closed = mailbox.correspondents(MAILBOX)
+    assert wrote == {"dr.a@hopital.mssante.fr", "dr.b@clinique.mssante.fr"} and closed == {"dr.b@clinique.mssante.fr"}
+    # A later message from the same professional without FIN reopens the exchange
+    mailbox.store_message(message(3, sender="dr.b@clinique.mssante.fr", at=now))
+    assert mailbox.correspondents(MAILBOX)[1] == set()
+
+
+def test_delivery_state_is_one_row_per_recipient_updated_in_place(mailbox: SqlMailbox) -> None:
+    mailbox.record_delivery(DeliveryRecord("s1", "pharma@org.mssante.fr", "local-org", DeliveryState.QUEUED))
+    mailbox.record_delivery(DeliveryRecord("s1", "pharma@org.mssante.fr", "local-org", DeliveryState.DEFERRED,
+                                           attempts=1, last_reply="451 4.3.0 try later"))
+    mailbox.record_delivery(DeliveryRecord("s1", MAILBOX, "patient", DeliveryState.DELIVERED, attempts=1))
+    rows = mailbox.deliveries("s1")
+    assert [(r.recipient, r.state, r.attempts) for r in rows] == [
+        (MAILBOX, DeliveryState.DELIVERED, 1), ("pharma@org.mssante.fr", DeliveryState.DEFERRED, 1)]
+    assert rows[1].last_reply == "451 4.3.0 try later"

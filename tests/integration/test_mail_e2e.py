@@ -1,0 +1,265 @@
+"""MSSanté mail end to end on the production stack: smtplib -> SMTP gateway (STARTTLS) -> RabbitMQ ->
+mail pipeline -> patient record and mailbox (PostgreSQL, SeaweedFS); patient replies and prescriptions
+out through the relay (a scripted SMTP sink on loopback) or LMTP into Dovecot, read back over IMAP."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import shutil
+import smtplib
+import ssl
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from email import policy
+from pathlib import Path
+from typing import Any
+
+import aioimaplib
+import httpx
+import pytest
+import trustme
+
+from config.settings import Credential, MailSettings, Settings
+from hub.auth import token_sha256
+from hub.topology import Topology
+from tests import builders, mail_builders
+from tests.fixtures_mail import Dovecot
+from tests.integration.hub_harness import CREDENTIALS, RunningHub, hub_settings, running_hub
+from tests.services import FIXTURES_CDA, free_port, missing
+from tests.smtp_sink import Running, Sink, start_sink
+
+pytestmark = pytest.mark.integration
+
+INS = builders.TEST_INS
+PATIENT = f"{INS}@patient.mssante.fr"
+DOCTOR = "dr.test@hopital.mssante.fr"
+PATIENT_TOKEN = "patient-token-for-tests"
+BIO = FIXTURES_CDA / "BIO-CR-BIO_2024.01_TSH_1.xml"
+EP = FIXTURES_CDA / "eP-MED-DM_2024.01_PosoStruct.xml"
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def sink() -> Iterator[Running]:
+    yield from start_sink(Sink())
+
+
+@pytest.fixture
+def pharmacy(dovecot: Dovecot) -> str:
+    return f"pharma-{uuid.uuid4().hex[:12]}@{dovecot.domain}"
+
+
+@pytest.fixture
+def mail_hub(tmp_path: Path, seaweed: Any, amqp_url: str, topology: Topology, pg_url: str, ca: trustme.CA,
+             sink: Running, dovecot: Dovecot, pharmacy: str) -> Iterator[RunningHub]:
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "smtp.crt"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "smtp.key"))
+    base = hub_settings(tmp_path, bus_url=amqp_url, index_url=pg_url, s3_endpoint=seaweed.endpoint,
+                        access_key=seaweed.access_key, secret_key=seaweed.secret_key,
+                        bucket=f"mail-{uuid.uuid4().hex[:10]}", prefix=topology.prefix)
+    mail = MailSettings(smtp_port=free_port(), hostname="hub.test", tls_cert=tmp_path / "smtp.crt",
+                        tls_key=tmp_path / "smtp.key", lmtp_host=dovecot.host, lmtp_port=dovecot.lmtp_port,
+                        rules={"local_domains": [dovecot.domain], "org_mailboxes": [pharmacy],
+                               "pharmacy_first_contact": [pharmacy]},
+                        next_hops=({"domains": ["*"], "host": "127.0.0.1", "port": sink.port, "starttls": "off",
+                                    "verify_tls": False},),
+                        retry={"initial_s": 1, "max_delay_s": 2, "lifetime_s": 3600})
+    settings: Settings = replace(base, mail=mail, credentials=(
+        *CREDENTIALS, Credential("patient", "patient", token_sha256(PATIENT_TOKEN), ins=INS)))
+    with running_hub(settings, gateway=True) as hub:
+        roster = builders.ROSTER_HEADER + builders.roster_line() + builders.roster_line(
+            builders.with_key("1790175123456"), status="opposed")
+        hub.admin().post("/v1/patients/import", content=roster).raise_for_status()
+        yield hub
+
+
+def smtp_client(hub: RunningHub, ca: trustme.CA) -> smtplib.SMTP:
+    client = smtplib.SMTP("127.0.0.1", hub.hub.settings.mail.smtp_port, timeout=30)
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    client.starttls(context=context)
+    return client
+
+
+def crlf(message: bytes) -> bytes:
+    """SMTP lines end in CRLF; smtplib sends bytes as given (the builders use LF)."""
+    return message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def patient(hub: RunningHub) -> httpx.Client:
+    return hub.client(PATIENT_TOKEN)
+
+
+def eventually(probe: Callable[[], Any], *, timeout_s: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"not true within {timeout_s}s: {probe}")
+
+
+def test_a_discharge_letter_is_filed_in_the_record_and_kept_in_the_mailbox(mail_hub: RunningHub, ca: trustme.CA,
+                                                                          sink: Running) -> None:
+    # Given a hospital's MTA (no AUTH: the MX role, from a trusted MSSanté domain) asking for a success DSN
+    message = crlf(mail_builders.make_mail_with_xdm([BIO.read_bytes()], to=PATIENT, from_=DOCTOR))
+    with smtp_client(mail_hub, ca) as client:
+        refused = client.sendmail(DOCTOR, [PATIENT], message, mail_options=["RET=HDRS", "ENVID=Lettre+2B1"],
+                                  rcpt_options=["NOTIFY=SUCCESS,FAILURE"])
+    assert refused == {}
+    # Then the message is in the patient's mailbox, and the CDA it carried is in the record
+    messages = eventually(lambda: patient(mail_hub).get(f"/v1/patients/{INS}/messages").json()["messages"])
+    assert len(messages) == 1 and messages[0]["correspondent"] == DOCTOR and messages[0]["direction"] == "in"
+    assert messages[0]["attachments"] == ["IHE_XDM.ZIP"]
+    [document_submission] = messages[0]["documents"]
+    outcome = mail_hub.admin().get(f"/v1/submissions/{document_submission}", params={"wait": 30}).json()
+    assert (outcome["status"], outcome["category"]) == ("indexed", "BIOLOGIE")
+    listed = mail_hub.admin().get(f"/v1/patients/{INS}/documents").json()["documents"]
+    assert [d["document_id"] for d in listed] == [outcome["document_id"]]
+    # And the sender gets the delivery report it asked for, from the null sender, with its ENVID
+    dsn = eventually(lambda: [r for r in sink.sink.received if r.mail_from in ("", "<>")])[0]
+    assert dsn.rcpt_tos == [DOCTOR]
+    report = email.message_from_bytes(dsn.content, policy=policy.default)
+    assert report.get_content_type() == "multipart/report"
+    assert b"Action: delivered" in dsn.content and b"Original-Envelope-Id: Lettre+1" in dsn.content
+    # And reading the message marks it read, and its raw bytes are the ones sent
+    read = patient(mail_hub).get(f"/v1/patients/{INS}/messages/{messages[0]['message_id']}").json()
+    assert read["read_at"] is not None
+    raw = patient(mail_hub).get(f"/v1/patients/{INS}/messages/{messages[0]['message_id']}/raw")
+    assert raw.content.endswith(message)  # as sent, after the gateway's Received: trace header
+
+
+@pytest.mark.parametrize(("address", "code", "status"), [
+    (f"{builders.with_key('1790175123456')}@patient.mssante.fr", 550, b"5.7.1"),  # opposed patient
+    (f"{builders.with_key('2790175123456')}@patient.mssante.fr", 550, b"5.1.1"),  # unknown patient
+    ("27903512151898900000@patient.mssante.fr", 553, b"5.1.3"),                    # 20 digits, not an INS
+    (f"{INS[:13]}00@patient.mssante.fr", 553, b"5.1.3"),                           # wrong key
+    ("someone@example.org", 554, b"5.7.1"),                                        # relay without AUTH
+])
+def test_recipients_are_refused_at_rcpt_with_a_specific_code(mail_hub: RunningHub, ca: trustme.CA, address: str,
+                                                             code: int, status: bytes) -> None:
+    with smtp_client(mail_hub, ca) as client:
+        client.ehlo()
+        client.mail(DOCTOR)
+        got_code, text = client.rcpt(address)
+    assert got_code == code and text.startswith(status) and INS.encode() not in text
+
+
+def test_a_sender_outside_the_trust_list_is_refused_without_auth(mail_hub: RunningHub, ca: trustme.CA) -> None:
+    with smtp_client(mail_hub, ca) as client:
+        client.ehlo()
+        code, text = client.mail("someone@gmail.com")
+    assert code == 550 and text.startswith(b"5.7.1")
+
+
+def _professional_writes(hub: RunningHub, ca: trustme.CA, sender: str, *, closing: bool) -> dict[str, Any]:
+    headers = {"X-MSS-MES": "FIN", "Message-ID": f"<{uuid.uuid4().hex}@x>"} if closing else \
+        {"Message-ID": f"<{uuid.uuid4().hex}@x>"}
+    message = crlf(mail_builders.make_mail_with_xdm([], to=PATIENT, from_=sender, headers=headers,
+                                                    xdm=mail_builders.make_zip({"README.TXT": b"empty"})))
+    with smtp_client(hub, ca) as client:
+        client.sendmail(sender, [PATIENT], message)
+
+    def arrived() -> list[dict[str, Any]]:
+        rows = patient(hub).get(f"/v1/patients/{INS}/messages").json()["messages"]
+        return [m for m in rows if m["correspondent"] == sender]
+    return dict(eventually(arrived)[0])
+
+
+def test_a_patient_replies_only_to_who_wrote_first_and_did_not_close(mail_hub: RunningHub, ca: trustme.CA,
+                                                                      sink: Running) -> None:
+    closed = _professional_writes(mail_hub, ca, "dr.closed@clinique.mssante.fr", closing=True)
+    open_ = _professional_writes(mail_hub, ca, "dr.open@clinique.mssante.fr", closing=False)
+    # A reply in a thread the professional closed (X-MSS-MES: FIN) is refused, with the rule
+    refused = patient(mail_hub).post(f"/v1/patients/{INS}/messages/{closed['message_id']}/reply",
+                                     json={"text": "Merci"})
+    assert refused.status_code == 403 and refused.json()["error"]["finding"]["rule"] == "mss.reply.closed"
+    # A reply to the professional who wrote and left the exchange open goes out through the relay
+    accepted = patient(mail_hub).post(f"/v1/patients/{INS}/messages/{open_['message_id']}/reply",
+                                      json={"text": "Merci docteur"})
+    assert accepted.status_code == 202
+    delivered = eventually(lambda: [r for r in sink.sink.received if "dr.open@clinique.mssante.fr" in r.rcpt_tos])
+    reply = email.message_from_bytes(delivered[0].content, policy=policy.default)
+    assert reply["From"] == PATIENT and reply["In-Reply-To"] and reply["Subject"].startswith("Re:")
+    # And the patient's own mailbox keeps the sent copy
+    sent = patient(mail_hub).get(f"/v1/patients/{INS}/messages").json()["messages"]
+    assert any(m["direction"] == "out" and m["correspondent"] == "dr.open@clinique.mssante.fr" for m in sent)
+    # Another patient's token, or none, reads nothing of this mailbox
+    assert mail_hub.client().get(f"/v1/patients/{INS}/messages").status_code == 403
+
+
+def test_deferred_delivery_is_retried_and_a_permanent_failure_returns_a_dsn(mail_hub: RunningHub, ca: trustme.CA,
+                                                                           sink: Running) -> None:
+    busy, gone = "dr.busy@clinique.mssante.fr", "dr.gone@clinique.mssante.fr"
+    sink.sink.rcpt_script = {busy: ["451 4.3.0 try again later"], gone: ["550 5.1.1 no such user"]}
+    busy_msg = _professional_writes(mail_hub, ca, busy, closing=False)
+    gone_msg = _professional_writes(mail_hub, ca, gone, closing=False)
+    for msg in (busy_msg, gone_msg):
+        patient(mail_hub).post(f"/v1/patients/{INS}/messages/{msg['message_id']}/reply",
+                               json={"text": "Bonjour"}).raise_for_status()
+    # 4xx first, then accepted on the retry
+    eventually(lambda: [r for r in sink.sink.received if busy in r.rcpt_tos])
+
+    def states(address: str) -> list[dict[str, Any]]:
+        return list(mail_hub.admin().get(f"/v1/mailboxes/{address}/deliveries").json()["deliveries"])
+    assert eventually(lambda: [d for d in states(busy) if d["state"] == "delivered"])[0]["attempts"] == 2
+    # 5xx: bounced, and the DSN comes back to the sender: the patient's own mailbox
+    assert eventually(lambda: [d for d in states(gone) if d["state"] == "bounced"])[0]["last_reply"].startswith("550")
+
+    def bounce() -> list[dict[str, Any]]:
+        rows = patient(mail_hub).get(f"/v1/patients/{INS}/messages").json()["messages"]
+        return [m for m in rows if m["direction"] == "notice"]
+    [notice] = eventually(bounce)
+    assert notice["subject"].startswith("Message non distribu") and notice["correspondent"].startswith("mailer-daemon@")
+    raw = patient(mail_hub).get(f"/v1/patients/{INS}/messages/{notice['message_id']}/raw").content
+    assert b"Action: failed" in raw and b"550 5.1.1" in raw
+
+
+def test_a_prescription_reaches_the_pharmacy_mailbox_in_dovecot_with_its_qr_code(
+        mail_hub: RunningHub, dovecot: Dovecot, pharmacy: str, tmp_path: Path) -> None:
+    zbarimg = shutil.which("zbarimg")
+    if zbarimg is None:
+        missing("zbarimg (Debian zbar-tools) is needed to decode the QR code")
+    submitted = mail_hub.client().post("/v1/documents", content=EP.read_bytes(),
+                                       headers={"Content-Type": "application/xml"}).json()
+    outcome = mail_hub.client().get(f"/v1/submissions/{submitted['submission']}", params={"wait": 30}).json()
+    assert outcome["status"] == "indexed", outcome
+    # The patient sends it to the pharmacy of their choice (first contact allowed for this pharmacy)
+    sent = patient(mail_hub).post(f"/v1/patients/{INS}/send-document",
+                                  json={"document_id": outcome["document_id"], "to": pharmacy, "text": "Bonjour"})
+    assert sent.status_code == 202, sent.text
+    eventually(lambda: [d for d in mail_hub.admin().get(f"/v1/mailboxes/{pharmacy}/deliveries").json()[
+        "deliveries"] if d["state"] == "delivered"])
+    # The pharmacy reads it with an IMAP client: the CDA and a QR code that decodes to the prescription number
+    raw = asyncio.run(_fetch_first(dovecot, pharmacy))
+    message = email.message_from_bytes(raw, policy=policy.default)
+    parts = {part.get_filename(): part.get_content() for part in message.iter_attachments()}
+    assert any(name.endswith(".xml") for name in parts) and parts["prescription-qr.png"]
+    (tmp_path / "qr.png").write_bytes(parts["prescription-qr.png"])
+    decoded = subprocess.run([zbarimg, "-q", "--raw", str(tmp_path / "qr.png")], capture_output=True, text=True)
+    assert decoded.stdout.strip() == "01S2TBPZ2JCNZZYGHZ"
+    assert "01S2TBPZ2JCNZZYGHZ" in message.get_body(preferencelist=("plain",)).get_content()
+    # A document cannot be sent to someone who never wrote (not a listed pharmacy)
+    refused = patient(mail_hub).post(f"/v1/patients/{INS}/send-document", json={
+        "document_id": outcome["document_id"], "to": "inconnu@clinique.mssante.fr", "text": ""})
+    assert refused.status_code == 403 and refused.json()["error"]["finding"]["rule"] == "mss.reply.not-initiated"
+
+
+async def _fetch_first(dovecot: Dovecot, address: str) -> bytes:
+    client = aioimaplib.IMAP4(host=dovecot.host, port=dovecot.imap_port, timeout=10)
+    await client.wait_hello_from_server()
+    await client.login(address, dovecot.password)
+    await client.select("INBOX")
+    response = await client.fetch("1", "(RFC822)")
+    await client.logout()
+    return bytes(next(line for line in response.lines if isinstance(line, bytearray | bytes) and len(line) > 200))
