@@ -42,6 +42,21 @@ class StoreSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ImapSource:
+    """A mailbox the hub polls (IMAP intake): each new message is taken in as mail for `recipient`."""
+
+    host: str
+    user: str
+    password: str = field(repr=False, default="")
+    port: int = 993
+    tls: bool = True
+    mailbox: str = "INBOX"
+    poll_s: float = 30.0
+    recipient: str = ""  # default: the user name (an address)
+    producer: str = "imap"
+
+
+@dataclass(frozen=True, slots=True)
 class MailSettings:
     """The MSSanté side: SMTP gateway, local org mailboxes (LMTP to Dovecot), outbound next hops.
 
@@ -63,6 +78,7 @@ class MailSettings:
     retry: Mapping[str, float] = field(default_factory=dict)  # RelaySchedule fields: initial_s, lifetime_s...
     relay_cafile: str | None = None  # CA bundle for next hops' certificates (IGC-Santé); None: the system store
     relay_timeout_s: float = 60.0
+    imap: tuple[ImapSource, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +138,30 @@ def _credentials(rows: Any) -> tuple[Credential, ...]:
     return tuple(out)
 
 
+def _imap_sources(rows: Any) -> tuple[ImapSource, ...]:
+    if not isinstance(rows, list) or not all(isinstance(r, Mapping) for r in rows):
+        raise ConfigError("config key [[imap]] must be an array of tables")
+    out = []
+    for i, row in enumerate(rows):
+        where = f"imap[{i}]"
+        unknown = sorted(set(row) - set(ImapSource.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"config key {where}.{unknown[0]} is unknown")
+        if not row.get("host") or not row.get("user"):
+            raise ConfigError(f"config {where} needs host and user")
+        tls = _typed(row, "tls", bool, True, where)
+        out.append(ImapSource(
+            host=_typed(row, "host", str, "", where), user=_typed(row, "user", str, "", where),
+            password=_typed(row, "password", str, "", where), port=_typed(row, "port", int, 993 if tls else 143, where),
+            tls=tls, mailbox=_typed(row, "mailbox", str, "INBOX", where),
+            poll_s=float(_typed(row, "poll_s", (int, float), 30.0, where)),
+            recipient=_typed(row, "recipient", str, "", where) or row["user"],
+            producer=_typed(row, "producer", str, "imap", where)))
+    return tuple(out)
+
+
 def _mail(smtp: Mapping[str, Any], lmtp: Mapping[str, Any], mss: Mapping[str, Any],
-          relay: Mapping[str, Any]) -> MailSettings:
+          relay: Mapping[str, Any], imap: Any) -> MailSettings:
     cert, key = _typed(smtp, "tls_cert", str, None, "smtp"), _typed(smtp, "tls_key", str, None, "smtp")
     if bool(cert) != bool(key):
         raise ConfigError("config keys smtp.tls_cert and smtp.tls_key go together")
@@ -139,7 +177,8 @@ def _mail(smtp: Mapping[str, Any], lmtp: Mapping[str, Any], mss: Mapping[str, An
         lmtp_host=_typed(lmtp, "host", str, "", "lmtp"), lmtp_port=_typed(lmtp, "port", int, 24, "lmtp"),
         rules=dict(mss), next_hops=tuple(dict(h) for h in hops), retry=_retry(relay),
         relay_cafile=_typed(relay, "cafile", str, None, "relay"),
-        relay_timeout_s=float(_typed(relay, "timeout_s", (int, float), 60.0, "relay")))
+        relay_timeout_s=float(_typed(relay, "timeout_s", (int, float), 60.0, "relay")),
+        imap=_imap_sources(imap))
 
 
 _RETRY_KEYS = ("initial_s", "factor", "max_delay_s", "lifetime_s", "delay_warning_s")
@@ -178,4 +217,5 @@ def settings_from_mapping(data: Mapping[str, Any], *, data_dir: Path) -> Setting
         filedrop_producer=_typed(drop, "producer", str, "filedrop", "filedrop"),
         credentials=_credentials(data.get("credentials", [])),
         key_secret=str(_typed(s3, "key_secret", str, "", "s3")).encode(),
-        mail=_mail(_section(data, "smtp"), _section(data, "lmtp"), _section(data, "mss"), _section(data, "relay")))
+        mail=_mail(_section(data, "smtp"), _section(data, "lmtp"), _section(data, "mss"), _section(data, "relay"),
+                   data.get("imap", [])))

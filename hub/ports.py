@@ -140,6 +140,10 @@ class MailService(Protocol):
     Each call queues a mail through the same path as the SMTP gateway and returns its submission id;
     Refused when the rules forbid it, TransientError when storage or the bus is down."""
 
+    def read(self, ins: str, message_id: str) -> MessageRecord:
+        """Mark the message read; the first reading sends the read receipt (MDN) its sender asked for."""
+        ...
+
     def reply(self, ins: str, message_id: str, text: str) -> str: ...
 
     def send_document(self, ins: str, document_id: str, to: str, text: str) -> str: ...

@@ -263,6 +263,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         hub.start_filedrop()
         hub.start_sweep()
         hub.start_gateway()
+        hub.start_imap()
 
         def ready(url: str) -> None:
             datadir.write_hub_url(settings.data_dir, url)

@@ -10,6 +10,7 @@ them in order.  Does not: contain any decision about documents.
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -23,6 +24,7 @@ from config.settings import Settings
 from config.tables import load_classification, load_validation_rules
 from connectors.inbound.file_drop import DropFolders, FileDrop
 from connectors.inbound.http_api import ApiContext, create_app
+from connectors.inbound.imap import ImapIntake, mail_acceptor
 from connectors.inbound.smtp_server import SmtpGateway, make_dev_certificate
 from connectors.outbound.lmtp import LmtpDelivery
 from connectors.outbound.relay import SmtpRelay
@@ -58,7 +60,7 @@ SWEEP_EVERY_S = 60.0
 SWEEP_AGE = timedelta(minutes=15)
 OUTBOUND_WORKERS = 2
 #: submissions from these sources are queued mail, not CDA documents (the sweep republishes them as such)
-MAIL_SOURCES = frozenset({"smtp", "mailbox", "dsn"})
+MAIL_SOURCES = frozenset({"smtp", "mailbox", "dsn", "imap"})
 
 
 @dataclass
@@ -83,7 +85,7 @@ class Hub:
 
     def api_context(self) -> ApiContext:
         mail = PatientMail(store=self.store, index=self.index, mailboxes=self.mailboxes, intake=self.intake,
-                           rules=self.rules)
+                           rules=self.rules, reports=self.reports())
         return ApiContext(intake=self.intake, index=self.index, store=self.store,
                           auth=Authenticator(self.settings.credentials),
                           max_body_bytes=self.settings.max_body_bytes,
@@ -125,6 +127,15 @@ class Hub:
         return OutboundPorts(store=self.store, mailboxes=self.mailboxes, outbound=self.outbound_publisher,
                              rules=self.rules, reports=self.reports(), relay=relay,
                              next_hops=next_hops_from_rows(mail.next_hops), local=local, schedule=schedule)
+
+    def start_imap(self) -> None:
+        """One IMAP intake per configured mailbox ([[imap]]): new messages come in as mail."""
+        for n, source in enumerate(self.settings.mail.imap):
+            intake = ImapIntake(source.host, source.port, source.user, source.password, mailbox=source.mailbox,
+                                poll_s=source.poll_s, ssl_context=ssl.create_default_context() if source.tls else None,
+                                accept=mail_acceptor(self.intake, recipient=source.recipient,
+                                                     producer=source.producer))
+            self.spawn(f"imap-{n}", intake.run_blocking)
 
     def start_gateway(self) -> None:
         """The MSSanté SMTP gateway (unless smtp_port is 0), with a development certificate by default."""

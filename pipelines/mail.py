@@ -23,7 +23,7 @@ from hub.intake import Intake
 from hub.mailqueue import MAIL_CONTENT_TYPE, Reply, SmtpEnvelope, SmtpRecipient, pack, unpack
 from hub.ports import BlobStore, Index, Mailboxes, Publisher
 from hub.records import DeliveryRecord, DeliveryState, MessageRecord
-from pipelines.core.findings import Finding
+from pipelines.core.findings import Finding, Severity
 from pipelines.core.mime import ParsedMail, find_xdm, parse_mail
 from pipelines.core.mss import MssRules, RecipientKind, classify_recipient, masking_findings, mss_flags
 from pipelines.core.xdm import XdmReport, read_xdm
@@ -102,7 +102,9 @@ class MailPipeline:
             return
         message_id = f"{q.envelope.submission_id}-{n}"
         if self._p.mailboxes.message(message_id) is None:  # a redelivery does not file the documents again
-            filed = self._file_documents(q, xdm, ins)
+            filed, errors = self._file_documents(q, xdm, ins)
+            if q.smtp.mail_from.strip("<>"):  # a report never gets a report back
+                self._p.reports.integrated(q.mail, q.message, mailbox=rcpt.address, errors=errors)
             # A delivery report (null sender) is a notice about the patient's own mail, not someone writing
             # to them: it never opens a thread the patient could reply to.
             direction, correspondent = ("in", q.smtp.mail_from) if q.smtp.mail_from.strip("<>") else \
@@ -115,17 +117,21 @@ class MailPipeline:
         if rcpt.wants("SUCCESS"):
             self._p.reports.delivered(q.smtp, q.message, rcpt, remote_host="")
 
-    def _file_documents(self, q: Queued, xdm: XdmReport, ins: str) -> tuple[str, ...]:
-        """Submit each CDA of the XDM that names this patient; the CDA pipeline does the rest."""
+    def _file_documents(self, q: Queued, xdm: XdmReport, ins: str) -> tuple[tuple[str, ...], list[Finding]]:
+        """Submit each CDA of the XDM that names this patient (the CDA pipeline does the rest); return the
+        submission ids and what kept documents out (an unreadable or hostile XDM, another patient's INS)."""
         source = Source(kind="mss", producer=q.smtp.auth or _domain(q.smtp.mail_from))
+        errors = [f for f in xdm.findings if f.severity is Severity.ERROR]
         submitted = []
         for document in xdm.documents:
             if document.entry.patient_ins and document.entry.patient_ins != ins:
-                log.warning("mail submission=%s: an XDM document names another patient; not filed",
-                            q.envelope.submission_id)
+                errors.append(_other_patient(document.entry.subset, document.entry.entry_id))
                 continue
             submitted.append(self._p.intake.accept(document.data, source).submission_id)
-        return tuple(submitted)
+        if errors:
+            log.warning("mail submission=%s: %d XDM problem(s), first %s", q.envelope.submission_id, len(errors),
+                        errors[0].rule)
+        return tuple(submitted), errors
 
     def _record(self, q: Queued, message_id: str, mailbox: str, direction: str, correspondent: str,
                 filed: tuple[str, ...]) -> MessageRecord:
@@ -175,6 +181,12 @@ class MailPipeline:
         self._p.reports.failed(smtp, message, [(rcpt, reply, "") for rcpt in smtp.recipients])
         self._p.index.reject(envelope, tuple(f.to_dict() for f in findings))
         log.warning("mail submission=%s rejected: %s", envelope.submission_id, rule)
+
+
+def _other_patient(subset: str, entry_id: str) -> Finding:
+    return Finding(rule="mss.xdm.other-patient", location=f"{subset}#{entry_id}", code="904",
+                   message_fr="Ce document concerne un autre patient que le destinataire : il n'a pas été classé.",
+                   message_en="This document is about another patient than the recipient: it was not filed.")
 
 
 def _xdm_of(mail: ParsedMail) -> XdmReport:

@@ -26,6 +26,7 @@ from pipelines.core.mss import MssRules, RecipientKind, ThreadFacts, classify_re
 from pipelines.core.prescription import prescription_number, qr_png
 from pipelines.core.reports import build_message, reply_threading
 from pipelines.core.xdm import read_xdm
+from pipelines.mail_reports import ReportSender
 
 CDA_TYPES = frozenset({"text/xml", "application/xml", "application/hl7-cda+xml"})
 MASKED_FROM_PROFESSIONALS = "MASQUE_PS"
@@ -35,7 +36,8 @@ class PatientMail:
     """hub.ports.MailService over the stores, the index and intake."""
 
     def __init__(self, *, store: BlobStore, index: Index, mailboxes: Mailboxes, intake: Intake, rules: MssRules,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 reports: ReportSender, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._reports = reports
         self._store = store
         self._index = index
         self._mailboxes = mailboxes
@@ -45,6 +47,16 @@ class PatientMail:
 
     def address(self, ins: str) -> str:
         return f"{ins}@{self._rules.patient_domain}"
+
+    def read(self, ins: str, message_id: str) -> MessageRecord:
+        record = self._message(ins, message_id)
+        if record.read_at is not None:
+            return record
+        updated = self._mailboxes.mark_read(message_id)
+        assert updated is not None
+        if record.direction == "in":
+            self._reports.displayed(self._parsed(record), mailbox=record.mailbox)
+        return updated
 
     def reply(self, ins: str, message_id: str, text: str) -> str:
         record = self._message(ins, message_id)

@@ -82,12 +82,6 @@ def _read_routes(app: FastAPI, ctx: ApiContext) -> None:
         records = await run_in_threadpool(mailboxes.messages, _address(ctx, ins), limit=limit, offset=offset)
         return {"messages": [m.to_dict() for m in records]}
 
-    @app.get("/v1/patients/{ins}/messages/{message_id}", summary="One message's metadata (marks it read)")
-    async def read_message(ins: str, message_id: str, _cred: Owner) -> dict[str, Any]:
-        await _owned(ctx, ins, message_id)
-        record = await run_in_threadpool(mailboxes.mark_read, message_id)
-        assert record is not None
-        return record.to_dict()
 
     @app.get("/v1/patients/{ins}/messages/{message_id}/raw", summary="The message as received (RFC 5322)",
              response_class=Response)
@@ -112,6 +106,13 @@ def _read_routes(app: FastAPI, ctx: ApiContext) -> None:
 def _write_routes(app: FastAPI, ctx: ApiContext) -> None:
     mail = ctx.mail
     assert mail is not None
+
+    @app.get("/v1/patients/{ins}/messages/{message_id}",
+             summary="One message's metadata; marks it read (and sends the read receipt it asked for)")
+    async def read_message(ins: str, message_id: str, _cred: Owner) -> dict[str, Any]:
+        await _owned(ctx, ins, message_id)
+        record = await _call(mail.read, ins, message_id)
+        return dict(record.to_dict())
 
     @app.post("/v1/patients/{ins}/messages/{message_id}/reply", status_code=202,
               summary="Reply to a professional who wrote first and did not close the exchange")

@@ -62,6 +62,7 @@ def running_hub(settings: Settings, *, workers: bool = True, filedrop: bool = Fa
             hub.start_filedrop()
         if gateway:
             hub.start_gateway()
+            hub.start_imap()
         thread.start()
         deadline = time.monotonic() + 10
         while not server.started and time.monotonic() < deadline:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import email.message
 import shutil
 import smtplib
 import ssl
@@ -23,7 +24,7 @@ import httpx
 import pytest
 import trustme
 
-from config.settings import Credential, MailSettings, Settings
+from config.settings import Credential, ImapSource, MailSettings, Settings
 from hub.auth import token_sha256
 from hub.topology import Topology
 from tests import builders, mail_builders
@@ -58,8 +59,14 @@ def pharmacy(dovecot: Dovecot) -> str:
 
 
 @pytest.fixture
+def hub_inbox(dovecot: Dovecot) -> str:
+    """A mailbox in Dovecot that the hub polls over IMAP ([[imap]]), for mail meant for the test patient."""
+    return f"hub-in-{uuid.uuid4().hex[:12]}@{dovecot.domain}"
+
+
+@pytest.fixture
 def mail_hub(tmp_path: Path, seaweed: Any, amqp_url: str, topology: Topology, pg_url: str, ca: trustme.CA,
-             sink: Running, dovecot: Dovecot, pharmacy: str) -> Iterator[RunningHub]:
+             sink: Running, dovecot: Dovecot, pharmacy: str, hub_inbox: str) -> Iterator[RunningHub]:
     cert = ca.issue_cert("127.0.0.1", "localhost")
     cert.cert_chain_pems[0].write_to_path(str(tmp_path / "smtp.crt"))
     cert.private_key_pem.write_to_path(str(tmp_path / "smtp.key"))
@@ -72,7 +79,9 @@ def mail_hub(tmp_path: Path, seaweed: Any, amqp_url: str, topology: Topology, pg
                                "pharmacy_first_contact": [pharmacy]},
                         next_hops=({"domains": ["*"], "host": "127.0.0.1", "port": sink.port, "starttls": "off",
                                     "verify_tls": False},),
-                        retry={"initial_s": 1, "max_delay_s": 2, "lifetime_s": 3600})
+                        retry={"initial_s": 1, "max_delay_s": 2, "lifetime_s": 3600},
+                        imap=(ImapSource(host=dovecot.host, port=dovecot.imap_port, user=hub_inbox,
+                                         password=dovecot.password, tls=False, poll_s=1.0, recipient=PATIENT),))
     settings: Settings = replace(base, mail=mail, credentials=(
         *CREDENTIALS, Credential("patient", "patient", token_sha256(PATIENT_TOKEN), ins=INS)))
     with running_hub(settings, gateway=True) as hub:
@@ -162,11 +171,19 @@ def test_a_sender_outside_the_trust_list_is_refused_without_auth(mail_hub: Runni
     assert code == 550 and text.startswith(b"5.7.1")
 
 
+def _plain_mail(sender: str, to: str, headers: dict[str, str]) -> bytes:
+    msg = email.message.EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = sender, to, "Rendez-vous"
+    for name, value in headers.items():
+        msg[name] = value
+    msg.set_content("Bonjour,\nvotre rendez-vous est confirmé.\n")
+    return msg.as_bytes()
+
+
 def _professional_writes(hub: RunningHub, ca: trustme.CA, sender: str, *, closing: bool) -> dict[str, Any]:
     headers = {"X-MSS-MES": "FIN", "Message-ID": f"<{uuid.uuid4().hex}@x>"} if closing else \
         {"Message-ID": f"<{uuid.uuid4().hex}@x>"}
-    message = crlf(mail_builders.make_mail_with_xdm([], to=PATIENT, from_=sender, headers=headers,
-                                                    xdm=mail_builders.make_zip({"README.TXT": b"empty"})))
+    message = crlf(_plain_mail(sender, PATIENT, headers))
     with smtp_client(hub, ca) as client:
         client.sendmail(sender, [PATIENT], message)
 
@@ -263,3 +280,96 @@ async def _fetch_first(dovecot: Dovecot, address: str) -> bytes:
     response = await client.fetch("1", "(RFC822)")
     await client.logout()
     return bytes(next(line for line in response.lines if isinstance(line, bytearray | bytes) and len(line) > 200))
+
+
+def _bomb_xdm() -> bytes:
+    payload, crc = mail_builders.deflated_zeros(1024)  # 1 GiB of zeros in about 1 MiB
+    return mail_builders.make_raw_zip([mail_builders.RawMember("IHE_XDM/SUBSET01/DOC0001.XML", payload, crc, 1 << 30)])
+
+
+def _xxe_xdm() -> bytes:
+    metadata = (b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+                b'<r>&x;</r>')
+    return mail_builders.make_xdm_zip([BIO.read_bytes()], metadata=metadata)
+
+
+@pytest.mark.parametrize(("name", "xdm", "rule"), [
+    ("corrupt", b"PK\x03\x04 this is not a zip", "xdm.corrupt"),
+    ("bomb", _bomb_xdm(), "xdm.bomb"),
+    ("xxe", _xxe_xdm(), "xdm.metadata-unsafe"),
+])
+def test_a_hostile_or_broken_xdm_files_nothing_but_keeps_the_message_and_tells_the_sender(
+        mail_hub: RunningHub, ca: trustme.CA, sink: Running, name: str, xdm: bytes, rule: str) -> None:
+    sender = f"dr.{name}@hopital.mssante.fr"
+    message = crlf(mail_builders.make_mail_with_xdm([], to=PATIENT, from_=sender, xdm=xdm, headers={
+        "Disposition-Notification-To": sender, "Message-ID": f"<{uuid.uuid4().hex}@hopital.mssante.fr>"}))
+    with smtp_client(mail_hub, ca) as client:
+        client.sendmail(sender, [PATIENT], message)
+    # The patient still gets the message; nothing reached the record
+    kept = eventually(lambda: [m for m in patient(mail_hub).get(f"/v1/patients/{INS}/messages").json()["messages"]
+                               if m["correspondent"] == sender])
+    assert kept[0]["documents"] == []
+    assert mail_hub.admin().get(f"/v1/patients/{INS}/documents").json()["documents"] == []
+    # The sender gets the MSSanté integration-error receipt naming the rule
+    receipt = eventually(lambda: [r for r in sink.sink.received if r.rcpt_tos == [sender]])[0]
+    parsed = email.message_from_bytes(receipt.content, policy=policy.default)
+    assert parsed["Subject"].startswith("[KO Int") and f"^{rule}".encode() in receipt.content
+    assert b"processed/Error" in receipt.content
+
+
+def test_read_receipts_are_sent_when_asked_for(mail_hub: RunningHub, ca: trustme.CA, sink: Running) -> None:
+    sender = "dr.receipt@hopital.mssante.fr"
+    message = crlf(mail_builders.make_mail_with_xdm([BIO.read_bytes()], to=PATIENT, from_=sender, headers={
+        "Disposition-Notification-To": sender, "Message-ID": "<receipt-1@hopital.mssante.fr>"}))
+    with smtp_client(mail_hub, ca) as client:
+        client.sendmail(sender, [PATIENT], message)
+    [kept] = eventually(lambda: [m for m in patient(mail_hub).get(f"/v1/patients/{INS}/messages").json()["messages"]
+                                 if m["correspondent"] == sender])
+
+    def receipts() -> list[bytes]:
+        return [r.content for r in sink.sink.received if r.rcpt_tos == [sender] and r.mail_from in ("", "<>")]
+    processed = eventually(receipts)
+    assert b"; processed" in processed[0] and b"Original-Message-ID: <receipt-1@hopital.mssante.fr>" in processed[0]
+    # The first reading sends "displayed"; a second reading sends nothing more
+    for _ in range(2):
+        patient(mail_hub).get(f"/v1/patients/{INS}/messages/{kept['message_id']}").raise_for_status()
+    displayed = eventually(lambda: [c for c in receipts() if b"displayed" in c])
+    time.sleep(1.0)
+    assert len(displayed) == 1 and len([c for c in receipts() if b"displayed" in c]) == 1
+
+
+def test_unreadable_mime_is_rejected_and_bounced_with_the_rule(mail_hub: RunningHub, ca: trustme.CA,
+                                                              sink: Running) -> None:
+    sender = "dr.mime@hopital.mssante.fr"
+    nested = b"".join(b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i) for i in range(100))
+    message = (f"From: {sender}\r\nTo: {PATIENT}\r\nSubject: x\r\nMIME-Version: 1.0\r\n").encode() + nested
+    with smtp_client(mail_hub, ca) as client:
+        client.sendmail(sender, [PATIENT], message)
+    bounce = eventually(lambda: [r for r in sink.sink.received if r.rcpt_tos == [sender]])[0]
+    assert b"Action: failed" in bounce.content and b"mime.too-many-parts" in bounce.content
+    assert patient(mail_hub).get(f"/v1/patients/{INS}/messages").json()["messages"] == []
+
+
+def test_mail_polled_over_imap_is_filed_and_flagged_seen(mail_hub: RunningHub, dovecot: Dovecot,
+                                                         hub_inbox: str) -> None:
+    # Given a message waiting in a mailbox the hub polls (delivered there by LMTP, as an MTA would)
+    sender = "dr.imap@hopital.mssante.fr"
+    message = crlf(mail_builders.make_mail_with_xdm([BIO.read_bytes()], to=PATIENT, from_=sender))
+    with smtplib.LMTP(dovecot.host, dovecot.lmtp_port) as lmtp:
+        lmtp.sendmail(sender, [hub_inbox], b"Return-Path: <" + sender.encode() + b">\r\n" + message)
+    # Then it reaches the patient's mailbox and record, and is flagged \Seen only then
+    [kept] = eventually(lambda: [m for m in patient(mail_hub).get(f"/v1/patients/{INS}/messages").json()[
+        "messages"] if m["correspondent"] == sender])
+    assert len(kept["documents"]) == 1
+    assert eventually(lambda: asyncio.run(_seen(dovecot, hub_inbox)))
+
+
+async def _seen(dovecot: Dovecot, address: str) -> bool:
+    client = aioimaplib.IMAP4(host=dovecot.host, port=dovecot.imap_port, timeout=10)
+    await client.wait_hello_from_server()
+    await client.login(address, dovecot.password)
+    await client.select("INBOX")
+    response = await client.search("SEEN")
+    await client.logout()
+    return any(line.strip() for line in response.lines[:-1] if isinstance(line, bytes | bytearray)
+               and line.strip() not in (b"", b"SEARCH"))
