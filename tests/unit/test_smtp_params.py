@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.inbound.smtp import (
+from connectors.inbound.smtp_params import (
     MailParams,
     RcptParams,
     Refused,
