@@ -11,6 +11,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from hub.envelope import BlobRef
+
 
 class SubmissionStatus(StrEnum):
     """Where a submission stands; all but PENDING are final."""
@@ -109,6 +111,11 @@ class DocumentRecord:
     indexed_at: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def blob(self) -> BlobRef:
+        """Where the exact bytes are, with what to check them against."""
+        return BlobRef(bucket=self.blob_bucket, key=self.blob_key, sha256=self.sha256, size=self.size)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["confidentiality"] = list(self.confidentiality)
@@ -159,6 +166,11 @@ class MessageRecord:
     read_at: datetime | None = None
     attachments: tuple[str, ...] = ()
     documents: tuple[str, ...] = ()  # submission ids of the CDA documents filed from its XDM
+
+    @property
+    def blob(self) -> BlobRef:
+        """Where the exact bytes are, with what to check them against."""
+        return BlobRef(bucket=self.blob_bucket, key=self.blob_key, sha256=self.sha256, size=self.size)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -181,28 +181,28 @@ def cmd_get(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _print_rows(rows: list[dict[str, Any]], as_json: bool, line: Callable[[dict[str, Any]], str]) -> None:
+    """One JSON object per line with --json, else one human line per row."""
+    for row in rows:
+        print(json.dumps(row, ensure_ascii=False) if as_json else line(row))
+
+
 def cmd_messages(args: argparse.Namespace) -> int:
     with _client(args, "admin") as client:
         rows = _check(client.get(f"/v1/patients/{args.ins}/messages"))["messages"]
-    for row in rows:
-        if args.json:
-            print(json.dumps(row, ensure_ascii=False))
-        else:
-            flags = ("read" if row["read_at"] else "new") + (", closed" if row["closed"] else "")
-            print(f"{row['received_at'][:19]}  {row['direction']:<3} {row['correspondent']:<40} [{flags}] "
-                  f"{row['subject']}  ({row['message_id']})")
+    _print_rows(rows, args.json, lambda row: (
+        f"{row['received_at'][:19]}  {row['direction']:<6} {row['correspondent']:<40} "
+        f"[{('read' if row['read_at'] else 'new') + (', closed' if row['closed'] else '')}] "
+        f"{row['subject']}  ({row['message_id']})"))
     return EXIT_OK
 
 
 def cmd_mailbox(args: argparse.Namespace) -> int:
     with _client(args, "admin") as client:
         rows = _check(client.get(f"/v1/mailboxes/{args.address}/deliveries"))["deliveries"]
-    for row in rows:
-        if args.json:
-            print(json.dumps(row, ensure_ascii=False))
-        else:
-            print(f"{(row['updated_at'] or '')[:19]}  {row['state']:<9} {row['route']:<9} attempts {row['attempts']} "
-                  f"submission {row['submission_id']}  {row['last_reply']}")
+    _print_rows(rows, args.json, lambda row: (
+        f"{(row['updated_at'] or '')[:19]}  {row['state']:<9} {row['route']:<9} attempts {row['attempts']} "
+        f"submission {row['submission_id']}  {row['last_reply']}"))
     return EXIT_OK
 
 

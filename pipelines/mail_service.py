@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from hub.envelope import BlobRef, Source
+from hub.envelope import Source
 from hub.errors import NotFound, Refused
 from hub.intake import Intake
 from hub.mailqueue import MAIL_CONTENT_TYPE, SmtpEnvelope, SmtpRecipient, pack
@@ -78,8 +78,7 @@ class PatientMail:
         if MASKED_FROM_PROFESSIONALS in document.confidentiality:
             raise Refused(_finding("mss.masking.masked-ps"))
         self._may_write(ins, target.address)
-        cda = self._store.get(BlobRef(bucket=document.blob_bucket, key=document.blob_key, sha256=document.sha256,
-                                      size=document.size))
+        cda = self._store.get(document.blob)
         attachments = [Attachment(f"{_safe_name(document.document_id)}.xml", "text/xml", cda)]
         number = prescription_number(cda)
         if number is not None:
@@ -108,8 +107,7 @@ class PatientMail:
         return record
 
     def _parsed(self, record: MessageRecord) -> ParsedMail:
-        raw = self._store.get(BlobRef(bucket=record.blob_bucket, key=record.blob_key, sha256=record.sha256,
-                                      size=record.size))
+        raw = self._store.get(record.blob)
         mail = parse_mail(raw).mail
         if mail is None:
             raise Refused(_finding("mime.malformed"))

@@ -226,13 +226,7 @@ def _document_routes(app: FastAPI, ctx: ApiContext) -> None:
         record = await run_in_threadpool(ctx.index.document, document_id)
         if record is None:
             raise _no_document()
-        ref = BlobRef(bucket=record.blob_bucket, key=record.blob_key, sha256=record.sha256, size=record.size)
-        try:
-            data = await run_in_threadpool(ctx.store.get, ref)
-        except TransientError as exc:
-            raise unavailable(exc) from exc
-        except NotFound as exc:
-            raise _no_document() from exc
+        data = await fetch_bytes(ctx, record.blob, _no_document)
         return Response(data, media_type="text/xml", headers={"X-Content-SHA256": record.sha256})
 
 
@@ -264,6 +258,16 @@ def _operation_routes(app: FastAPI, ctx: ApiContext) -> None:
                 checks[name] = type(exc).__name__
         ok = all(v == "ok" for v in checks.values())
         return JSONResponse({"status": "ok" if ok else "degraded", "checks": checks}, status_code=200 if ok else 503)
+
+
+async def fetch_bytes(ctx: ApiContext, ref: BlobRef, missing: Callable[[], HTTPException]) -> bytes:
+    """Stored bytes (SHA-256 checked), 503 when the store is down, `missing()` when they are gone."""
+    try:
+        return await run_in_threadpool(ctx.store.get, ref)
+    except TransientError as exc:
+        raise unavailable(exc) from exc
+    except NotFound as exc:
+        raise missing() from exc
 
 
 def _no_document() -> HTTPException:

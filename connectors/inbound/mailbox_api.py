@@ -16,8 +16,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from config.settings import Credential
-from connectors.inbound.http_api import ApiContext, admin, api_error, identify, unavailable
-from hub.envelope import BlobRef
+from connectors.inbound.http_api import ApiContext, admin, api_error, fetch_bytes, identify, unavailable
 from hub.errors import NotFound, Refused, TransientError
 from hub.records import MessageRecord
 
@@ -87,13 +86,7 @@ def _read_routes(app: FastAPI, ctx: ApiContext) -> None:
              response_class=Response)
     async def raw_message(ins: str, message_id: str, _cred: Owner) -> Response:
         record = await _owned(ctx, ins, message_id)
-        ref = BlobRef(bucket=record.blob_bucket, key=record.blob_key, sha256=record.sha256, size=record.size)
-        try:
-            data = await run_in_threadpool(ctx.store.get, ref)
-        except TransientError as exc:
-            raise unavailable(exc) from exc
-        except NotFound as exc:
-            raise _no_message() from exc
+        data = await fetch_bytes(ctx, record.blob, _no_message)
         return Response(data, media_type="message/rfc822")
 
     @app.get("/v1/mailboxes/{address}/deliveries", summary="What the hub delivered to an address (admin)")

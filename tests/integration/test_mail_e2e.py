@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import email
 import email.message
+import json
 import shutil
 import smtplib
 import ssl
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,7 +31,7 @@ from hub.auth import token_sha256
 from hub.topology import Topology
 from tests import builders, mail_builders
 from tests.fixtures_mail import Dovecot
-from tests.integration.hub_harness import CREDENTIALS, RunningHub, hub_settings, running_hub
+from tests.integration.hub_harness import ADMIN_TOKEN, CREDENTIALS, RunningHub, hub_settings, running_hub
 from tests.services import FIXTURES_CDA, free_port, missing
 from tests.smtp_sink import Running, Sink, start_sink
 
@@ -257,6 +259,11 @@ def test_a_prescription_reaches_the_pharmacy_mailbox_in_dovecot_with_its_qr_code
     assert sent.status_code == 202, sent.text
     eventually(lambda: [d for d in mail_hub.admin().get(f"/v1/mailboxes/{pharmacy}/deliveries").json()[
         "deliveries"] if d["state"] == "delivered"])
+    # An operator sees the delivery with the CLI
+    shown = subprocess.run([sys.executable, "-m", "meshub.cli", "mailbox", pharmacy, "--json", "--url", mail_hub.url,
+                            "--token", ADMIN_TOKEN], capture_output=True, text=True, timeout=60, check=True)
+    rows = [json.loads(line) for line in shown.stdout.splitlines()]
+    assert [(r["state"], r["route"]) for r in rows] == [("delivered", "local-org")]
     # The pharmacy reads it with an IMAP client: the CDA and a QR code that decodes to the prescription number
     raw = asyncio.run(_fetch_first(dovecot, pharmacy))
     message = email.message_from_bytes(raw, policy=policy.default)
