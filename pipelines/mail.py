@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from hub.envelope import Envelope, Source
+from hub.envelope import BlobRef, Envelope, Source
 from hub.intake import Intake
 from hub.mailqueue import MAIL_CONTENT_TYPE, Reply, SmtpEnvelope, SmtpRecipient, pack, unpack
 from hub.ports import BlobStore, Index, Mailboxes, Publisher
@@ -49,14 +49,16 @@ class MailPorts:
     reports: ReportSender
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Queued:
-    """One queued mail read back: the SMTP envelope, the message bytes and its parse."""
+    """One queued mail read back: the SMTP envelope, the message bytes and its parse; `stored` is where
+    the message alone is kept for mailboxes, once stored (one PUT however many mailbox copies)."""
 
     envelope: Envelope
     smtp: SmtpEnvelope
     message: bytes
     mail: ParsedMail
+    stored: BlobRef | None = None
 
 
 class MailPipeline:
@@ -135,7 +137,9 @@ class MailPipeline:
 
     def _record(self, q: Queued, message_id: str, mailbox: str, direction: str, correspondent: str,
                 filed: tuple[str, ...]) -> MessageRecord:
-        ref = self._p.store.put(q.message, kind="msg", content_type="message/rfc822")
+        if q.stored is None:
+            q.stored = self._p.store.put(q.message, kind="msg", content_type="message/rfc822")
+        ref = q.stored
         return MessageRecord(
             message_id=message_id, mailbox=mailbox.lower(), submission_id=q.envelope.submission_id,
             direction=direction, correspondent=correspondent.lower(), subject=q.mail.subject,
