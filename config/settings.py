@@ -9,7 +9,7 @@ the mapping in.  A missing or wrong key fails at start with the key's name.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,16 @@ class ImapSource:
 
 
 @dataclass(frozen=True, slots=True)
+class ParseLimits:
+    """[mime] and [xdm]: caps on one mail and on one IHE_XDM.ZIP, as keyword arguments of
+    pipelines.core.mime.MailLimits and pipelines.core.xdm.XdmLimits; an unset key keeps their default
+    (25 MiB, 64 parts, depth 8; 100 members, 64 MiB a member, 128 MiB expanded, ratio 100)."""
+
+    mime: Mapping[str, int] = field(default_factory=dict)
+    xdm: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class MailSettings:
     """The MSSanté side: SMTP gateway, local org mailboxes (LMTP to Dovecot), outbound next hops.
 
@@ -71,6 +81,8 @@ class MailSettings:
     tls_key: Path | None = None
     require_tls: bool = False
     max_message_bytes: int = 25 * MIB
+    spool_max_backlog_bytes: int = 1024 * MIB  # undrained SMTP spool past which new mail gets 452 4.3.1
+    smtp_processes: int = 2  # gateway processes sharing the port (SO_REUSEPORT), each with its own spool
     lmtp_host: str = ""
     lmtp_port: int = 24
     rules: Mapping[str, Any] = field(default_factory=dict)
@@ -79,6 +91,7 @@ class MailSettings:
     relay_cafile: str | None = None  # CA bundle for next hops' certificates (IGC-Santé); None: the system store
     relay_timeout_s: float = 60.0
     imap: tuple[ImapSource, ...] = ()
+    limits: ParseLimits = field(default_factory=ParseLimits)  # [mime], [xdm]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +107,7 @@ class Settings:
     index_url: str = ""
     store: StoreSettings = field(default_factory=StoreSettings)
     workers: int = 4
+    background_nice: int = 10  # nice value of pipeline, outbound and spool-drain threads (0: as the rest)
     filedrop_dir: Path | None = None
     filedrop_producer: str = "filedrop"
     credentials: tuple[Credential, ...] = ()
@@ -174,11 +188,28 @@ def _mail(smtp: Mapping[str, Any], lmtp: Mapping[str, Any], mss: Mapping[str, An
         tls_cert=Path(cert) if cert else None, tls_key=Path(key) if key else None,
         require_tls=_typed(smtp, "require_tls", bool, False, "smtp"),
         max_message_bytes=_typed(smtp, "max_message_bytes", int, 25 * MIB, "smtp"),
+        spool_max_backlog_bytes=_typed(smtp, "spool_max_backlog_bytes", int, 1024 * MIB, "smtp"),
+        smtp_processes=_positive(smtp, "processes", 2, "smtp"),
         lmtp_host=_typed(lmtp, "host", str, "", "lmtp"), lmtp_port=_typed(lmtp, "port", int, 24, "lmtp"),
         rules=dict(mss), next_hops=tuple(dict(h) for h in hops), retry=_retry(relay),
         relay_cafile=_typed(relay, "cafile", str, None, "relay"),
         relay_timeout_s=float(_typed(relay, "timeout_s", (int, float), 60.0, "relay")),
         imap=_imap_sources(imap))
+
+
+def _positive(section: Mapping[str, Any], key: str, default: int, where: str) -> int:
+    value = _typed(section, key, int, default, where)
+    if isinstance(value, bool) or value < 1:
+        raise ConfigError(f"config key {where}.{key} must be a whole number of at least 1, got {value!r}")
+    return int(value)
+
+
+def _nice(workers: Mapping[str, Any]) -> int:
+    """[workers] nice: 0 to 19.  Filing runs behind answering: SMTP sessions and HTTP requests first."""
+    value = _typed(workers, "nice", int, 10, "workers")
+    if isinstance(value, bool) or not 0 <= value <= 19:
+        raise ConfigError(f"config key workers.nice must be between 0 and 19, got {value!r}")
+    return int(value)
 
 
 _RETRY_KEYS = ("initial_s", "factor", "max_delay_s", "lifetime_s", "delay_warning_s")
@@ -193,6 +224,30 @@ def _retry(relay: Mapping[str, Any]) -> dict[str, float]:
     if unknown:
         raise ConfigError(f"config key relay.retry.{unknown[0]} is unknown (known: {', '.join(_RETRY_KEYS)})")
     return {key: float(_typed(table, key, (int, float), 0, "relay.retry")) for key in table}
+
+
+_MIME_KEYS = ("max_bytes", "max_parts", "max_depth", "max_findings")
+_XDM_KEYS = ("max_members", "max_member_bytes", "max_total_bytes", "max_metadata_bytes", "max_ratio",
+             "ratio_floor_bytes")
+
+
+def _parse_limits(data: Mapping[str, Any]) -> ParseLimits:
+    """[mime] and [xdm]: positive integers, all optional; an unknown key is an error that lists the known ones."""
+    return ParseLimits(mime=_limits(_section(data, "mime"), _MIME_KEYS, "mime"),
+                       xdm=_limits(_section(data, "xdm"), _XDM_KEYS, "xdm"))
+
+
+def _limits(table: Mapping[str, Any], known: tuple[str, ...], where: str) -> dict[str, int]:
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise ConfigError(f"config key {where}.{unknown[0]} is unknown (known: {', '.join(known)})")
+    out: dict[str, int] = {}
+    for key in table:
+        value = _typed(table, key, int, 0, where)
+        if isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"config key {where}.{key} must be a positive int, got {value!r}")
+        out[key] = value
+    return out
 
 
 def settings_from_mapping(data: Mapping[str, Any], *, data_dir: Path) -> Settings:
@@ -213,9 +268,10 @@ def settings_from_mapping(data: Mapping[str, Any], *, data_dir: Path) -> Setting
         bus_prefix=_typed(bus, "prefix", str, "meshub", "bus"),
         index_url=_typed(index, "url", str, "", "index") or f"sqlite:///{data_dir.resolve() / 'index.sqlite3'}",
         store=store, workers=_typed(workers, "count", int, 4, "workers"),
+        background_nice=_nice(workers),
         filedrop_dir=Path(drop_dir) if drop_dir else data_dir / "drop",
         filedrop_producer=_typed(drop, "producer", str, "filedrop", "filedrop"),
         credentials=_credentials(data.get("credentials", [])),
         key_secret=str(_typed(s3, "key_secret", str, "", "s3")).encode(),
-        mail=_mail(_section(data, "smtp"), _section(data, "lmtp"), _section(data, "mss"), _section(data, "relay"),
-                   data.get("imap", [])))
+        mail=replace(_mail(_section(data, "smtp"), _section(data, "lmtp"), _section(data, "mss"),
+                           _section(data, "relay"), data.get("imap", [])), limits=_parse_limits(data)))

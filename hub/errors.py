@@ -12,6 +12,8 @@
     - BusUnavailable        the message broker did not confirm a publish
     - StoreUnavailable      the S3 object store did not answer or refused
     - IndexUnavailable      the index database did not answer
+    - SpoolUnavailable      the SMTP gateway's local spool could not be written (disk full, I/O error)
+    - SpoolFull             the spool holds more undrained mail than its limit (the drain is behind)
 
 A document that fails validation is not an error: it is a report with findings,
 and the pipeline turns it into a `rejected` submission.  Third-party errors are
@@ -60,6 +62,14 @@ class StoreUnavailable(TransientError):
 
 class IndexUnavailable(TransientError):
     """The index database did not answer."""
+
+
+class SpoolUnavailable(TransientError):
+    """The local mail spool could not write or fsync a record: nothing was accepted."""
+
+
+class SpoolFull(TransientError):
+    """The spool's undrained backlog is over its limit: new mail must wait (SMTP 452 4.3.1)."""
 
 
 class RosterRejected(PermanentError):

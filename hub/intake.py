@@ -4,6 +4,9 @@ Owns: accept(raw, source) -> SubmissionRecord.  It returns only once the bytes a
 durably stored, the submission is recorded and the envelope is confirmed by the
 broker; otherwise it raises a TransientError and the caller answers 503/451,
 so nothing is ever accepted and then lost.
+A caller that may hand the same item in twice (a spool replayed after a crash, an IMAP
+message seen again, a report queued again) names the submission itself: accepting an id
+that is already final changes nothing and publishes nothing, so it is processed once.
 Does not: parse or validate documents (the pipeline does, after the answer).
 """
 
@@ -17,6 +20,7 @@ from datetime import UTC, datetime
 
 from hub.envelope import Envelope, Source
 from hub.errors import BusUnavailable, IndexUnavailable
+from hub.mailqueue import MAIL_CONTENT_TYPE, SpooledMail
 from hub.ports import BlobStore, Index, Publisher
 from hub.records import SubmissionRecord
 
@@ -38,27 +42,42 @@ class Intake:
         self._publisher = publisher
         self._clock = clock
 
-    def accept(self, raw: bytes, source: Source, *, content_type: str = "text/xml",
-               kind: str = "cda") -> SubmissionRecord:
+    def accept(self, raw: bytes, source: Source, *, content_type: str = "text/xml", kind: str = "cda",
+               submission_id: str | None = None, received_at: datetime | None = None) -> SubmissionRecord:
         """Make `raw` durable and queued; raise TransientError if any step could not be confirmed.
 
-        `kind` is the object-key family (`cda` for documents, `mail` for queued SMTP messages)."""
+        `kind` is the object-key family (`cda` for documents, `mail` for queued SMTP messages).
+        `submission_id` (and `received_at`) are given by callers that may accept the same item again:
+        an id already recorded as final is returned as it is; a pending one is published again
+        (harmless: processing is idempotent)."""
         started = time.perf_counter()
+        if submission_id is not None:
+            known = self._index.submission(submission_id)
+            if known is not None and known.final:
+                return known
         ref = self._store.put(raw, kind=kind, content_type=content_type)
-        record = SubmissionRecord(submission_id=new_submission_id(), received_at=self._clock(),
-                                  producer=source.producer, source_kind=source.kind, blob_key=ref.key,
-                                  sha256=ref.sha256, size=ref.size)
-        self._index.create_submission(record)
+        record = SubmissionRecord(submission_id=submission_id or new_submission_id(),
+                                  received_at=received_at or self._clock(), producer=source.producer,
+                                  source_kind=source.kind, blob_key=ref.key, sha256=ref.sha256, size=ref.size)
+        created = self._index.create_submission(record)
         envelope = Envelope(submission_id=record.submission_id, received_at=record.received_at,
                             source=source, raw=ref, content_type=content_type)
         try:
             self._publisher.publish(envelope)
         except BusUnavailable:
-            self._forget(record.submission_id)
+            if created:
+                self._forget(record.submission_id)
             raise
         log.info("accepted submission=%s source=%s size=%d in %.1f ms", record.submission_id, source.kind,
                  ref.size, (time.perf_counter() - started) * 1000)
         return record
+
+    def accept_spooled(self, record: bytes) -> SubmissionRecord:
+        """Accept one record of the SMTP gateway's spool under the id and time its 250 gave (idempotent)."""
+        spooled = SpooledMail.decode(record)
+        return self.accept(spooled.packed, Source(kind="smtp", producer=spooled.producer),
+                           content_type=MAIL_CONTENT_TYPE, kind="mail", submission_id=spooled.submission_id,
+                           received_at=spooled.received_at)
 
     def _forget(self, submission_id: str) -> None:
         try:

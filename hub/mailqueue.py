@@ -5,6 +5,9 @@ parameters included, RFC 3461), Reply (an SMTP answer with its enhanced status
 code), and the framing of a queue file: `pack(envelope, message)` / `unpack(data)`.
 The gateway stores the packed bytes (claim check), so the bus carries no address
 and the worker reads the exact RCPT list and DSN requests back from storage.
+SpooledMail is one record of the SMTP gateway's spool (storage.spool): the packed mail
+with the submission id and reception time the sender was told in its 250, so that a
+spool replayed after a crash accepts the same submission again, never a new one.
 Does not: parse the message (pipelines.core.mime) or decide anything about it.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from hub.errors import EnvelopeDecodeError
@@ -121,3 +125,31 @@ def unpack(data: bytes) -> tuple[SmtpEnvelope, bytes]:
     except (ValueError, KeyError, TypeError) as exc:
         raise EnvelopeDecodeError(f"unreadable queued mail: {exc}") from exc
     return envelope, data[start + length + 1:]
+
+
+@dataclass(frozen=True, slots=True)
+class SpooledMail:
+    """A queued mail as the gateway spools it before its 250: who took it in, when, and under which id."""
+
+    submission_id: str
+    received_at: datetime
+    producer: str
+    packed: bytes  # pack(envelope, message)
+
+    def encode(self) -> bytes:
+        """One JSON header line, then the packed mail unchanged."""
+        header = {"id": self.submission_id, "at": self.received_at.isoformat(), "producer": self.producer}
+        return json.dumps(header, separators=(",", ":")).encode() + b"\n" + self.packed
+
+    @classmethod
+    def decode(cls, data: bytes) -> SpooledMail:
+        """Inverse of encode(); EnvelopeDecodeError if `data` is not a spooled mail."""
+        line_end = data.find(b"\n", 0, _MAX_HEADER)
+        try:
+            if line_end < 0:
+                raise ValueError("no header line")
+            header = json.loads(data[:line_end])
+            return cls(submission_id=str(header["id"]), received_at=datetime.fromisoformat(header["at"]),
+                       producer=str(header["producer"]), packed=data[line_end + 1:])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EnvelopeDecodeError(f"unreadable spooled mail: {exc}") from exc

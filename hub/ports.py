@@ -8,6 +8,7 @@ storage/ (object store, index) and hub/bus/ (publisher); the composition root
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future
 from typing import Any, Protocol
 
 from hub.delivery import RecipientResult
@@ -17,6 +18,7 @@ from hub.records import (
     DeliveryRecord,
     DocumentQuery,
     DocumentRecord,
+    MailFiling,
     MessageRecord,
     PatientRecord,
     SubmissionRecord,
@@ -60,8 +62,9 @@ class Handler(Protocol):
 class Index(Protocol):
     """Per-patient index, submission log and patient registry (SQLite or PostgreSQL, same code)."""
 
-    def create_submission(self, record: SubmissionRecord) -> None:
-        """Record a new pending submission (before its envelope is published)."""
+    def create_submission(self, record: SubmissionRecord) -> bool:
+        """Record a new pending submission (before its envelope is published); False when a submission
+        with this id is already recorded (nothing is changed then)."""
         ...
 
     def forget_submission(self, submission_id: str) -> None:
@@ -94,6 +97,15 @@ class Index(Protocol):
     def ping(self) -> None: ...
 
 
+class MailSpool(Protocol):
+    """Where the SMTP gateway makes a mail durable before its 250 (storage.spool.SpoolWriter).
+
+    append() raises SpoolFull (the drain is behind) or SpoolUnavailable at once, or returns a future
+    that resolves once the record is on disk (or fails with SpoolUnavailable)."""
+
+    def append(self, payload: bytes) -> Future[None]: ...
+
+
 class MailAdmission(Protocol):
     """What the SMTP gateway asks before it takes a message; the decisions live in pipelines.
 
@@ -101,7 +113,9 @@ class MailAdmission(Protocol):
     `auth` is the authenticated principal ("" when the peer did not authenticate: the MX role).
     """
 
-    def check_sender(self, mail_from: str, *, auth: str) -> Reply | None: ...
+    def check_sender(self, mail_from: str, *, auth: str) -> Reply | None:
+        """Decided on the rules alone, without I/O: the gateway calls it on its event loop."""
+        ...
 
     def check_recipient(self, address: str, *, mail_from: str, auth: str) -> Reply | None: ...
 
@@ -133,6 +147,21 @@ class Mailboxes(Protocol):
         """The latest deliveries to one address, newest first."""
         ...
 
+    def record_filing(self, filing: MailFiling) -> None:
+        """Keep which document submissions a mail filed (idempotent: a filing is recorded once)."""
+        ...
+
+    def filing(self, message_id: str) -> MailFiling | None: ...
+
+    def filing_of(self, document_submission_id: str) -> MailFiling | None:
+        """The filing a document submission belongs to; None when it was not filed from a mail."""
+        ...
+
+    def claim_report(self, message_id: str, *, by: str) -> bool:
+        """Claim the sending of a filing's integration report: True for the first claimant `by` (a
+        submission id) and for that same claimant again (a redelivery), False for anyone else."""
+        ...
+
 
 class MailService(Protocol):
     """What a patient does with their mailbox, beyond reading it (pipelines.mail implements it).
@@ -156,7 +185,10 @@ class MailService(Protocol):
 class LocalDelivery(Protocol):
     """Hands a message to the local mailbox store (Dovecot, by LMTP): one result per recipient."""
 
-    def deliver(self, message: bytes, mail_from: str, recipients: Sequence[str]) -> list[RecipientResult]: ...
+    def deliver(self, message: bytes, mail_from: str, recipients: Sequence[str], *,
+                delivery_id: str = "") -> list[RecipientResult]:
+        """`delivery_id` (the submission id) makes a second delivery of the same mail a no-op per mailbox."""
+        ...
 
 
 class Relay(Protocol):

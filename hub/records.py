@@ -206,3 +206,26 @@ class DeliveryRecord:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "state": str(self.state),
                 "updated_at": self.updated_at.isoformat() if self.updated_at else None}
+
+
+@dataclass(frozen=True, slots=True)
+class FiledDocument:
+    """One CDA document a mail filed into the record: its submission and the XDM entry it came from
+    (`<subset>#<ExtrinsicObject id>`, what the integration report names; never patient data)."""
+
+    submission_id: str
+    entry: str
+
+
+@dataclass(frozen=True, slots=True)
+class MailFiling:
+    """What one mail, kept in a patient's mailbox, filed into the record: the document submissions it
+    made and the XDM-level problems that kept documents out.  Its integration report (MDN or notice)
+    is sent once every document submission is final (pipelines.mail.IntegrationReports)."""
+
+    message_id: str  # the mailbox copy (MessageRecord.message_id)
+    mail_submission_id: str
+    mailbox: str
+    received_at: datetime
+    documents: tuple[FiledDocument, ...] = ()
+    findings: tuple[dict[str, Any], ...] = ()  # Finding.to_dict() of each XDM-level error

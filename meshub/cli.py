@@ -262,7 +262,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             return EXIT_OK
         hub.start_filedrop()
         hub.start_sweep()
-        hub.start_gateway()
+        hub.start_gateway(log_level=logging.getLogger().level)
         hub.start_imap()
 
         def ready(url: str) -> None:

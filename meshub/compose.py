@@ -10,22 +10,24 @@ them in order.  Does not: contain any decision about documents.
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 import threading
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
-from config.settings import Settings
+from config.settings import MailSettings, Settings
 from config.tables import load_classification, load_validation_rules
 from connectors.inbound.file_drop import DropFolders, FileDrop
 from connectors.inbound.http_api import ApiContext, create_app
 from connectors.inbound.imap import ImapIntake, mail_acceptor
-from connectors.inbound.smtp_server import SmtpGateway, make_dev_certificate
+from connectors.inbound.smtp_server import listen, make_dev_certificate
 from connectors.outbound.lmtp import LmtpDelivery
 from connectors.outbound.relay import SmtpRelay
 from hub.auth import Authenticator
@@ -39,10 +41,12 @@ from hub.mailqueue import MAIL_CONTENT_TYPE
 from hub.ports import BlobStore, Handler
 from hub.topology import Topology
 from meshub import datadir
+from meshub.gateway_process import GatewayPlan, GatewayProcess
+from pipelines.core.mime import MailLimits
 from pipelines.core.mss import MssRules
 from pipelines.core.relay_schedule import RelaySchedule, next_hops_from_rows
+from pipelines.core.xdm import XdmLimits
 from pipelines.mail import MailPipeline, MailPorts
-from pipelines.mail_admission import Admission
 from pipelines.mail_reports import ReportSender
 from pipelines.mail_service import PatientMail
 from pipelines.outbound import OutboundPipeline, OutboundPorts
@@ -54,6 +58,7 @@ from storage.mailbox import SqlMailbox
 from storage.objects import MinioBlobStore
 from storage.recent import RecentBlobs
 from storage.seaweed import SeaweedServer
+from storage.spool import SpoolDrainer
 
 log = logging.getLogger(__name__)
 SWEEP_EVERY_S = 60.0
@@ -79,7 +84,8 @@ class Hub:
     outbound_publisher: KombuPublisher
     rules: MssRules
     stop: threading.Event = field(default_factory=threading.Event)
-    gateways: list[SmtpGateway] = field(default_factory=list)
+    gateways: list[GatewayProcess] = field(default_factory=list)
+    drainers: list[SpoolDrainer] = field(default_factory=list)
     threads: list[threading.Thread] = field(default_factory=list)
     exit_stack: ExitStack = field(default_factory=ExitStack)
 
@@ -95,26 +101,38 @@ class Hub:
     def reports(self) -> ReportSender:
         return ReportSender(self.intake, hostname=self.settings.mail.hostname, domain=self.settings.mail.hostname)
 
-    def spawn(self, name: str, target: Callable[[threading.Event], Any]) -> None:
-        thread = threading.Thread(target=target, args=(self.stop,), name=name, daemon=True)
+    def spawn(self, name: str, target: Callable[[threading.Event], Any], *, background: bool = False) -> None:
+        """Run `target(stop)` in a daemon thread; `background` threads (filing work) run at the
+        settings' nice value, so that answering SMTP sessions and HTTP requests comes first."""
+        nice = self.settings.background_nice if background else 0
+
+        def run(stop: threading.Event) -> Any:
+            if nice:
+                lower_priority(nice)
+            return target(stop)
+
+        thread = threading.Thread(target=run, args=(self.stop,), name=name, daemon=True)
         thread.start()
         self.threads.append(thread)
 
     def start_workers(self, count: int) -> None:
         """`count` intake workers (CDA documents and queued mail) and the outbound workers."""
-        documents = DocumentPipeline(store=self.pipeline_store, index=self.index, rules=load_validation_rules(
-            max_bytes=self.settings.max_body_bytes), tables=load_classification())
+        mail_limits, xdm_limits = parse_limits(self.settings.mail)
         mail = MailPipeline(MailPorts(store=self.pipeline_store, index=self.index, mailboxes=self.mailboxes,
                                       intake=self.intake, outbound=self.outbound_publisher, rules=self.rules,
-                                      reports=self.reports()))
+                                      reports=self.reports(), mail_limits=mail_limits, xdm_limits=xdm_limits))
+        # A document filed from a mail ("mss") settles that mail's integration report once it is final.
+        documents = DocumentPipeline(store=self.pipeline_store, index=self.index, rules=load_validation_rules(
+            max_bytes=self.settings.max_body_bytes), tables=load_classification(),
+            followers={"mss": mail.integration})
         pipeline: Handler = Router({MAIL_CONTENT_TYPE: mail}, default=documents)
         for n in range(count):
             worker = Worker(lambda: open_connection(self.settings.bus_url), self.topology, pipeline)
-            self.spawn(f"worker-{n}", worker.run)
+            self.spawn(f"worker-{n}", worker.run, background=True)
         outbound = OutboundPipeline(self._outbound_ports())
         for n in range(OUTBOUND_WORKERS):
             worker = Worker(lambda: open_connection(self.settings.bus_url), self.outbound_topology, outbound)
-            self.spawn(f"outbound-{n}", worker.run)
+            self.spawn(f"outbound-{n}", worker.run, background=True)
 
     def _outbound_ports(self) -> OutboundPorts:
         mail = self.settings.mail
@@ -137,22 +155,43 @@ class Hub:
                                                      producer=source.producer))
             self.spawn(f"imap-{n}", intake.run_blocking)
 
-    def start_gateway(self) -> None:
-        """The MSSanté SMTP gateway (unless smtp_port is 0), with a development certificate by default."""
+    def start_gateway(self, *, log_level: int = logging.INFO) -> None:
+        """The MSSanté SMTP gateway (unless smtp_port is 0), with a development certificate by default:
+        `[smtp] processes` processes accepting on one socket, each spooling its mail, drained into
+        intake by threads of this one."""
         mail = self.settings.mail
         if not mail.smtp_port:
             return
         cert, key = mail.tls_cert, mail.tls_key
         if cert is None or key is None:
             cert, key = make_dev_certificate(self.settings.data_dir / "tls", mail.hostname)
-        gateway = SmtpGateway(intake=self.intake, admission=Admission(self.rules, self.index),
-                              authenticator=Authenticator(self.settings.credentials), host=mail.smtp_host,
-                              port=mail.smtp_port, hostname=mail.hostname, cert_path=cert, key_path=key,
-                              require_tls=mail.require_tls, max_message_bytes=mail.max_message_bytes,
-                              max_hops=self.rules.max_hops)
-        gateway.start()
-        self.gateways.append(gateway)
-        log.info("MSSanté SMTP gateway on %s:%d", mail.smtp_host, gateway.port)
+        spools = self.settings.data_dir / "spool" / "smtp"
+        dirs = [spools / str(n) for n in range(mail.smtp_processes)]
+        for spool_dir in dirs:
+            spool_dir.mkdir(parents=True, exist_ok=True)
+        # every spool is drained, those of processes a smaller [smtp] processes no longer starts too
+        for spool_dir in sorted(p for p in spools.iterdir() if p.is_dir()):
+            self.start_drain(spool_dir)
+        listener = listen(mail.smtp_host, mail.smtp_port)  # bound here: a port in use fails here
+        try:
+            for spool_dir in dirs:  # each process accepts on it, and spools on its own
+                gateway = GatewayProcess(GatewayPlan(settings=self.settings, spool_dir=spool_dir, cert=cert,
+                                                     key=key, log_level=log_level), listener)
+                gateway.start()
+                self.gateways.append(gateway)
+        finally:
+            port = int(listener.getsockname()[1])
+            listener.close()  # the children hold their own copies
+        log.info("MSSanté SMTP gateway on %s:%d (%d process(es))", mail.smtp_host, port, mail.smtp_processes)
+
+    def start_drain(self, spool_dir: Path) -> None:
+        """Hand the SMTP spool's mail to intake (S3, index, bus), in a thread of this process."""
+        nice = self.settings.background_nice
+        drainer = SpoolDrainer(spool_dir, self.intake.accept_spooled,
+                               thread_init=(lambda: lower_priority(nice)) if nice else None)
+        self.exit_stack.callback(drainer.close)
+        self.spawn(f"spool-drain-{len(self.drainers)}", drainer.run, background=True)
+        self.drainers.append(drainer)
 
     def start_filedrop(self) -> None:
         assert self.settings.filedrop_dir is not None
@@ -185,8 +224,10 @@ class Hub:
         return len(stale)
 
     def close(self) -> None:
-        for gateway in self.gateways:  # first: messages being queued finish while intake still works
+        for gateway in self.gateways:  # first: messages being spooled get their answer
             gateway.stop()
+        for drainer in self.drainers:  # then what is spooled goes on to intake while it still works
+            drainer.drain_all(timeout_s=10)
         self.stop.set()
         for thread in self.threads:
             thread.join(timeout=10)
@@ -194,6 +235,23 @@ class Hub:
         self.outbound_publisher.close()
         self.index.dispose()
         self.exit_stack.close()
+
+
+def parse_limits(mail: MailSettings) -> tuple[MailLimits, XdmLimits]:
+    """The mail pipeline's caps from [mime] and [xdm] (keys already checked by config.settings)."""
+    try:
+        return MailLimits(**mail.limits.mime), XdmLimits(**mail.limits.xdm)
+    except TypeError as exc:
+        raise ConfigError(f"config [mime] / [xdm]: {exc}") from exc
+
+
+def lower_priority(nice: int) -> None:
+    """Lower the calling thread's scheduling priority (Linux schedules threads one by one); a no-op
+    where the platform cannot."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (AttributeError, OSError) as exc:
+        log.debug("thread priority unchanged: %s", exc)
 
 
 def _object_store(settings: Settings, stack: ExitStack) -> MinioBlobStore:

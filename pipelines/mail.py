@@ -4,29 +4,43 @@ Owns, for one queued mail on the intake queue (hub.mailqueue):
   parse (pipelines.core.mime) -> per recipient of the SMTP envelope:
     patient address  -> masking check, file the XDM's CDA documents into the record (through
                         intake, so the same validation/classification/index applies), keep the
-                        message in the patient's mailbox, DSN "delivered" if NOTIFY=SUCCESS
+                        message in the patient's mailbox, DSN "delivered" if NOTIFY=SUCCESS;
+                        the integration report (MDN or notice) goes once every filed document
+                        is final (IntegrationReports: after the filing, or after the CDA pipeline)
     local org / other domain -> a queued mail of its own on the outbound queue (OutboundPipeline)
   -> the submission is final (`indexed`: filed), or `rejected` with findings and a DSN to the sender.
-A redelivered mail changes nothing twice: a mailbox copy is stored once per (submission, mailbox)
-and recipients already delivered or bounced are skipped.
+A redelivered mail changes nothing twice: a mailbox copy is stored once per (submission, mailbox),
+documents are submitted under ids derived from the mail (intake takes an id once), recipients
+already delivered or bounced are skipped, and the integration report is claimed by one claimant.
 Does not: speak SMTP/LMTP (connectors, behind hub.ports.Relay and LocalDelivery) or decide the
 rules (pipelines.core.mss).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from hub.envelope import BlobRef, Envelope, Source
 from hub.intake import Intake
 from hub.mailqueue import MAIL_CONTENT_TYPE, Reply, SmtpEnvelope, SmtpRecipient, pack, unpack
 from hub.ports import BlobStore, Index, Mailboxes, Publisher
-from hub.records import DeliveryRecord, DeliveryState, MessageRecord
+from hub.records import (
+    DeliveryRecord,
+    DeliveryState,
+    FiledDocument,
+    MailFiling,
+    MessageRecord,
+    SubmissionRecord,
+    SubmissionStatus,
+)
 from pipelines.core.findings import Finding, Severity
-from pipelines.core.mime import ParsedMail, find_xdm, parse_mail
+from pipelines.core.mime import MailLimits, ParsedMail, find_xdm, parse_mail
 from pipelines.core.mss import MssRules, RecipientKind, classify_recipient, masking_findings, mss_flags
-from pipelines.core.xdm import XdmReport, read_xdm
+from pipelines.core.xdm import XdmLimits, XdmReport, read_xdm
 from pipelines.mail_reports import ReportSender
 
 log = logging.getLogger(__name__)
@@ -47,6 +61,8 @@ class MailPorts:
     outbound: Publisher  # the outbound queue
     rules: MssRules
     reports: ReportSender
+    mail_limits: MailLimits = field(default_factory=MailLimits)  # [mime]
+    xdm_limits: XdmLimits = field(default_factory=XdmLimits)  # [xdm]
 
 
 @dataclass(slots=True)
@@ -66,10 +82,12 @@ class MailPipeline:
 
     def __init__(self, ports: MailPorts) -> None:
         self._p = ports
+        #: also the CDA pipeline's follower for `mss` documents (the composition root wires it)
+        self.integration = IntegrationReports(ports)
 
     def __call__(self, envelope: Envelope) -> None:
         smtp, message = unpack(self._p.store.get(envelope.raw))
-        report = parse_mail(message)
+        report = parse_mail(message, limits=self._p.mail_limits)
         if report.mail is None:
             self._reject(envelope, smtp, message, report.findings)
             return
@@ -97,43 +115,38 @@ class MailPipeline:
     # -- patients --------------------------------------------------------------------------------------
 
     def _to_patient(self, q: Queued, n: int, rcpt: SmtpRecipient, ins: str) -> None:
-        xdm = _xdm_of(q.mail)
+        xdm = _xdm_of(q.mail, self._p.xdm_limits)
         masked = masking_findings((d.entry for d in xdm.documents), recipient_is_professional=False)
         if masked:
             self._bounce(q, rcpt, "patient", MASKED)
             return
         message_id = f"{q.envelope.submission_id}-{n}"
+        filing, documents = _filing_plan(q, message_id, rcpt.address, xdm, ins)
         if self._p.mailboxes.message(message_id) is None:  # a redelivery does not file the documents again
-            filed, errors = self._file_documents(q, xdm, ins)
-            if q.smtp.mail_from.strip("<>"):  # a report never gets a report back
-                self._p.reports.integrated(q.mail, q.message, mailbox=rcpt.address, errors=errors)
+            self._file_documents(q, filing, documents)
             # A delivery report (null sender) is a notice about the patient's own mail, not someone writing
             # to them: it never opens a thread the patient could reply to.
             direction, correspondent = ("in", q.smtp.mail_from) if q.smtp.mail_from.strip("<>") else \
                 ("notice", q.mail.from_addr)
             self._p.mailboxes.store_message(self._record(q, message_id, rcpt.address, direction, correspondent,
-                                                         filed))
+                                                         tuple(d.submission_id for d in filing.documents)))
+        if q.smtp.mail_from.strip("<>"):  # a report never gets a report back
+            self._p.mailboxes.record_filing(filing)
+            self.integration.settle(filing, by=q.envelope.submission_id)
         self._p.mailboxes.record_delivery(DeliveryRecord(q.envelope.submission_id, rcpt.address, "patient",
                                                          DeliveryState.DELIVERED, attempts=1,
                                                          last_reply="250 2.0.0 filed in the patient's mailbox"))
         if rcpt.wants("SUCCESS"):
-            self._p.reports.delivered(q.smtp, q.message, rcpt, remote_host="")
+            self._p.reports.delivered(q.smtp, q.message, rcpt, remote_host="", about=q.envelope.submission_id)
 
-    def _file_documents(self, q: Queued, xdm: XdmReport, ins: str) -> tuple[tuple[str, ...], list[Finding]]:
-        """Submit each CDA of the XDM that names this patient (the CDA pipeline does the rest); return the
-        submission ids and what kept documents out (an unreadable or hostile XDM, another patient's INS)."""
+    def _file_documents(self, q: Queued, filing: MailFiling, documents: tuple[bytes, ...]) -> None:
+        """Submit the CDA documents of the plan under their derived ids (the CDA pipeline does the rest)."""
         source = Source(kind="mss", producer=q.smtp.auth or _domain(q.smtp.mail_from))
-        errors = [f for f in xdm.findings if f.severity is Severity.ERROR]
-        submitted = []
-        for document in xdm.documents:
-            if document.entry.patient_ins and document.entry.patient_ins != ins:
-                errors.append(_other_patient(document.entry.subset, document.entry.entry_id))
-                continue
-            submitted.append(self._p.intake.accept(document.data, source).submission_id)
-        if errors:
-            log.warning("mail submission=%s: %d XDM problem(s), first %s", q.envelope.submission_id, len(errors),
-                        errors[0].rule)
-        return tuple(submitted), errors
+        for filed, data in zip(filing.documents, documents, strict=True):
+            self._p.intake.accept(data, source, submission_id=filed.submission_id)
+        if filing.findings:
+            log.warning("mail submission=%s: %d XDM problem(s), first %s", q.envelope.submission_id,
+                        len(filing.findings), filing.findings[0].get("rule"))
 
     def _record(self, q: Queued, message_id: str, mailbox: str, direction: str, correspondent: str,
                 filed: tuple[str, ...]) -> MessageRecord:
@@ -173,7 +186,7 @@ class MailPipeline:
     def _bounce(self, q: Queued, rcpt: SmtpRecipient, route: str, reply: Reply) -> None:
         self._p.mailboxes.record_delivery(DeliveryRecord(q.envelope.submission_id, rcpt.address, route,
                                                          DeliveryState.BOUNCED, attempts=1, last_reply=str(reply)))
-        self._p.reports.failed(q.smtp, q.message, [(rcpt, reply, "")])
+        self._p.reports.failed(q.smtp, q.message, [(rcpt, reply, "")], about=q.envelope.submission_id)
 
     def _reject(self, envelope: Envelope, smtp: SmtpEnvelope, message: bytes, findings: tuple[Finding, ...]) -> None:
         """Unreadable MIME: nothing is filed; every recipient bounces with the first finding's rule."""
@@ -182,9 +195,107 @@ class MailPipeline:
         for rcpt in smtp.recipients:
             self._p.mailboxes.record_delivery(DeliveryRecord(envelope.submission_id, rcpt.address, "none",
                                                              DeliveryState.BOUNCED, attempts=1, last_reply=str(reply)))
-        self._p.reports.failed(smtp, message, [(rcpt, reply, "") for rcpt in smtp.recipients])
+        self._p.reports.failed(smtp, message, [(rcpt, reply, "") for rcpt in smtp.recipients],
+                               about=envelope.submission_id)
         self._p.index.reject(envelope, tuple(f.to_dict() for f in findings))
         log.warning("mail submission=%s rejected: %s", envelope.submission_id, rule)
+
+
+class IntegrationReports:
+    """The integration report of a mail filed in a patient's mailbox, sent once every document it filed is
+    final: MDN `processed` when all were indexed (or duplicates), `processed/Error` listing each problem
+    otherwise (each rejected document: its XDM entry, rule and DMP code; each XDM-level error).
+
+    hub.ports.Handler for the CDA pipeline's `mss` documents, and called by the mail pipeline right after
+    filing (all documents may already be final, or there may be none).  Whoever sees the last outcome
+    claims the report (Mailboxes.claim_report: one winner, even for two workers finishing the last two
+    documents at the same moment) and queues it under a submission id derived from the mailbox copy; a
+    redelivery of the winner's envelope claims again and queues the same bytes under the same id, which
+    intake never processes twice.  A report stays unsent while a document is pending (not yet processed,
+    or dead-lettered)."""
+
+    def __init__(self, ports: MailPorts) -> None:
+        self._p = ports
+
+    def __call__(self, envelope: Envelope) -> None:
+        filing = self._p.mailboxes.filing_of(envelope.submission_id)
+        if filing is not None:
+            self.settle(filing, by=envelope.submission_id)
+
+    def settle(self, filing: MailFiling, *, by: str) -> bool:
+        """Queue the report if every document is final and `by` holds the claim; True when it was queued."""
+        outcomes = [self._p.index.submission(d.submission_id) for d in filing.documents]
+        final = [o for o in outcomes if o is not None and o.final]
+        if len(final) < len(filing.documents) or not self._p.mailboxes.claim_report(filing.message_id, by=by):
+            return False
+        kept = self._p.mailboxes.message(filing.message_id)
+        raw = self._p.store.get(kept.blob) if kept is not None else b""
+        mail = parse_mail(raw, limits=self._p.mail_limits).mail if kept is not None else None
+        if mail is None:
+            log.error("mail message=%s: no integration report (mailbox copy missing or unreadable)", filing.message_id)
+            return False
+        errors = [*(_stored_finding(f, f.get("location", "/")) for f in filing.findings),
+                  *_rejections(filing.documents, final)]
+        at = max((o.updated_at for o in final if o.updated_at is not None), default=filing.received_at)
+        sent = self._p.reports.integration_result(
+            mail, raw, mailbox=filing.mailbox, errors=errors, at=at,
+            submission_id=derived_submission_id(f"mss-integration-report:{filing.message_id}", filing.received_at))
+        log.info("mail message=%s: %d document(s) final, %d problem(s), integration report %s", filing.message_id,
+                 len(final), len(errors), "queued" if sent else "not asked for")
+        return sent
+
+
+def derived_submission_id(identity: str, at: datetime) -> str:
+    """The same submission id every time for the same item, in the shape of hub.intake.new_submission_id:
+    12 hex of `at` in ms (a stable time), then 20 hex of SHA-256(identity); no patient data in either."""
+    return f"{int(at.timestamp() * 1000):012x}{hashlib.sha256(identity.encode()).hexdigest()[:20]}"
+
+
+def _filing_plan(q: Queued, message_id: str, mailbox: str, xdm: XdmReport, ins: str
+                 ) -> tuple[MailFiling, tuple[bytes, ...]]:
+    """What this mail files for this patient: each CDA of the XDM that names them, under a submission id
+    derived from the mailbox copy and its place in the XDM (so filing again submits nothing twice), and
+    what kept documents out (an unreadable or hostile XDM, another patient's INS)."""
+    errors = [f for f in xdm.findings if f.severity is Severity.ERROR]
+    filed: list[FiledDocument] = []
+    data: list[bytes] = []
+    for n, document in enumerate(xdm.documents):
+        entry = document.entry
+        if entry.patient_ins and entry.patient_ins != ins:
+            errors.append(_other_patient(entry.subset, entry.entry_id))
+            continue
+        submission_id = derived_submission_id(f"mss-document:{message_id}:{n}", q.envelope.received_at)
+        filed.append(FiledDocument(submission_id, f"{entry.subset}#{entry.entry_id}"[:200]))
+        data.append(document.data)
+    return MailFiling(message_id=message_id, mail_submission_id=q.envelope.submission_id, mailbox=mailbox,
+                      received_at=q.envelope.received_at, documents=tuple(filed),
+                      findings=tuple(f.to_dict() for f in errors)), tuple(data)
+
+
+def _rejections(documents: Iterable[FiledDocument], outcomes: Iterable[SubmissionRecord]) -> list[Finding]:
+    """One finding per rejected document, at its XDM entry: its first error (rule, DMP code, what to do)."""
+    by_id = {o.submission_id: o for o in outcomes}
+    found = []
+    for document in documents:
+        outcome = by_id[document.submission_id]
+        if outcome.status is not SubmissionStatus.REJECTED:
+            continue
+        first = next((f for f in outcome.findings if f.get("severity", "error") == "error"), _REJECTED)
+        found.append(_stored_finding(first, document.entry))
+    return found
+
+
+def _stored_finding(data: dict[str, object], location: object) -> Finding:
+    code = data.get("code")
+    return Finding(rule=str(data.get("rule", _REJECTED["rule"])), location=str(location),
+                   message_fr=str(data.get("message_fr", "")), message_en=str(data.get("message_en", "")),
+                   code=str(code) if code else None)
+
+
+_REJECTED: dict[str, object] = {
+    "rule": "document.rejected", "code": None,
+    "message_fr": "Ce document a été refusé : il n'a pas été classé.",
+    "message_en": "This document was rejected: it was not filed."}
 
 
 def _other_patient(subset: str, entry_id: str) -> Finding:
@@ -193,9 +304,9 @@ def _other_patient(subset: str, entry_id: str) -> Finding:
                    message_en="This document is about another patient than the recipient: it was not filed.")
 
 
-def _xdm_of(mail: ParsedMail) -> XdmReport:
+def _xdm_of(mail: ParsedMail, limits: XdmLimits) -> XdmReport:
     attachment = find_xdm(mail)
-    return read_xdm(attachment.data) if attachment is not None else XdmReport(documents=(), findings=())
+    return read_xdm(attachment.data, limits=limits) if attachment is not None else XdmReport(documents=(), findings=())
 
 
 def _domain(address: str) -> str:

@@ -1,8 +1,9 @@
 """The outbound pipeline: queued mail to local organisational mailboxes (LMTP) and other domains (SMTP).
 
 Owns, for one queued mail on the outbound queue: skipping recipients already delivered or
-bounced (a redelivery sends nothing twice), handing the rest to LocalDelivery or to the Relay of
-their next hop, recording each recipient's state, and then for what failed:
+bounced (a redelivery sends nothing twice), handing the rest to LocalDelivery (with the submission
+id as delivery id: a copy that reached a mailbox before the hub could record it is not filed again
+there) or to the Relay of their next hop, recording each recipient's state, and then for what failed:
   5xx or no route          -> bounced, DSN "failed" to the sender
   4xx / no answer          -> deferred, retried on the relay schedule (jittered backoff over hours),
                               with one "delayed" DSN after `delay_warning_s`, and bounced once the
@@ -61,7 +62,7 @@ class OutboundPipeline:
         pending = [r for r in smtp.recipients if r.address.lower() not in final]
         if not pending:
             return
-        results = self._attempt(smtp, message, pending)
+        results = self._attempt(envelope.submission_id, smtp, message, pending)
         by_address = {r.address: r for r in pending}
         attempts = envelope.attempt + 1
         deferred: list[tuple[SmtpRecipient, RecipientResult]] = []
@@ -71,21 +72,23 @@ class OutboundPipeline:
             if result.outcome is Outcome.DELIVERED:
                 self._record(envelope, rcpt, DeliveryState.DELIVERED, attempts, result.reply)
                 if rcpt.wants("SUCCESS"):
-                    self._p.reports.delivered(smtp, message, rcpt, remote_host=result.remote_host)
+                    self._p.reports.delivered(smtp, message, rcpt, remote_host=result.remote_host,
+                                              about=envelope.submission_id)
             elif result.outcome is Outcome.PERMANENT:
                 self._record(envelope, rcpt, DeliveryState.BOUNCED, attempts, result.reply)
                 failed.append((rcpt, result.reply, result.remote_host))
             else:
                 deferred.append((rcpt, result))
         if failed:
-            self._p.reports.failed(smtp, message, failed)
+            self._p.reports.failed(smtp, message, failed, about=envelope.submission_id)
         if deferred:
             self._defer(envelope, smtp, message, deferred, attempts)
         log.info("outbound submission=%s attempt %d: %d delivered, %d bounced, %d deferred",
                  envelope.submission_id, attempts, len(results) - len(failed) - len(deferred), len(failed),
                  len(deferred))
 
-    def _attempt(self, smtp: SmtpEnvelope, message: bytes, pending: Sequence[SmtpRecipient]) -> list[RecipientResult]:
+    def _attempt(self, submission_id: str, smtp: SmtpEnvelope, message: bytes,
+                 pending: Sequence[SmtpRecipient]) -> list[RecipientResult]:
         local = [r for r in pending if classify_recipient(r.address, self._p.rules).kind is RecipientKind.LOCAL_ORG]
         remote = [r for r in pending if r not in local]
         results: list[RecipientResult] = []
@@ -93,7 +96,8 @@ class OutboundPipeline:
             if self._p.local is None:
                 results += [RecipientResult(r.address, Outcome.TRANSIENT, NO_LOCAL_STORE) for r in local]
             else:
-                results += self._p.local.deliver(message, smtp.mail_from, [r.address for r in local])
+                results += self._p.local.deliver(message, smtp.mail_from, [r.address for r in local],
+                                                 delivery_id=submission_id)
         groups = group_by_hop(remote, self._p.next_hops)
         for hop, recipients in groups.routed.items():
             results += self._p.relay.deliver(hop, message, smtp.mail_from, recipients, ret=smtp.ret,
@@ -110,13 +114,14 @@ class OutboundPipeline:
             for rcpt, result in deferred:
                 self._record(envelope, rcpt, DeliveryState.BOUNCED, attempts, result.reply)
             self._p.reports.failed(smtp, message, [(r, _expired(res.reply, expired), res.remote_host)
-                                                   for r, res in deferred])
+                                                   for r, res in deferred], about=envelope.submission_id)
             return
         for rcpt, result in deferred:
             self._record(envelope, rcpt, DeliveryState.DEFERRED, attempts, result.reply)
         extra = dict(smtp.extra)
         if isinstance(step, WarnThenRetry):
-            self._p.reports.delayed(smtp, message, [(r, res.reply, res.remote_host) for r, res in deferred])
+            self._p.reports.delayed(smtp, message, [(r, res.reply, res.remote_host) for r, res in deferred],
+                                    about=envelope.submission_id)
             extra[_WARNED] = "1"
         retry = replace(smtp, recipients=tuple(r for r, _ in deferred), extra=extra)
         ref = self._p.store.put(pack(retry, message), kind="mail", content_type=MAIL_CONTENT_TYPE)

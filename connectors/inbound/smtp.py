@@ -5,11 +5,13 @@ NOTIFY and ORCPT on RCPT) validated, xtext-decoded and kept with their case; SIZ
 the null reverse-path `<>`; a recipient limit; RFC 3463 enhanced status codes on aiosmtpd's fixed
 replies; AUTH PLAIN/LOGIN (over TLS only) checked by hub.auth.Authenticator.  Parameter parsing,
 xtext and trace headers are pure and live in smtp_params.py.  Per message: the hop
-count (mail loops), a `Received:` trace header, hub.mailqueue.pack() and intake.accept().
+count (mail loops), a `Received:` trace header, hub.mailqueue.pack() and the spool (hub.ports.MailSpool).
 
-Rule 1: the 250 after DATA is sent only once intake.accept() returned (bytes in S3, submission
-recorded, envelope confirmed by the bus).  Anything else is a 4xx, so the sending MTA keeps the
-message and retries: nothing is ever accepted and then lost.
+Rule 1: the 250 after DATA is sent only once the message, its SMTP envelope and the submission id
+named in the 250 are on disk in the spool (fdatasync'ed, group-committed with the other sessions'
+messages), as an MTA's queue file is; the spool's drain then hands it to intake (S3, index, bus).
+Anything else is a 4xx (451 when the spool cannot write, 452 4.3.1 when its backlog is full), so
+the sending MTA keeps the message and retries: nothing is ever accepted and then lost.
 Rule 2: no local part, subject or body is logged (a patient's local part is an INS): addresses are
 logged as `*@domain`; logs carry submission and trace ids, peer IPs, sizes and reply codes.
 
@@ -34,7 +36,6 @@ from connectors.inbound.smtp_params import (
     MailParams,
     Refused,
     count_received,
-    one_line,
     parse_mail_params,
     parse_rcpt_params,
     received_header,
@@ -43,11 +44,10 @@ from connectors.inbound.smtp_params import (
     with_protocol,
 )
 from hub.auth import Authenticator
-from hub.envelope import Source
-from hub.errors import PermanentError, TransientError
-from hub.intake import Intake
-from hub.mailqueue import MAIL_CONTENT_TYPE, Reply, SmtpEnvelope, SmtpRecipient, pack
-from hub.ports import MailAdmission
+from hub.errors import SpoolFull, TransientError
+from hub.intake import new_submission_id
+from hub.mailqueue import Reply, SmtpEnvelope, SmtpRecipient, SpooledMail, pack
+from hub.ports import MailAdmission, MailSpool
 
 log = logging.getLogger(__name__)
 
@@ -265,16 +265,16 @@ class GatewaySMTP(SMTP):
 # -- the handler ----------------------------------------------------------------------------------------
 
 
-class IntakeHandler:
+class GatewayHandler:
     """aiosmtpd handler: asks the admission port at MAIL and RCPT; at DATA checks the hop count, adds the
-    trace header and hands the packed message to intake.  Every outcome is an SMTP reply.
+    trace header and spools the packed message under a new submission id.  Every outcome is an SMTP reply.
 
-    `in_flight` counts messages being handed to intake; `closing` makes new DATA answer 451 (shutdown).
+    `in_flight` counts messages being spooled; `closing` makes new DATA answer 451 (shutdown).
     """
 
-    def __init__(self, *, intake: Intake, admission: MailAdmission, max_hops: int = DEFAULT_MAX_HOPS,
+    def __init__(self, *, spool: MailSpool, admission: MailAdmission, max_hops: int = DEFAULT_MAX_HOPS,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
-        self._intake = intake
+        self._spool = spool
         self._admission = admission
         self._max_hops = max_hops
         self._clock = clock
@@ -288,7 +288,8 @@ class IntakeHandler:
 
     async def handle_MAIL(self, server: SMTP, session: GatewaySession, envelope: GatewayEnvelope, address: str,
                           params: MailParams) -> str:
-        refusal = await self._admit(partial(self._admission.check_sender, address, auth=session.principal))
+        reply = self._admission.check_sender(address, auth=session.principal)  # the rules alone: no I/O
+        refusal = None if reply is None or reply.code < 400 else str(reply)
         if refusal is not None:
             log.info("sender refused peer=%s from=%s reply=%s", session.peer_ip, redact(address), refusal[:9])
             return refusal
@@ -319,7 +320,9 @@ class IntakeHandler:
             recipient=envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None,
             tls=tls_comment(session.ssl), when=when)
         packed = pack(self._smtp_envelope(session, envelope, when), trace + content)
-        return await self._queue(packed, session, trace_id=trace_id, recipients=len(envelope.rcpt_tos))
+        spooled = SpooledMail(submission_id=new_submission_id(), received_at=when,
+                              producer=session.principal or "mx", packed=packed)
+        return await self._queue(spooled, session, trace_id=trace_id, recipients=len(envelope.rcpt_tos))
 
     async def handle_exception(self, error: Exception) -> str:
         if isinstance(error, TLSSetupException):
@@ -337,25 +340,25 @@ class IntakeHandler:
             return TRY_LATER
         return None if reply is None or reply.code < 400 else str(reply)
 
-    async def _queue(self, packed: bytes, session: GatewaySession, *, trace_id: str, recipients: int) -> str:
-        source = Source(kind="smtp", producer=session.principal or "mx")
+    async def _queue(self, spooled: SpooledMail, session: GatewaySession, *, trace_id: str,
+                     recipients: int) -> str:
         self.in_flight += 1
         try:
-            record = await asyncio.to_thread(self._intake.accept, packed, source, content_type=MAIL_CONTENT_TYPE,
-                                              kind="mail")
+            await asyncio.wrap_future(self._spool.append(spooled.encode()))
+        except SpoolFull:
+            log.warning("not queued (spool full) trace=%s peer=%s size=%d reply=452", trace_id, session.peer_ip,
+                        len(spooled.packed))
+            return "452 4.3.1 Insufficient system storage, try again later"
         except TransientError as exc:
             log.warning("not queued (%s) trace=%s peer=%s size=%d reply=451", type(exc).__name__, trace_id,
-                        session.peer_ip, len(packed))
+                        session.peer_ip, len(spooled.packed))
             return "451 4.3.0 Could not queue the message now, try again later"
-        except PermanentError as exc:
-            log.warning("not queued (%s) trace=%s peer=%s size=%d reply=554", type(exc).__name__, trace_id,
-                        session.peer_ip, len(packed))
-            return f"554 5.6.0 {one_line(str(exc))}"
         finally:
             self.in_flight -= 1
         log.info("queued submission=%s trace=%s peer=%s auth=%s size=%d recipients=%d reply=250",
-                 record.submission_id, trace_id, session.peer_ip, session.principal or "-", len(packed), recipients)
-        return f"250 2.0.0 Ok: queued as {record.submission_id}"
+                 spooled.submission_id, trace_id, session.peer_ip, session.principal or "-", len(spooled.packed),
+                 recipients)
+        return f"250 2.0.0 Ok: queued as {spooled.submission_id}"
 
     @staticmethod
     def _refused(session: GatewaySession, reply: str, size: int) -> str:

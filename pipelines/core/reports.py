@@ -2,7 +2,9 @@
 
 Owns: build_dsn() (RFC 3464 bounce / delay / success report, honouring RFC 3461 NOTIFY, ORCPT, RET,
 ENVID), build_mdn() (RFC 8098 receipt, MSSanté forms of DOMAIN §4.4), build_message() (a new
-RFC 5322 message: patient replies, the patient -> pharmacy prescription mail) and make_message_id().
+RFC 5322 message: patient replies, the patient -> pharmacy prescription mail), make_message_id(), and
+report_id(): the submission id a report is queued under, derived from what it reports, so the same
+report queued twice (a redelivery after a crash) is one submission.
 All return bytes with CRLF line endings (policy.SMTP), ready for an SMTP DATA.
 Does not: send anything, choose the envelope (DSNs and MDNs go out with a null MAIL FROM:<>; the caller
 does that), decide retries (hub.retry) or log.
@@ -17,6 +19,8 @@ Rule 3: a DSN returns the full original only when the sender asked RET=FULL and 
 
 from __future__ import annotations
 
+import hashlib
+import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +34,7 @@ from enum import StrEnum
 
 from hub.delivery import Outcome, RecipientResult
 from hub.mailqueue import Reply, SmtpEnvelope, SmtpRecipient
+from pipelines.core.findings import Finding
 from pipelines.core.mime import Attachment, ParsedMail
 
 #: CRLF output; header values given as text (report fields folded by _block, the returned original's
@@ -308,6 +313,25 @@ def make_message_id(domain: str) -> str:
     return f"<{uuid.uuid4().hex}@{_clean(domain) or 'localhost'}>"
 
 
+# -- report identity --------------------------------------------------------------------------------
+
+_TIME_PART = re.compile(r"[0-9a-f]{12}")
+
+
+def report_id(about: str, kind: str, recipients: Iterable[str] = ()) -> str:
+    """The submission id of the report of `kind` about submission `about` for `recipients`.
+
+    Same shape as hub.intake.new_submission_id() (32 lowercase hex): the 12 hex time part of `about`
+    (so a report sorts beside what it reports; 12 hex of the digest when `about` has none), then 20 hex
+    of SHA-256 over (about, kind, the recipients lower-cased and sorted).  `kind` names the event:
+    "dsn:failed", "dsn:delayed,failed", "mdn:processed", "notice"...  The same inputs always give the
+    same id; any other report (another event, another recipient set) gets another."""
+    identity = "\n".join((about, kind, *sorted({r.strip().lower() for r in recipients})))
+    digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()
+    time_part = about[:12] if _TIME_PART.fullmatch(about[:12]) else digest[-12:]
+    return time_part + digest[:20]
+
+
 # -- shared helpers ---------------------------------------------------------------------------------
 
 
@@ -393,3 +417,71 @@ def _aware(moment: datetime) -> datetime:
 
 def _domain_of(address: str) -> str:
     return address.rpartition("@")[2].strip("<> ")
+
+
+# -- integration results (one per mail, once every document it filed is final) ----------------------
+
+
+def integration_error(errors: Sequence[Finding]) -> str:
+    """The MSSanté `<code>^<libellé>` of a failed integration: the first error that has a DMP code, with its
+    own rule; else 906 ("autre", DOMAIN §4.6) with the first error's rule."""
+    coded = next((f for f in errors if f.code), None)
+    return f"{coded.code}^{coded.rule}" if coded is not None else f"906^{errors[0].rule}" if errors else ""
+
+
+def build_integration_mdn(original: ParsedMail, *, final_recipient: str, reporting_ua: str, now: datetime,
+                          message_id: str, errors: Sequence[Finding] = (), original_bytes: bytes = b"",
+                          reattach: Sequence[Attachment] = ()) -> bytes | None:
+    """The integration result of a mail as one MDN: `processed` without errors; otherwise
+    `processed/Error: <code>^<libellé>` (integration_error) with a text that lists every error on a line of
+    its own (where, i.e. the XDM entry; the rule; the DMP code; what to do), and `reattach` after the report.
+
+    Rule 1 as for build_mdn: None without Disposition-Notification-To or about a report.  Deterministic:
+    the Message-ID is given and the MIME boundary derives from it, so the same inputs give the same bytes
+    (a report queued again is the same mail, under the same object key)."""
+    if not original.disposition_notification_to or original.content_type == "multipart/report":
+        return None
+    disposition = MdnDisposition.ERROR if errors else MdnDisposition.PROCESSED
+    error = _clean(integration_error(errors))
+    subject = _clean(original.subject)
+    if errors:
+        subject = f"[KO Intégration système !][{error.split('^', 1)[0]}] {subject}".strip()
+    msg = _headers(from_addr=final_recipient, to=[original.disposition_notification_to], subject=subject, now=now,
+                   message_id=message_id)
+    msg["Auto-Submitted"] = "auto-replied"
+    fr, en = _MDN_TEXT[disposition]
+    msg.set_content(f"{fr.format(error=error)}\n{integration_listing(errors, english=False)}\n"
+                    f"{en.format(error=error)}\n{integration_listing(errors, english=True)}", cte="quoted-printable")
+    _make_report(msg, "disposition-notification")
+    msg.set_boundary(_boundary(message_id))
+    msg.attach(_disposition_part(original, final_recipient=final_recipient, disposition=disposition,
+                                 reporting_ua=reporting_ua, original_recipient="", error=error))
+    if original_bytes:
+        msg.attach(_original_part(original_bytes, full=True))
+    for attachment in reattach if errors else ():
+        msg.attach(_attachment_part(attachment))
+    return msg.as_bytes(policy=_OUTPUT)
+
+
+def build_integration_notice(original: ParsedMail, *, from_addr: str, errors: Sequence[Finding], now: datetime,
+                             message_id: str) -> bytes:
+    """The plain RFC 5322 notice MSSanté asks for when an integration failed and no MDN was asked for
+    (DOMAIN §4.4), listing every error like build_integration_mdn; deterministic for the same inputs."""
+    text = (f"Le message {original.message_id} n'a pas pu être intégré dans le dossier du patient.\n"
+            f"{integration_listing(errors, english=False)}\n"
+            f"The message {original.message_id} could not be filed in the patient's record.\n"
+            f"{integration_listing(errors, english=True)}")
+    return build_message(from_addr=from_addr, to_addrs=[original.from_addr],
+                         subject=f"[KO Intégration système !] {_clean(original.subject)}".strip(), text=text, now=now,
+                         message_id=message_id, in_reply_to=original.message_id)
+
+
+def integration_listing(errors: Sequence[Finding], *, english: bool) -> str:
+    """One line per error: `- <where> [<rule>] (code <code>) <what to do>`; "" without errors."""
+    lines = [f"- {_clean(f.location)} [{_clean(f.rule)}]{f' (code {_clean(f.code)})' if f.code else ''} "
+             f"{_clean(f.message_en if english else f.message_fr)}" for f in errors]
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _boundary(message_id: str) -> str:
+    return "=_mes_" + hashlib.sha256(message_id.encode()).hexdigest()[:32]

@@ -18,23 +18,31 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aioimaplib
 import pytest
+import sqlalchemy as sa
 
-from connectors.inbound.imap import REJECTED_KEYWORD, ImapIntake, mail_acceptor
-from connectors.outbound.lmtp import LmtpDelivery
+from connectors.inbound.imap import REJECTED_KEYWORD, ImapIntake, imap_submission_id, mail_acceptor
+from connectors.outbound.lmtp import LmtpDelivery, stamp
+from connectors.outbound.relay import SmtpRelay
 from hub.bus import open_connection
 from hub.bus.kombu_bus import KombuPublisher, declare
 from hub.delivery import Outcome
-from hub.envelope import BlobRef
+from hub.envelope import BlobRef, Envelope, Source
 from hub.errors import NotFound, StoreUnavailable
-from hub.intake import Intake
-from hub.mailqueue import unpack
+from hub.intake import Intake, new_submission_id
+from hub.mailqueue import MAIL_CONTENT_TYPE, SmtpEnvelope, SmtpRecipient, pack, unpack
+from hub.records import DeliveryRecord, DeliveryState
 from hub.retry import RetryPolicy
 from hub.topology import Topology
+from pipelines.core.mss import MssRules
+from pipelines.mail_reports import ReportSender
+from pipelines.outbound import OutboundPipeline, OutboundPorts
 from storage.index import SqlIndex
+from storage.mailbox import SqlMailbox
 from storage.objects import MinioBlobStore
 from tests.fixtures_mail import Dovecot
 from tests.services import free_port
@@ -230,6 +238,7 @@ class HubSide:
     intake: Intake
     index: SqlIndex
     store: MinioBlobStore
+    publisher: KombuPublisher
 
 
 @pytest.fixture
@@ -241,7 +250,7 @@ def hub_side(blob_store: MinioBlobStore, sqlite_url: str, sqlite_bus_url: str) -
     index = SqlIndex.connect(sqlite_url)
     index.migrate()
     publisher = KombuPublisher(open_connection(sqlite_bus_url), topology, pool_size=2)
-    yield HubSide(Intake(store=blob_store, index=index, publisher=publisher), index, blob_store)
+    yield HubSide(Intake(store=blob_store, index=index, publisher=publisher), index, blob_store, publisher)
     publisher.close()
     index.dispose()
 
@@ -250,18 +259,18 @@ class Acceptor:
     """The accept function the composition root would pass, recording calls and failing on demand."""
 
     def __init__(self, hub: HubSide, mailbox: str, *, hub_up: threading.Event | None = None,
-                 before_return: Callable[[], None] | None = None) -> None:
-        self._accept = mail_acceptor(hub.intake, recipient=mailbox, producer="imap-test")
+                 before_return: Callable[[], None] | None = None, intake: Intake | None = None) -> None:
+        self._accept = mail_acceptor(intake or hub.intake, recipient=mailbox, producer="imap-test")
         self.hub_up = hub_up
         self.before_return = before_return
         self.calls: list[bytes] = []
         self.submissions: list[str] = []
 
-    def __call__(self, raw: bytes) -> str:
+    def __call__(self, raw: bytes, submission_id: str) -> str:
         self.calls.append(raw)
         if self.hub_up is not None and not self.hub_up.is_set():
             raise StoreUnavailable("object store down (test)")
-        submission = self._accept(raw)
+        submission = self._accept(raw, submission_id)
         self.submissions.append(submission)
         if self.before_return is not None:
             self.before_return()
@@ -282,7 +291,7 @@ def running(intake: ImapIntake) -> Iterator[ImapIntake]:
         assert not thread.is_alive(), "the IMAP intake did not stop"
 
 
-def imap_intake(dovecot: Dovecot, user: str, accept: Callable[[bytes], str], **options: object) -> ImapIntake:
+def imap_intake(dovecot: Dovecot, user: str, accept: Callable[[bytes, str], str], **options: object) -> ImapIntake:
     return ImapIntake(dovecot.host, dovecot.imap_port, user, dovecot.password, accept=accept,
                       timeout_s=5, backoff=FAST, **options)  # type: ignore[arg-type]
 
@@ -351,10 +360,10 @@ def test_imap_intake_flags_a_permanently_refused_message_and_moves_on(
     deliver(dovecot, message(2), mailbox_address)
     good = Acceptor(hub_side, mailbox_address)
 
-    def accept(raw: bytes) -> str:
+    def accept(raw: bytes, submission_id: str) -> str:
         if b"Subject: refused" in raw:
             raise NotFound("refused for good (test)")
-        return good(raw)
+        return good(raw, submission_id)
 
     intake = imap_intake(dovecot, mailbox_address, accept, poll_s=30.0)
     with running(intake):
@@ -419,3 +428,214 @@ def test_imap_intake_does_not_accept_twice_when_the_connection_drops_before_the_
     assert intake.stats.sessions >= 2
     assert len(accept.calls) == 2 and len(set(accept.submissions)) == 2
     assert all("\\Seen" in m.flags for m in read_mailbox(dovecot, mailbox_address))
+
+
+# ---- exactly once: LMTP redelivery (Sieve `duplicate`) -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sieve_dovecot(dovecot: Dovecot) -> Iterator[Dovecot]:
+    """A private Dovecot that scripts/dovecot.sh renders from config/dovecot/ as it is now (sieve_before
+    meshub-delivery.sieve included), on free ports: the shared instance may run an older config."""
+    folder = Path(tempfile.mkdtemp(prefix="meshub-sv-", dir="/tmp"))
+    env = {"MESHUB_DOVECOT_IMAP_PORT": str(free_port()), "MESHUB_DOVECOT_LMTP_PORT": str(free_port()),
+           "MESHUB_DOVECOT_DOMAINS": dovecot.domain, "MESHUB_DOVECOT_PASSWORD": dovecot.password,
+           "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    script = str(ROOT / "scripts" / "dovecot.sh")
+    subprocess.run([script, "start", str(folder)], env=env, check=True, timeout=120)
+    try:
+        yield Dovecot(host=dovecot.host, imap_port=int(env["MESHUB_DOVECOT_IMAP_PORT"]),
+                      lmtp_port=int(env["MESHUB_DOVECOT_LMTP_PORT"]), password=dovecot.password,
+                      base_dir=folder, domain=dovecot.domain)
+    finally:
+        subprocess.run([script, "stop", str(folder)], env=env, check=False, timeout=30)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def fresh_mailbox(dovecot: Dovecot) -> str:
+    return f"pharma-{uuid.uuid4().hex[:16]}@{dovecot.domain}"
+
+
+def test_stamp_puts_one_delivery_header_first_and_drops_any_other() -> None:
+    forged = (b"X-Meshub-Delivery: forged\r\nSubject: a\r\nx-meshub-delivery :\r\n folded\r\n\r\n"
+              b"X-Meshub-Delivery: body\r\n")
+    assert stamp(forged, "abc") == b"X-Meshub-Delivery: abc\r\nSubject: a\r\n\r\nX-Meshub-Delivery: body\r\n"
+    assert stamp(forged, "") == b"Subject: a\r\n\r\nX-Meshub-Delivery: body\r\n"
+    with pytest.raises(ValueError):
+        stamp(b"Subject: a\r\n\r\n", "abc\r\nBcc: someone@else.fr")
+
+
+def test_lmtp_redelivery_with_the_same_delivery_id_files_one_copy_per_mailbox(sieve_dovecot: Dovecot) -> None:
+    # Given two mailboxes, and a message that already carries a (forged) delivery header
+    first, second = fresh_mailbox(sieve_dovecot), fresh_mailbox(sieve_dovecot)
+    raw = b"X-Meshub-Delivery: forged\r\n" + message(1)
+    lmtp = LmtpDelivery(sieve_dovecot.host, sieve_dovecot.lmtp_port, timeout_s=10)
+    submission = uuid.uuid4().hex
+
+    # When the hub delivers it, then delivers it again with the same id (its first 250s were lost),
+    # and once more to the first mailbox only
+    for recipients in ([first, second], [first, second], [first]):
+        results = lmtp.deliver(raw, "dr.a@hopital.fr", recipients, delivery_id=submission)
+        # Then Dovecot says 250 every time (the duplicate is discarded, not refused)
+        assert [(r.outcome, r.reply.code) for r in results] == [(Outcome.DELIVERED, 250)] * len(recipients)
+
+    # And each mailbox holds one copy, stamped with our id only
+    for user in (first, second):
+        [stored] = read_mailbox(sieve_dovecot, user)
+        assert stored.raw.count(b"X-Meshub-Delivery:") == 1
+        assert f"X-Meshub-Delivery: {submission}\r\n".encode() in stored.raw
+        assert stored.raw.endswith(message_body(raw))
+
+    # And another mail (another id) to the same mailbox is filed as usual
+    lmtp.deliver(raw, "dr.a@hopital.fr", [first], delivery_id=uuid.uuid4().hex)
+    assert len(read_mailbox(sieve_dovecot, first)) == 2
+
+
+def message_body(raw: bytes) -> bytes:
+    return raw.split(b"\r\n\r\n", 1)[1]
+
+
+class Killed(Exception):
+    """Stands for the hub process being killed at that point (raised by a test double)."""
+
+
+class DiesAfterLmtp:
+    """SqlMailbox whose first "delivered" record never happens: the hub died right after LMTP said 250."""
+
+    def __init__(self, mailboxes: SqlMailbox) -> None:
+        self._mailboxes = mailboxes
+        self.died = False
+
+    def record_delivery(self, delivery: DeliveryRecord) -> None:
+        if delivery.state is DeliveryState.DELIVERED and not self.died:
+            self.died = True
+            raise Killed("after LMTP 250, before recording it")
+        self._mailboxes.record_delivery(delivery)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._mailboxes, name)
+
+
+class Published:
+    """A Publisher that keeps what it was given (the outbound retry queue, or the intake queue)."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[Envelope] = []
+
+    def publish(self, envelope: Envelope, *, delay_s: float = 0.0) -> None:
+        self.envelopes.append(envelope)
+
+
+def test_outbound_redelivery_after_a_crash_past_lmtp_250_files_one_copy(
+        sieve_dovecot: Dovecot, hub_side: HubSide) -> None:
+    # Given a queued mail for a local organisational mailbox, on the outbound queue
+    pharmacy = fresh_mailbox(sieve_dovecot)
+    raw = message(1)
+    smtp = SmtpEnvelope(mail_from="dr.a@hopital.mssante.fr", recipients=(SmtpRecipient(pharmacy),),
+                        received_at=datetime.now(UTC).isoformat())
+    ref = hub_side.store.put(pack(smtp, raw), kind="mail", content_type=MAIL_CONTENT_TYPE)
+    envelope = Envelope(submission_id=new_submission_id(), received_at=datetime.now(UTC),
+                        source=Source(kind="smtp", producer="test"), raw=ref, content_type=MAIL_CONTENT_TYPE)
+    mailboxes = DiesAfterLmtp(SqlMailbox.beside(hub_side.index))
+    ports = OutboundPorts(store=hub_side.store, mailboxes=mailboxes, outbound=Published(),  # type: ignore[arg-type]
+                          rules=MssRules(local_domains=(sieve_dovecot.domain,), org_mailboxes=(pharmacy,)),
+                          reports=ReportSender(hub_side.intake, hostname="hub.test", domain="hub.test"),
+                          relay=SmtpRelay(helo_name="hub.test", timeout_s=5), next_hops={},
+                          local=LmtpDelivery(sieve_dovecot.host, sieve_dovecot.lmtp_port, timeout_s=10))
+    pipeline = OutboundPipeline(ports)
+
+    # When the hub is killed after Dovecot's 250 but before it recorded "delivered"
+    with pytest.raises(Killed):
+        pipeline(envelope)
+    assert mailboxes.deliveries(envelope.submission_id) == []  # nothing recorded: the bus redelivers
+    # And the redelivered envelope goes through the real LMTP path again
+    pipeline(envelope)
+
+    # Then the mailbox holds exactly one copy, and the recipient is recorded as delivered
+    [stored] = read_mailbox(sieve_dovecot, pharmacy)
+    assert stored.raw.endswith(message_body(raw))
+    assert f"X-Meshub-Delivery: {envelope.submission_id}".encode() in stored.raw
+    assert [(d.recipient, d.state) for d in mailboxes.deliveries(envelope.submission_id)] == [
+        (pharmacy, DeliveryState.DELIVERED)]
+    # And a third delivery of the same envelope sends nothing at all (already recorded)
+    pipeline(envelope)
+    assert len(read_mailbox(sieve_dovecot, pharmacy)) == 1
+
+
+# ---- exactly once: IMAP intake after a crash before \Seen ---------------------------------------------
+
+
+def submissions_count(index: SqlIndex) -> int:
+    with index.engine.connect() as conn:
+        return int(conn.execute(sa.text("SELECT count(*) FROM submissions")).scalar_one())
+
+
+class CountingPublisher:
+    def __init__(self, inner: KombuPublisher) -> None:
+        self._inner = inner
+        self.published: list[str] = []
+
+    def publish(self, envelope: Envelope, *, delay_s: float = 0.0) -> None:
+        self._inner.publish(envelope, delay_s=delay_s)
+        self.published.append(envelope.submission_id)
+
+
+@pytest.mark.parametrize("processed", [True, False], ids=["processed-meanwhile", "still-pending"])
+def test_imap_intake_restarted_after_a_crash_before_seen_makes_no_second_submission(
+        dovecot: Dovecot, mailbox_address: str, hub_side: HubSide, processed: bool) -> None:
+    # Given a message in the polled mailbox, and a hub whose intake process dies right after accepting it
+    deliver(dovecot, message(1), mailbox_address)
+    publisher = CountingPublisher(hub_side.publisher)
+    intake = Intake(store=hub_side.store, index=hub_side.index, publisher=publisher)
+    taken: list[str] = []
+
+    def dies_after_accept(raw: bytes, submission_id: str) -> str:
+        if not taken:
+            taken.append(mail_acceptor(intake, recipient=mailbox_address, producer="imap-test")(raw, submission_id))
+        raise Killed("after accept, before \\Seen")
+
+    before = submissions_count(hub_side.index)
+    first = imap_intake(dovecot, mailbox_address, dies_after_accept, poll_s=30.0)
+    with running(first):
+        wait_until(lambda: bool(taken), what="the first accept")
+    [stored] = read_mailbox(dovecot, mailbox_address)
+    assert "\\Seen" not in stored.flags  # the crash left it unseen
+    record = hub_side.index.submission(taken[0])
+    assert record is not None
+    if processed:  # the mail pipeline finished it meanwhile
+        hub_side.index.complete(Envelope(submission_id=record.submission_id, received_at=record.received_at,
+                                         source=Source(kind="imap", producer="imap-test"),
+                                         raw=BlobRef(bucket=hub_side.store.bucket, key=record.blob_key,
+                                                     sha256=record.sha256, size=record.size),
+                                         content_type=MAIL_CONTENT_TYPE))
+
+    # When a new intake process starts and finds it unseen
+    accept = Acceptor(hub_side, mailbox_address, intake=intake)
+    second = imap_intake(dovecot, mailbox_address, accept, poll_s=30.0)
+    with running(second):
+        wait_until(lambda: second.stats.accepted == 1, what="the message taken again")
+
+    # Then it is the same submission, recorded once; a processed one is not published again, a pending one
+    # is handed on again under the same id (processing is idempotent)
+    assert accept.submissions == taken
+    assert abs(int(taken[0][:12], 16) / 1000 - time.time()) < 600  # time part: the message's INTERNALDATE
+    assert submissions_count(hub_side.index) == before + 1
+    assert publisher.published == taken * (1 if processed else 2)
+    final = hub_side.index.submission(taken[0])
+    assert final is not None and final.final is processed
+    # And the message is flagged \Seen, still one copy in the mailbox
+    [stored] = read_mailbox(dovecot, mailbox_address)
+    assert "\\Seen" in stored.flags
+
+
+def test_imap_submission_id_names_one_message_for_good() -> None:
+    at = datetime(2025, 12, 2, 8, 4, 25, tzinfo=UTC)
+    key = {"host": "imap.example.fr", "user": "bal@org.fr", "mailbox": "INBOX", "uidvalidity": 1700000000}
+    one = imap_submission_id(**key, uid=7, internal_date=at)  # type: ignore[arg-type]
+    assert re.fullmatch(r"[0-9a-f]{32}", one) and one[:12] == f"{int(at.timestamp() * 1000):012x}"
+    assert one == imap_submission_id(**{**key, "host": "IMAP.example.fr"}, uid=7, internal_date=at)  # type: ignore[arg-type]
+    others = {imap_submission_id(**{**key, name: value}, uid=7, internal_date=at)  # type: ignore[arg-type]
+              for name, value in (("user", "x@org.fr"), ("mailbox", "Archives"), ("uidvalidity", 1700000001))}
+    others.add(imap_submission_id(**key, uid=8, internal_date=at))  # type: ignore[arg-type]
+    assert one not in others and len(others) == 4
+    assert re.fullmatch(r"[0-9a-f]{32}", imap_submission_id(**key, uid=7))  # type: ignore[arg-type]

@@ -26,8 +26,9 @@ import httpx
 import pytest
 import trustme
 
-from config.settings import Credential, ImapSource, MailSettings, Settings
+from config.settings import Credential, ImapSource, MailSettings, ParseLimits, Settings
 from hub.auth import token_sha256
+from hub.envelope import BlobRef, Envelope, Source
 from hub.topology import Topology
 from tests import builders, mail_builders
 from tests.fixtures_mail import Dovecot
@@ -67,8 +68,15 @@ def hub_inbox(dovecot: Dovecot) -> str:
 
 
 @pytest.fixture
+def mail_limits() -> ParseLimits:
+    """[mime] / [xdm] of the hub under test; a test parametrizes it to try a lower cap."""
+    return ParseLimits()
+
+
+@pytest.fixture
 def mail_hub(tmp_path: Path, seaweed: Any, amqp_url: str, topology: Topology, pg_url: str, ca: trustme.CA,
-             sink: Running, dovecot: Dovecot, pharmacy: str, hub_inbox: str) -> Iterator[RunningHub]:
+             sink: Running, dovecot: Dovecot, pharmacy: str, hub_inbox: str,
+             mail_limits: ParseLimits) -> Iterator[RunningHub]:
     cert = ca.issue_cert("127.0.0.1", "localhost")
     cert.cert_chain_pems[0].write_to_path(str(tmp_path / "smtp.crt"))
     cert.private_key_pem.write_to_path(str(tmp_path / "smtp.key"))
@@ -83,7 +91,8 @@ def mail_hub(tmp_path: Path, seaweed: Any, amqp_url: str, topology: Topology, pg
                                     "verify_tls": False},),
                         retry={"initial_s": 1, "max_delay_s": 2, "lifetime_s": 3600},
                         imap=(ImapSource(host=dovecot.host, port=dovecot.imap_port, user=hub_inbox,
-                                         password=dovecot.password, tls=False, poll_s=1.0, recipient=PATIENT),))
+                                         password=dovecot.password, tls=False, poll_s=1.0, recipient=PATIENT),),
+                        limits=mail_limits)
     settings: Settings = replace(base, mail=mail, credentials=(
         *CREDENTIALS, Credential("patient", "patient", token_sha256(PATIENT_TOKEN), ins=INS)))
     with running_hub(settings, gateway=True) as hub:
@@ -380,3 +389,85 @@ async def _seen(dovecot: Dovecot, address: str) -> bool:
     await client.logout()
     return any(line.strip() for line in response.lines[:-1] if isinstance(line, bytes | bytearray)
                and line.strip() not in (b"", b"SEARCH"))
+
+
+# -- integration reports: one per mail, once every document it filed is final ------------------------
+
+
+def _mail_asking_for_a_receipt(sender: str, documents: list[bytes]) -> bytes:
+    return crlf(mail_builders.make_mail_with_xdm(documents, to=PATIENT, from_=sender, headers={
+        "Disposition-Notification-To": sender, "Message-ID": f"<{uuid.uuid4().hex}@hopital.mssante.fr>"}))
+
+
+def _receipts(sink: Running, sender: str) -> list[bytes]:
+    return [r.content for r in sink.sink.received if r.rcpt_tos == [sender] and r.mail_from in ("", "<>")]
+
+
+def _redeliver(hub: RunningHub, submission_id: str) -> None:
+    """Publish a document's envelope again, as the broker does after a worker died before its ack."""
+    record = hub.hub.index.submission(submission_id)
+    assert record is not None
+    hub.hub.publisher.publish(Envelope(
+        submission_id=record.submission_id, received_at=record.received_at,
+        source=Source(kind=record.source_kind, producer=record.producer),
+        raw=BlobRef(bucket=hub.hub.settings.store.bucket, key=record.blob_key, sha256=record.sha256,
+                    size=record.size)))
+
+
+def test_a_document_rejected_later_is_reported_once_with_its_rule(mail_hub: RunningHub, ca: trustme.CA,
+                                                                  sink: Running) -> None:
+    # Given a mail whose XDM holds a good lab report and a prescription with a wrong INS key
+    sender = "dr.integration@hopital.mssante.fr"
+    bad = EP.read_bytes().replace(INS.encode(), INS[:13].encode() + b"00")
+    with smtp_client(mail_hub, ca) as client:
+        client.sendmail(sender, [PATIENT], _mail_asking_for_a_receipt(sender, [BIO.read_bytes(), bad]))
+    # When the CDA pipeline has decided on both documents
+    [kept] = eventually(lambda: [m for m in patient(mail_hub).get(f"/v1/patients/{INS}/messages").json()[
+        "messages"] if m["correspondent"] == sender])
+    good_id, bad_id = kept["documents"]
+    outcomes = [mail_hub.admin().get(f"/v1/submissions/{s}", params={"wait": 30}).json() for s in (good_id, bad_id)]
+    assert [o["status"] for o in outcomes] == ["indexed", "rejected"]
+    # Then the sender gets one MDN processed/Error naming the rejected document's entry, rule and DMP code
+    [receipt] = eventually(lambda: _receipts(sink, sender))
+    parsed = email.message_from_bytes(receipt, policy=policy.default)
+    assert parsed["Subject"].startswith("[KO Intégration système !][904]")
+    assert b"processed/Error: 904^ins.key" in receipt.replace(b"\r\n ", b" ")  # unfolded
+    body = parsed.get_body(preferencelist=("plain",))
+    assert body is not None
+    text = body.get_content()
+    assert "SUBSET01#Document02 [ins.key] (code 904)" in text and "Document01" not in text
+    assert INS not in text  # the listing names entries and rules, never the patient
+    # And a redelivery of both documents (a worker killed before its ack) sends nothing more
+    for submission in (good_id, bad_id):
+        _redeliver(mail_hub, submission)
+    time.sleep(3.0)
+    assert len(_receipts(sink, sender)) == 1
+
+
+def test_a_mail_whose_documents_are_all_indexed_gets_one_processed_receipt(mail_hub: RunningHub, ca: trustme.CA,
+                                                                         sink: Running) -> None:
+    sender = "dr.all-good@hopital.mssante.fr"
+    with smtp_client(mail_hub, ca) as client:
+        client.sendmail(sender, [PATIENT], _mail_asking_for_a_receipt(sender, [BIO.read_bytes(), EP.read_bytes()]))
+    [receipt] = eventually(lambda: _receipts(sink, sender))
+    assert b"Disposition: automatic-action/MDN-sent-automatically; processed" in receipt
+    assert b"processed/Error" not in receipt
+    # Only once both documents were indexed
+    [kept] = [m for m in patient(mail_hub).get(f"/v1/patients/{INS}/messages").json()["messages"]
+              if m["correspondent"] == sender]
+    statuses = [mail_hub.admin().get(f"/v1/submissions/{s}").json()["status"] for s in kept["documents"]]
+    assert statuses == ["indexed", "indexed"]
+    time.sleep(2.0)
+    assert len(_receipts(sink, sender)) == 1
+
+
+@pytest.mark.parametrize("mail_limits", [ParseLimits(xdm={"max_members": 4})])
+def test_a_configured_lower_xdm_limit_takes_effect(mail_hub: RunningHub, ca: trustme.CA, sink: Running) -> None:
+    # Given [xdm] max_members = 4, and an XDM of 5 members (INDEX.HTM, README.TXT, METADATA.XML, 2 documents)
+    sender = "dr.limits@hopital.mssante.fr"
+    with smtp_client(mail_hub, ca) as client:
+        client.sendmail(sender, [PATIENT], _mail_asking_for_a_receipt(sender, [BIO.read_bytes(), EP.read_bytes()]))
+    # Then nothing is filed, and the receipt names the cap's rule
+    [receipt] = eventually(lambda: _receipts(sink, sender))
+    assert b"processed/Error" in receipt and b"^xdm.too-many-members" in receipt
+    assert mail_hub.admin().get(f"/v1/patients/{INS}/documents").json()["documents"] == []

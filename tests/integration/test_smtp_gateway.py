@@ -1,7 +1,7 @@
 """The SMTP gateway over real sockets: stdlib smtplib as the sending MTA, trustme certificates for
-STARTTLS, and a real Intake (SeaweedFS, an SQLite index, the SQLite bus).  What the sender is told
-is what the hub did: 250 only once stored and queued, 4xx when anything was down, and the exact
-admission reply when a recipient is refused."""
+STARTTLS, a real spool on disk drained into a real Intake (SeaweedFS, an SQLite index, the SQLite
+bus).  What the sender is told is what the hub did: 250 only once the mail is in the spool, 4xx when
+the spool cannot take it, and the exact admission reply when a recipient is refused."""
 
 from __future__ import annotations
 
@@ -27,13 +27,14 @@ from connectors.inbound.smtp_server import SmtpGateway, make_dev_certificate
 from hub.auth import Authenticator, token_sha256
 from hub.bus import open_connection
 from hub.bus.kombu_bus import KombuPublisher, declare
-from hub.envelope import BlobRef, Source
+from hub.envelope import BlobRef
 from hub.intake import Intake
 from hub.mailqueue import Reply, SmtpEnvelope, SmtpRecipient, unpack
 from hub.records import SubmissionRecord, SubmissionStatus
 from hub.topology import Topology
 from storage.index import SqlIndex
 from storage.objects import MinioBlobStore
+from storage.spool import SpoolDrainer, SpoolWriter
 from tests.fixtures_s3 import store_on
 
 pytestmark = pytest.mark.integration
@@ -134,23 +135,34 @@ def parts(blob_store: MinioBlobStore, index: SqlIndex, bus_publisher: KombuPubli
 
 
 @pytest.fixture
-def gateway_factory(parts: Parts, admission: TableAdmission,
-                    tls_files: tuple[Path, Path]) -> Iterator[Callable[..., SmtpGateway]]:
-    started: list[SmtpGateway] = []
+def gateway_factory(parts: Parts, admission: TableAdmission, tls_files: tuple[Path, Path],
+                    tmp_path: Path) -> Iterator[Callable[..., SmtpGateway]]:
+    """Gateways spooling to their own folder, each drained into `intake` (default: parts.intake)
+    by a thread, as `meshub run` does."""
+    started: list[tuple[SmtpGateway, SpoolWriter, threading.Event, threading.Thread]] = []
     authenticator = Authenticator([Credential(name=LOGIN, role="producer", token_sha256=token_sha256(TOKEN))])
 
-    def make(*, intake: Intake | None = None, **options: Any) -> SmtpGateway:
+    def make(*, intake: Intake | None = None, spool_bytes: int = 1 << 30, **options: Any) -> SmtpGateway:
+        spool_dir = tmp_path / f"spool-{len(started)}"
+        spool = SpoolWriter(spool_dir, max_backlog_bytes=spool_bytes, backlog_check_s=0)
+        spool.start()
+        drainer = SpoolDrainer(spool_dir, (intake or parts.intake).accept_spooled, poll_s=0.01, retry_s=(0.1, 0.5))
+        stop = threading.Event()
+        thread = threading.Thread(target=drainer.run, args=(stop,), daemon=True)
+        thread.start()
         options = {"host": "127.0.0.1", "port": 0, "hostname": HOSTNAME, "cert_path": tls_files[0],
                    "key_path": tls_files[1], **options}
-        gateway = SmtpGateway(intake=intake or parts.intake, admission=admission, authenticator=authenticator,
-                              **options)
+        gateway = SmtpGateway(spool=spool, admission=admission, authenticator=authenticator, **options)
+        started.append((gateway, spool, stop, thread))
         gateway.start()
-        started.append(gateway)
         return gateway
 
     yield make
-    for gateway in started:
+    for gateway, spool, stop, thread in started:
         gateway.stop()
+        stop.set()
+        thread.join(10)
+        spool.close()
 
 
 @pytest.fixture
@@ -188,12 +200,16 @@ def send(smtp: smtplib.SMTP, *, to: tuple[str, ...] = (PATIENT,), body: bytes | 
     return smtp.data(body if body is not None else message())
 
 
-def queued(parts: Parts, reply: tuple[int, bytes]) -> tuple[SubmissionRecord, SmtpEnvelope, bytes]:
-    """The submission a `250 2.0.0 Ok: queued as <id>` names, and the queued mail read back from S3."""
+def queued(parts: Parts, reply: tuple[int, bytes], *,
+           timeout_s: float = 20.0) -> tuple[SubmissionRecord, SmtpEnvelope, bytes]:
+    """The submission a `250 2.0.0 Ok: queued as <id>` names once the spool is drained into intake, and
+    the queued mail read back from S3."""
     code, text = reply
     assert code == 250 and text.startswith(b"2.0.0 Ok: queued as "), reply
-    record = parts.index.submission(text.decode().rsplit(" ", 1)[1])
-    assert record is not None
+    deadline = time.monotonic() + timeout_s
+    while (record := parts.index.submission(text.decode().rsplit(" ", 1)[1])) is None:
+        assert time.monotonic() < deadline, "the spooled mail never reached intake"
+        time.sleep(0.02)
     ref = BlobRef(bucket=parts.store.bucket, key=record.blob_key, sha256=record.sha256, size=record.size)
     envelope, mail = unpack(parts.store.get(ref))
     return record, envelope, mail
@@ -418,10 +434,10 @@ def test_mail_loop_is_554_5_4_6_above_max_hops(gateway: SmtpGateway, parts: Part
 # -- durability -----------------------------------------------------------------------------------------
 
 
-def test_object_store_down_is_451_and_nothing_recorded_then_accepted_after_restart(
+def test_object_store_down_still_250_and_the_spooled_mail_is_accepted_once_s3_is_back(
         seaweed_factory: Callable[[], Any], index: SqlIndex, bus_publisher: KombuPublisher,
         gateway_factory: Callable[..., SmtpGateway]) -> None:
-    # Given a gateway whose intake writes to an S3 server the test can kill
+    # Given a gateway whose spool drains into an S3 server the test can kill
     server = seaweed_factory()
     store = store_on(server, timeout_s=2.0)
     intake = Intake(store=store, index=index, publisher=bus_publisher)
@@ -430,45 +446,34 @@ def test_object_store_down_is_451_and_nothing_recorded_then_accepted_after_resta
     server.kill()
     # When a message comes while S3 is down
     with session(gateway) as smtp:
-        code, text = send(smtp, body=body)
-    # Then the sender is told to retry, and nothing was recorded
-    assert (code, text[:5]) == (451, b"4.3.0")
-    assert pending(index) == []
-    # And once S3 is back, the same message is accepted and pending
-    server.start()
-    with session(gateway) as smtp:
         reply = send(smtp, body=body)
+    # Then the sender gets its 250 (the mail is on disk in the spool) and nothing reached the index yet
+    assert reply[0] == 250
+    time.sleep(0.5)
+    assert pending(index) == []
+    # And once S3 is back, the drain hands it to intake under the id the 250 named, once
+    server.start()
     record, _, mail = queued(Parts(store=store, index=index, publisher=bus_publisher, intake=intake), reply)
     assert mail.endswith(body) and [r.submission_id for r in pending(index)] == [record.submission_id]
 
 
-class SlowIntake(Intake):
-    """A real intake that first waits, so that the gateway can be stopped while a message is being queued."""
-
-    def __init__(self, inner: Parts, started: threading.Event) -> None:
-        super().__init__(store=inner.store, index=inner.index, publisher=inner.publisher)
-        self.started = started
-
-    def accept(self, raw: bytes, source: Source, **kwargs: Any) -> SubmissionRecord:
-        self.started.set()
-        time.sleep(1.0)
-        return super().accept(raw, source, **kwargs)
-
-
-def test_stop_lets_a_message_being_queued_finish(gateway_factory: Callable[..., SmtpGateway], parts: Parts) -> None:
-    # Given a message whose intake is under way
-    started = threading.Event()
-    gateway = gateway_factory(intake=SlowIntake(parts, started), drain_s=10.0)
-    replies: list[tuple[int, bytes]] = []
+def test_spool_over_its_backlog_limit_is_452_4_3_1(
+        seaweed_factory: Callable[[], Any], index: SqlIndex, bus_publisher: KombuPublisher,
+        gateway_factory: Callable[..., SmtpGateway]) -> None:
+    # Given a spool that may hold 20 KB undrained, and a drain stuck behind a dead S3
+    server = seaweed_factory()
+    intake = Intake(store=store_on(server, timeout_s=1.0), index=index, publisher=bus_publisher)
+    server.kill()
+    gateway = gateway_factory(intake=intake, spool_bytes=20_000)
     with session(gateway) as smtp:
-        sender = threading.Thread(target=lambda: replies.append(send(smtp)))
-        sender.start()
-        assert started.wait(10)
-        # When the gateway is stopped
-        gateway.stop()
-        sender.join(10)
-    # Then the sender still got its 250, for a submission that exists
-    queued(parts, replies[0])
+        # When mail keeps coming
+        replies = [send(smtp, body=message(body_bytes=8_000)) for _ in range(3)]
+        code, text = smtp.mail(SENDER)[0], b""
+        assert code == 250 and smtp.rcpt(PATIENT)[0] == 250
+        code, text = smtp.data(message(body_bytes=8_000))
+    # Then what fits is taken, and the rest is told to come back later: 452 4.3.1
+    assert [r[0] for r in replies] == [250, 250, 250]
+    assert (code, text[:5]) == (452, b"4.3.1")
 
 
 def test_start_raises_when_the_port_is_taken(gateway: SmtpGateway,
@@ -489,7 +494,9 @@ def test_dev_certificate_is_made_once_private_and_serves_starttls(
     assert make_dev_certificate(tmp_path / "tls", "localhost") == (cert, key) and cert.read_bytes() == first
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     client = ssl.create_default_context(cafile=str(cert))
-    with SmtpGateway(intake=parts.intake, admission=admission, authenticator=Authenticator([]), port=0,
+    spool = SpoolWriter(tmp_path / "spool")
+    spool.start()
+    with SmtpGateway(spool=spool, admission=admission, authenticator=Authenticator([]), port=0,
                      hostname="localhost", cert_path=cert, key_path=key) as gateway, \
             smtplib.SMTP("localhost", gateway.port, timeout=30) as smtp:
         smtp.starttls(context=client)

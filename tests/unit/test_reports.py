@@ -22,6 +22,7 @@ from pipelines.core.reports import (
     build_message,
     dsn_recipients,
     reply_threading,
+    report_id,
 )
 from pipelines.core.xdm import read_xdm
 from tests.mail_builders import PATIENT_ADDRESS, fixture_cda, make_mail_with_xdm
@@ -271,3 +272,23 @@ def test_subject_cannot_inject_headers() -> None:
                         text="t", now=NOW, message_id="<fixed@patient.mssante.fr>")
     message = parse(raw)
     assert message["Bcc"] is None and message["Message-ID"] == "<fixed@patient.mssante.fr>"
+
+
+# -- report_id ---------------------------------------------------------------------------------------
+
+
+def test_report_id_is_a_submission_id_derived_from_what_it_reports() -> None:
+    about = "018f2a3b4c5d" + "0" * 20
+    one = report_id(about, "dsn:failed", ["A@clinique.fr", "b@clinique.fr"])
+    # Same shape as hub.intake.new_submission_id(), sorting beside the mail it reports on
+    assert len(one) == 32 and all(c in "0123456789abcdef" for c in one) and one[:12] == about[:12]
+    # The same report always gets the same id (recipient order and case do not matter)
+    assert one == report_id(about, "dsn:failed", ["b@clinique.fr", "a@clinique.fr"])
+    # Another mail, event or recipient set is another report
+    others = {report_id("018f2a3b4c5d" + "1" * 20, "dsn:failed", ["a@clinique.fr", "b@clinique.fr"]),
+              report_id(about, "dsn:delayed", ["a@clinique.fr", "b@clinique.fr"]),
+              report_id(about, "dsn:failed", ["a@clinique.fr"])}
+    assert one not in others and len(others) == 3
+    # An `about` without a time part still gives the shape
+    odd = report_id("not-an-id", "mdn:displayed")
+    assert len(odd) == 32 and all(c in "0123456789abcdef" for c in odd)
