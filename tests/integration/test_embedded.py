@@ -170,9 +170,13 @@ def test_sigterm_or_sigint_stops_the_hub_and_its_s3_server(tmp_path: Path, embed
         assert children, "the embedded hub runs SeaweedFS as a child process"
         # When it is asked to stop
         proc.send_signal(signum)
-        # Then it exits cleanly, and its SeaweedFS child is gone with it
+        # Then it exits cleanly, and its children (SeaweedFS, the SMTP gateway processes and multiprocessing's
+        # resource tracker) are gone with it within seconds
         assert proc.wait(timeout=30) == 0
+        deadline = time.monotonic() + 15
         for child in children:
+            while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
             assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text()
 
 
