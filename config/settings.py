@@ -95,6 +95,49 @@ class MailSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class NotifySettings:
+    """[notify]: where patient notifications go.  No smart host (`smtp_host` empty): each e-mail is a
+    .eml file in `<data dir>/outbox/email`; no SMS provider: a .json file in `<data dir>/outbox/sms`."""
+
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    smtp_username: str = ""
+    smtp_password: str = ""
+    sender: str = "ne-pas-repondre@monespacesante.localhost"
+    sms_url: str = ""
+    sms_api_key: str = ""
+    link: str = "https://www.monespacesante.fr"
+    digest_window_s: int = 3600
+    letters_every_s: float = 3600.0  # how often due postal notices are printed into a batch
+    workers: int = 2
+    retry_base_s: float = 30.0  # a channel down: first retry after 15-30 s, doubling...
+    retry_max_delay_s: float = 3600.0  # ...up to an hour between tries...
+    retry_attempts: int = 60  # ...then the notice fails (and falls back): about two days
+
+
+_NOTIFY_KEYS = tuple(NotifySettings.__dataclass_fields__)
+
+
+def _notify(table: Mapping[str, Any]) -> NotifySettings:
+    unknown = sorted(set(table) - set(_NOTIFY_KEYS))
+    if unknown:
+        raise ConfigError(f"config key notify.{unknown[0]} is unknown (known: {', '.join(_NOTIFY_KEYS)})")
+    defaults = NotifySettings()
+    values: dict[str, Any] = {}
+    for key in table:
+        default = getattr(defaults, key)
+        kind: type | tuple[type, ...] = (int, float) if isinstance(default, float) else type(default)
+        values[key] = _typed(table, key, kind, default, "notify")
+    notify = NotifySettings(**values)
+    if (notify.digest_window_s < 0 or notify.letters_every_s <= 0 or notify.workers < 1 or notify.retry_base_s <= 0
+            or notify.retry_max_delay_s < notify.retry_base_s or notify.retry_attempts < 1):
+        raise ConfigError("config [notify]: digest_window_s >= 0, letters_every_s > 0, workers >= 1, "
+                          "0 < retry_base_s <= retry_max_delay_s, retry_attempts >= 1")
+    return notify
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything one hub process needs, for any role (api, worker, filedrop, or all)."""
 
@@ -113,6 +156,7 @@ class Settings:
     credentials: tuple[Credential, ...] = ()
     key_secret: bytes = b""
     mail: MailSettings = field(default_factory=MailSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
 
     @property
     def embedded_store(self) -> bool:
@@ -274,4 +318,5 @@ def settings_from_mapping(data: Mapping[str, Any], *, data_dir: Path) -> Setting
         credentials=_credentials(data.get("credentials", [])),
         key_secret=str(_typed(s3, "key_secret", str, "", "s3")).encode(),
         mail=replace(_mail(_section(data, "smtp"), _section(data, "lmtp"), _section(data, "mss"),
-                           _section(data, "relay"), data.get("imap", [])), limits=_parse_limits(data)))
+                           _section(data, "relay"), data.get("imap", [])), limits=_parse_limits(data)),
+        notify=_notify(_section(data, "notify")))

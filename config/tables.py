@@ -1,7 +1,7 @@
 """Decision tables shipped as data: the CDA schema, the JDV_J07 type codes, the classification TOML.
 
 Owns: reading config/cda/ (XSD tree), config/value-sets/JDV_J07_XdsTypeCode_CISIS.xml and
-config/classification.toml from this package's directory into typed values, once at start.
+config/classification.toml and config/notifications.toml from this package's directory into typed values, once at start.
 Does not: validate or classify (pipelines.core does, purely), use the network (schemaLocations are
 relative paths inside config/cda/, parsed with no_network), or read anything else.
 """
@@ -15,12 +15,14 @@ from lxml import etree
 
 from hub.errors import ConfigError
 from pipelines.core.classification import ClassificationTables, tables_from_mapping
+from pipelines.core.notify import NotifyPolicy, policy_from_mapping
 from pipelines.core.validation import ValidationRules
 
 HERE = Path(__file__).parent
 SCHEMA = HERE / "cda" / "CDA_extended.xsd"
 J07 = HERE / "value-sets" / "JDV_J07_XdsTypeCode_CISIS.xml"
 CLASSIFICATION = HERE / "classification.toml"
+NOTIFICATIONS = HERE / "notifications.toml"
 _SVS_CONCEPT = "{urn:ihe:iti:svs:2008}Concept"
 
 
@@ -63,3 +65,12 @@ def load_classification(path: Path = CLASSIFICATION) -> ClassificationTables:
         return tables_from_mapping(data, type_labels=load_type_labels())
     except (OSError, tomllib.TOMLDecodeError, ValueError) as exc:
         raise ConfigError(f"cannot load classification table {path.name}: {exc}") from exc
+
+
+def load_notify_policy(path: Path = NOTIFICATIONS, *, digest_window_s: int = 3600) -> NotifyPolicy:
+    """The notification policy table (event kind x patient status -> channels)."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return policy_from_mapping(data, digest_window_s=digest_window_s)
+    except (OSError, tomllib.TOMLDecodeError, ValueError) as exc:
+        raise ConfigError(f"cannot load notification policy {path.name}: {exc}") from exc

@@ -8,12 +8,14 @@
     - ConfigError           configuration is missing or wrong (fails at start)
     - RosterRejected        a roster file with bad lines (nothing imported)
     - Refused               a request the rules forbid (a patient writing first to a professional...)
+    - ChannelRefused        a notification channel refused for good (5xx mail, invalid number) -> fallback
   + TransientError          something outside was down -> 503 / 451 to the client, or retry later
     - BusUnavailable        the message broker did not confirm a publish
     - StoreUnavailable      the S3 object store did not answer or refused
     - IndexUnavailable      the index database did not answer
     - SpoolUnavailable      the SMTP gateway's local spool could not be written (disk full, I/O error)
     - SpoolFull             the spool holds more undrained mail than its limit (the drain is behind)
+    - ChannelUnavailable    a notification channel (smart host, SMS provider, push endpoint) is down
 
 A document that fails validation is not an error: it is a report with findings,
 and the pipeline turns it into a `rejected` submission.  Third-party errors are
@@ -86,3 +88,15 @@ class Refused(PermanentError):
     def __init__(self, finding: dict[str, object]) -> None:
         super().__init__(str(finding.get("rule", "refused")))
         self.finding = finding
+
+
+class ChannelUnavailable(TransientError):
+    """A notification channel did not answer or asked to try later (4xx mail, HTTP 429/5xx, timeout)."""
+
+
+class ChannelRefused(PermanentError):
+    """A notification channel refused this notice for good; `reason` is safe to log (no health data)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

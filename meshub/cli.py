@@ -1,6 +1,7 @@
 """`meshub`: run the hub, and talk to a running hub over HTTP (scriptable: --json, exit codes).
 
-Commands: run, submit, status, documents, get, patients import, messages, mailbox.  Client commands
+Commands: run, submit, status, documents, get, patients import, messages, mailbox, notifications,
+letters.  Client commands
 find the hub's URL and development credentials in --data-dir (written by
 `meshub run`) unless --url / --token (or MESHUB_URL / MESHUB_TOKEN) are given.
 Exit codes: 0 success; 1 a submission was rejected or something asked for is
@@ -51,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--http-port", type=int)
     run.add_argument("--workers", type=int, help="pipeline worker threads in this process")
     run.add_argument("--smtp-port", type=int, help="MSSanté SMTP gateway port (default 2525; 0 turns it off)")
+    run.add_argument("--notify-smtp", metavar="HOST:PORT",
+                     help="smart host for patient e-mail notifications (default: .eml files in DATA_DIR/outbox/email)")
     run.add_argument("--role", choices=("all", "api", "worker"), default="all",
                      help="api: HTTP + file drop; worker: pipeline workers only; all: both (default)")
     run.add_argument("--log-level", default="INFO")
@@ -80,6 +83,14 @@ def _parser() -> argparse.ArgumentParser:
     messages = sub.add_parser("messages", help="list a patient's MSSanté messages")
     messages.add_argument("ins")
     _add_client_options(messages)
+    notifications = sub.add_parser("notifications", help="what was sent to a patient, on every channel")
+    notifications.add_argument("ins")
+    _add_client_options(notifications)
+    letters = sub.add_parser("letters", help="postal batches and their PDF files")
+    letters.add_argument("--print", action="store_true", dest="print_now",
+                         help="print every due postal notice into a new batch first")
+    letters.add_argument("-o", "--output-dir", type=Path, help="also download each batch's PDF into this folder")
+    _add_client_options(letters)
     mailbox = sub.add_parser("mailbox", help="what the hub delivered to a mailbox address (organisational or other)")
     mailbox.add_argument("address")
     _add_client_options(mailbox)
@@ -206,6 +217,39 @@ def cmd_mailbox(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_notifications(args: argparse.Namespace) -> int:
+    with _client(args, "admin") as client:
+        rows = _check(client.get(f"/v1/patients/{args.ins}/notifications"))["notifications"]
+    _print_rows(rows, args.json, _notice_line)
+    return EXIT_OK
+
+
+def _notice_line(r: dict[str, Any]) -> str:
+    read = "  read" if r["read_at"] else ""
+    error = f"  {r['last_error']}" if r["last_error"] else ""
+    return (f"{r['created_at'][:19]}  {r['channel']:<6}  {r['kind']:<19}  {r['state']:<9}  "
+            f"attempts={r['attempts']}{read}{error}")
+    return EXIT_OK
+
+
+def cmd_letters(args: argparse.Namespace) -> int:
+    with _client(args, "admin") as client:
+        if args.print_now:
+            _check(client.post("/v1/letters"))
+        rows = _check(client.get("/v1/letters"))["batches"]
+        if args.output_dir:
+            args.output_dir.mkdir(parents=True, exist_ok=True)
+            for row in rows:
+                response = client.get(f"/v1/letters/{row['batch_id']}.pdf")
+                if response.status_code >= 400:
+                    _check(response)
+                row["file"] = str(args.output_dir / f"{row['batch_id']}.pdf")
+                Path(row["file"]).write_bytes(response.content)
+    _print_rows(rows, args.json, lambda r: f"{r['batch_id']}  {r['period']}  {r['created_at'][:19]}  "
+                                          f"letters={r['letters']}  {r.get('file', r['pdf_key'])}")
+    return EXIT_OK
+
+
 def cmd_patients_import(args: argparse.Namespace) -> int:
     with _client(args, "admin") as client:
         result = _check(client.post("/v1/patients/import", content=args.roster.read_bytes(),
@@ -228,6 +272,11 @@ def load_settings(args: argparse.Namespace) -> Settings:
                                    ("workers", args.workers)) if v is not None}
     if args.smtp_port is not None:
         overrides["mail"] = replace(settings.mail, smtp_port=args.smtp_port)
+    if args.notify_smtp:
+        host, _, port = args.notify_smtp.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"--notify-smtp {args.notify_smtp!r}: expected HOST:PORT")
+        overrides["notify"] = replace(settings.notify, smtp_host=host, smtp_port=int(port))
     return replace(settings, **overrides)
 
 
@@ -279,7 +328,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "submit": cmd_submit, "status": cmd_status, "documents": cmd_documents,
-            "get": cmd_get, "patients": cmd_patients_import, "messages": cmd_messages, "mailbox": cmd_mailbox}
+            "get": cmd_get, "patients": cmd_patients_import, "messages": cmd_messages, "mailbox": cmd_mailbox,
+            "notifications": cmd_notifications, "letters": cmd_letters}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,12 +23,21 @@ from typing import Any
 import uvicorn
 
 from config.settings import MailSettings, Settings
-from config.tables import load_classification, load_validation_rules
+from config.tables import load_classification, load_notify_policy, load_validation_rules
 from connectors.inbound.file_drop import DropFolders, FileDrop
 from connectors.inbound.http_api import ApiContext, create_app
 from connectors.inbound.imap import ImapIntake, mail_acceptor
 from connectors.inbound.smtp_server import listen, make_dev_certificate
+from connectors.outbound.letters import PdfLetterPrinter
 from connectors.outbound.lmtp import LmtpDelivery
+from connectors.outbound.notify_channels import (
+    HttpPushChannel,
+    HttpSmsChannel,
+    InAppChannel,
+    OutboxEmailChannel,
+    OutboxSmsChannel,
+    SmtpEmailChannel,
+)
 from connectors.outbound.relay import SmtpRelay
 from hub.auth import Authenticator
 from hub.bus import open_connection
@@ -38,7 +47,9 @@ from hub.envelope import BlobRef, Envelope, Source
 from hub.errors import ConfigError, HubError
 from hub.intake import Intake
 from hub.mailqueue import MAIL_CONTENT_TYPE
-from hub.ports import BlobStore, Handler
+from hub.notices import Channel
+from hub.ports import BlobStore, Handler, NotificationChannel
+from hub.retry import RetryPolicy
 from hub.topology import Topology
 from meshub import datadir
 from meshub.gateway_process import GatewayPlan, GatewayProcess
@@ -49,12 +60,14 @@ from pipelines.core.xdm import XdmLimits
 from pipelines.mail import MailPipeline, MailPorts
 from pipelines.mail_reports import ReportSender
 from pipelines.mail_service import PatientMail
+from pipelines.notify import LetterRun, NoticeSender, Notifier, NotifyPorts
 from pipelines.outbound import OutboundPipeline, OutboundPorts
 from pipelines.roster_import import import_roster
 from pipelines.router import Router
 from pipelines.runner import DocumentPipeline
 from storage.index import SqlIndex
 from storage.mailbox import SqlMailbox
+from storage.notifications import SqlNotifications
 from storage.objects import MinioBlobStore
 from storage.recent import RecentBlobs
 from storage.seaweed import SeaweedServer
@@ -83,6 +96,10 @@ class Hub:
     outbound_topology: Topology
     outbound_publisher: KombuPublisher
     rules: MssRules
+    notices: SqlNotifications
+    notify_ports: NotifyPorts
+    notify_topology: Topology
+    notify_publisher: KombuPublisher
     stop: threading.Event = field(default_factory=threading.Event)
     gateways: list[GatewayProcess] = field(default_factory=list)
     drainers: list[SpoolDrainer] = field(default_factory=list)
@@ -96,7 +113,8 @@ class Hub:
                           auth=Authenticator(self.settings.credentials),
                           max_body_bytes=self.settings.max_body_bytes,
                           import_roster=lambda raw: import_roster(raw, self.index),
-                          mailboxes=self.mailboxes, mail=mail, patient_domain=self.rules.patient_domain)
+                          mailboxes=self.mailboxes, mail=mail, patient_domain=self.rules.patient_domain,
+                          notices=self.notices, print_letters=lambda: self.letter_run().run())
 
     def reports(self) -> ReportSender:
         return ReportSender(self.intake, hostname=self.settings.mail.hostname, domain=self.settings.mail.hostname)
@@ -118,13 +136,15 @@ class Hub:
     def start_workers(self, count: int) -> None:
         """`count` intake workers (CDA documents and queued mail) and the outbound workers."""
         mail_limits, xdm_limits = parse_limits(self.settings.mail)
+        notifier = Notifier(self.notify_ports)
         mail = MailPipeline(MailPorts(store=self.pipeline_store, index=self.index, mailboxes=self.mailboxes,
                                       intake=self.intake, outbound=self.outbound_publisher, rules=self.rules,
-                                      reports=self.reports(), mail_limits=mail_limits, xdm_limits=xdm_limits))
+                                      reports=self.reports(), mail_limits=mail_limits, xdm_limits=xdm_limits,
+                                      announce=notifier.message_filed))
         # A document filed from a mail ("mss") settles that mail's integration report once it is final.
         documents = DocumentPipeline(store=self.pipeline_store, index=self.index, rules=load_validation_rules(
             max_bytes=self.settings.max_body_bytes), tables=load_classification(),
-            followers={"mss": mail.integration})
+            followers={"mss": mail.integration}, announce=notifier.document_indexed)
         pipeline: Handler = Router({MAIL_CONTENT_TYPE: mail}, default=documents)
         for n in range(count):
             worker = Worker(lambda: open_connection(self.settings.bus_url), self.topology, pipeline)
@@ -133,6 +153,46 @@ class Hub:
         for n in range(OUTBOUND_WORKERS):
             worker = Worker(lambda: open_connection(self.settings.bus_url), self.outbound_topology, outbound)
             self.spawn(f"outbound-{n}", worker.run, background=True)
+        self.start_notifications()
+
+    def start_notifications(self) -> None:
+        """The notify workers (one send per wake-up, retried on the bus) and the letter printer."""
+        notify = self.settings.notify
+        retry = RetryPolicy(max_attempts=notify.retry_attempts, base_delay_s=notify.retry_base_s,
+                            max_delay_s=notify.retry_max_delay_s)
+        sender = NoticeSender(self.notify_ports, self.notification_channels(), link=notify.link, retry=retry)
+        for n in range(self.settings.notify.workers):
+            worker = Worker(lambda: open_connection(self.settings.bus_url), self.notify_topology, sender)
+            self.spawn(f"notify-{n}", worker.run, background=True)
+        self.spawn("letters", self._letters_loop, background=True)
+
+    def letter_run(self, clock: Callable[[], datetime] | None = None) -> LetterRun:
+        """Printing due postal notices into one PDF batch (`clock`: tests look a month ahead)."""
+        run = LetterRun(index=self.index, notices=self.notices, printer=PdfLetterPrinter(), store=self.store,
+                        link=self.settings.notify.link)
+        if clock is not None:
+            run.clock = clock
+        return run
+
+    def _letters_loop(self, stop: threading.Event) -> None:
+        run = self.letter_run()
+        while not stop.wait(self.settings.notify.letters_every_s):
+            try:
+                run.run()
+            except HubError as exc:
+                log.warning("letter batch skipped: %s", type(exc).__name__)
+
+    def notification_channels(self) -> dict[Channel, NotificationChannel]:
+        """[notify]: a smart host and an SMS provider when configured, else outbox folders in the data dir."""
+        notify, outbox = self.settings.notify, self.settings.data_dir / "outbox"
+        email: NotificationChannel = SmtpEmailChannel(
+            notify.smtp_host, notify.smtp_port, sender=notify.sender, helo_name=self.settings.mail.hostname,
+            starttls=notify.smtp_starttls, username=notify.smtp_username, password=notify.smtp_password,
+        ) if notify.smtp_host else OutboxEmailChannel(outbox / "email", sender=notify.sender)
+        sms: NotificationChannel = HttpSmsChannel(notify.sms_url, notify.sms_api_key) if notify.sms_url \
+            else OutboxSmsChannel(outbox / "sms")
+        return {Channel.EMAIL: email, Channel.SMS: sms, Channel.PUSH: HttpPushChannel(),
+                Channel.INAPP: InAppChannel()}
 
     def _outbound_ports(self) -> OutboundPorts:
         mail = self.settings.mail
@@ -233,6 +293,7 @@ class Hub:
             thread.join(timeout=10)
         self.publisher.close()
         self.outbound_publisher.close()
+        self.notify_publisher.close()
         self.index.dispose()
         self.exit_stack.close()
 
@@ -286,12 +347,17 @@ def build_hub(settings: Settings, *, workers_in_process: bool = False) -> Hub:
         index = SqlIndex.connect(settings.index_url)
         topology = Topology(prefix=settings.bus_prefix)
         outbound_topology = Topology(prefix=settings.bus_prefix, queue="outbound")
+        notify_topology = Topology(prefix=settings.bus_prefix, queue="notify")
         with open_connection(settings.bus_url) as conn:
             declare(conn, topology)
             declare(conn, outbound_topology)
+            declare(conn, notify_topology)
         publisher = KombuPublisher(open_connection(settings.bus_url), topology, pool_size=32)
         outbound_publisher = KombuPublisher(open_connection(settings.bus_url), outbound_topology, pool_size=4)
+        notify_publisher = KombuPublisher(open_connection(settings.bus_url), notify_topology, pool_size=4)
         mailboxes = SqlMailbox.beside(index)
+        notices = SqlNotifications.beside(index)
+        policy = load_notify_policy(digest_window_s=settings.notify.digest_window_s)
     except BaseException:
         stack.close()
         raise
@@ -300,7 +366,9 @@ def build_hub(settings: Settings, *, workers_in_process: bool = False) -> Hub:
     return Hub(settings=settings, store=store, index=index, publisher=publisher, intake=intake,
                topology=topology, pipeline_store=blobs, mailboxes=mailboxes, outbound_topology=outbound_topology,
                outbound_publisher=outbound_publisher, rules=MssRules.from_mapping(settings.mail.rules),
-               exit_stack=stack)
+               notices=notices, notify_ports=NotifyPorts(index=index, notices=notices, queue=notify_publisher,
+                                                         policy=policy),
+               notify_topology=notify_topology, notify_publisher=notify_publisher, exit_stack=stack)
 
 
 def serve(hub: Hub, *, on_ready: Callable[[str], None] | None = None) -> None:

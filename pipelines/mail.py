@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -63,6 +63,8 @@ class MailPorts:
     reports: ReportSender
     mail_limits: MailLimits = field(default_factory=MailLimits)  # [mime]
     xdm_limits: XdmLimits = field(default_factory=XdmLimits)  # [xdm]
+    #: told (message id, INS) of each message filed in a patient's mailbox: the patient's notification
+    announce: Callable[[str, str], None] | None = None
 
 
 @dataclass(slots=True)
@@ -130,6 +132,8 @@ class MailPipeline:
                 ("notice", q.mail.from_addr)
             self._p.mailboxes.store_message(self._record(q, message_id, rcpt.address, direction, correspondent,
                                                          tuple(d.submission_id for d in filing.documents)))
+        if self._p.announce is not None and q.smtp.mail_from.strip("<>"):  # again on a redelivery: deduped
+            self._p.announce(message_id, ins)
         if q.smtp.mail_from.strip("<>"):  # a report never gets a report back
             self._p.mailboxes.record_filing(filing)
             self.integration.settle(filing, by=q.envelope.submission_id)

@@ -2,7 +2,8 @@
 
 Owns: running the stages in order for one envelope, logging the decision
 (submission id, outcome, duration: never content or identifiers), then handing the
-envelope, now final, to the follower of its source kind (for `mss`: the integration
+indexed document to the announcer (patient notifications) and the envelope, now final, to the
+follower of its source kind (for `mss`: the integration
 report of the mail that filed it, pipelines.mail.IntegrationReports).
 Does not: ack, retry or dead-letter (the worker does, from what this raises).
 """
@@ -11,11 +12,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from hub.envelope import Envelope
 from hub.errors import IntegrityError, NotFound
 from hub.ports import BlobStore, Handler, Index
+from hub.records import DocumentRecord
 from pipelines import stages
 from pipelines.core.classification import ClassificationTables
 from pipelines.core.findings import Finding
@@ -31,8 +33,10 @@ class DocumentPipeline:
     idempotent); its TransientError retries the envelope, which finds its outcome already recorded."""
 
     def __init__(self, *, store: BlobStore, index: Index, rules: ValidationRules,
-                 tables: ClassificationTables, followers: Mapping[str, Handler] | None = None) -> None:
+                 tables: ClassificationTables, followers: Mapping[str, Handler] | None = None,
+                 announce: Callable[[DocumentRecord], None] | None = None) -> None:
         self._store = store
+        self._announce = announce
         self._index = index
         self._rules = rules
         self._tables = tables
@@ -48,7 +52,9 @@ class DocumentPipeline:
             self._follow(envelope)
             return
         checked = stages.check(data, self._rules, self._index)
-        stages.index_or_reject(envelope, checked, self._tables, self._index)
+        indexed = stages.index_or_reject(envelope, checked, self._tables, self._index)
+        if indexed is not None and self._announce is not None:
+            self._announce(indexed)  # before the ack: a redelivery announces again, and the notices dedupe
         log.info("submission=%s %s in %.1f ms", envelope.submission_id, "ok" if checked.ok else "rejected",
                  (time.perf_counter() - started) * 1000)
         self._follow(envelope)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from hub.envelope import Envelope
 from hub.ports import BlobStore, Index
-from hub.records import DocumentRecord
+from hub.records import DocumentRecord, SubmissionStatus
 from pipelines.core.cda import CdaHeader
 from pipelines.core.classification import Classification, ClassificationTables, classify
 from pipelines.core.findings import Finding, Severity
@@ -63,10 +63,14 @@ def document_record(envelope: Envelope, header: CdaHeader, found: Classification
         author_id=header.author_id, custodian_id=header.custodian_id, replaces=header.replaces)
 
 
-def index_or_reject(envelope: Envelope, checked: Checked, tables: ClassificationTables, index: Index) -> None:
+def index_or_reject(envelope: Envelope, checked: Checked, tables: ClassificationTables,
+                    index: Index) -> DocumentRecord | None:
+    """The document this submission indexed (again, on a redelivery), or None (rejected, duplicate)."""
     findings = tuple(f.to_dict() for f in checked.findings)
     if not checked.ok or checked.header is None:
         index.reject(envelope, findings)
-        return
+        return None
     found = classify(checked.header, tables)
-    index.index_document(envelope, document_record(envelope, checked.header, found), findings)
+    document = document_record(envelope, checked.header, found)
+    outcome = index.index_document(envelope, document, findings)
+    return document if outcome.status is SubmissionStatus.INDEXED else None

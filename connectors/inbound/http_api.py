@@ -25,7 +25,8 @@ from hub.auth import Authenticator
 from hub.envelope import BlobRef, Source
 from hub.errors import HubError, NotFound, RosterRejected, TransientError
 from hub.intake import Intake
-from hub.ports import BlobStore, Index, Mailboxes, MailService
+from hub.notices import LetterBatch
+from hub.ports import BlobStore, Index, Mailboxes, MailService, NotificationStore
 from hub.records import DocumentQuery, SubmissionRecord
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ class ApiContext:
     mailboxes: Mailboxes | None = None  # patient mailboxes (MSSanté); None: the mailbox routes are absent
     mail: MailService | None = None
     patient_domain: str = "patient.mssante.fr"
+    notices: NotificationStore | None = None  # patient notifications; None: those routes are absent
+    print_letters: Callable[[], LetterBatch | None] | None = None  # print due postal notices now
 
 
 def api_error(status: int, code: str, en: str, fr: str, headers: dict[str, str] | None = None) -> HTTPException:
@@ -73,6 +76,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
     if ctx.mailboxes is not None and ctx.mail is not None:
         from connectors.inbound.mailbox_api import mailbox_routes
         mailbox_routes(app, ctx)
+    if ctx.notices is not None:
+        from connectors.inbound.notifications_api import notification_routes
+        notification_routes(app, ctx)
     return app
 
 

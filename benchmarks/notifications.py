@@ -1,0 +1,169 @@
+"""Notification benchmark: events/second through policy + notice store + durable bus + e-mail channel to a
+local SMTP sink, with p50/p99 from announce to the sink's 250, beside the raw smtplib rate to the same sink
+in the same run (the transport ceiling).  Nothing is asserted.
+
+Stack: RabbitMQ and PostgreSQL when reachable (--stack production), else the embedded default's SQLite bus
+and index (--stack embedded).  Each event is a new document for one of --patients active patients with
+an e-mail address and no quiet hours (so every notice is due at once).
+
+    .venv/bin/python -m benchmarks.notifications [--events 2000] [--workers 2] [--stack embedded]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import smtplib
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from benchmarks.e2e import patients
+from config.tables import load_notify_policy
+from connectors.outbound.notify_channels import InAppChannel, SmtpEmailChannel
+from hub.bus import open_connection
+from hub.bus.kombu_bus import KombuPublisher, declare
+from hub.bus.worker import Worker
+from hub.notices import Channel, Event, EventKind, Preferences
+from hub.ports import NotificationChannel
+from hub.records import PatientRecord, PatientStatus
+from hub.topology import Topology
+from pipelines.notify import NoticeSender, Notifier, NotifyPorts
+from storage.index import SqlIndex
+from storage.notifications import SqlNotifications
+
+
+class CountingSink:
+    """aiosmtpd handler: accepts everything, notes when each message arrived (by its Message-ID)."""
+
+    def __init__(self) -> None:
+        self.arrived: dict[str, float] = {}
+        self.done = threading.Event()
+        self.expected = 0
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = bytes(envelope.original_content or b"")
+        start = content.find(b"Message-ID:")
+        key = content[start:content.find(b"\r\n", start)] if start >= 0 else str(len(self.arrived)).encode()
+        self.arrived[key.decode(errors="replace")] = time.perf_counter()
+        if len(self.arrived) >= self.expected:
+            self.done.set()
+        return "250 2.0.0 Ok"
+
+
+def raw_rate(port: int, count: int) -> float:
+    """smtplib straight to the sink, one connection per message (what the e-mail channel does)."""
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "bench@mes.test", "p@example.org", "raw"
+    message.set_content("x" * 400)
+    started = time.perf_counter()
+    for n in range(count):
+        del message["Message-ID"]
+        message["Message-ID"] = f"<raw-{n}@mes.test>"
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+            client.send_message(message)
+    return count / (time.perf_counter() - started)
+
+
+def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    bus_url, index_url = _urls(args.stack, tmp)
+    index = SqlIndex.connect(index_url)
+    notices = SqlNotifications.beside(index)
+    people = patients(args.patients)
+    index.upsert_patients([PatientRecord(ins=ins, oid="1.2.250.1.213.1.4.10", birth_name="BENCH", given_names="Jo",
+                                         birth_date="1980-01-01", email=f"p{n}@example.org",
+                                         status=PatientStatus.ACTIVE) for n, ins in enumerate(people)])
+    for ins in people:
+        notices.set_preferences(ins, Preferences(quiet_hours=""))
+    topology = Topology(prefix=f"bench{uuid.uuid4().hex[:6]}", queue="notify")
+    with open_connection(bus_url) as conn:
+        declare(conn, topology)
+    publisher = KombuPublisher(open_connection(bus_url), topology, pool_size=4)
+    ports = NotifyPorts(index=index, notices=notices, queue=publisher, policy=load_notify_policy(digest_window_s=0))
+
+    sink = CountingSink()
+    port = _free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        raw = raw_rate(port, min(args.events, 1000))
+        sink.arrived.clear()
+        sink.expected = args.events
+        channels: dict[Channel, NotificationChannel] = {Channel.EMAIL: SmtpEmailChannel("127.0.0.1", port, sender="ne-pas-repondre@mes.test"),
+                    Channel.INAPP: InAppChannel()}
+        sender = NoticeSender(ports, channels, link="https://mes.test")
+        stop = threading.Event()
+        workers = [threading.Thread(target=Worker(lambda: open_connection(bus_url), topology, sender).run,
+                                    args=(stop,), daemon=True) for _ in range(args.workers)]
+        for worker in workers:
+            worker.start()
+        notifier = Notifier(ports)
+        announced: dict[str, float] = {}
+        started = time.perf_counter()
+        for n in range(args.events):
+            event = Event(event_id=f"document:bench-{uuid.uuid4().hex}", kind=EventKind.NEW_DOCUMENT,
+                          ins=people[n % len(people)], occurred_at=datetime.now(UTC))
+            at = time.perf_counter()
+            for notice in notifier.announce(event):
+                if notice.channel is Channel.EMAIL:
+                    announced[notice.notice_id] = at
+        announce_s = time.perf_counter() - started
+        sink.done.wait(timeout=600)
+        elapsed = time.perf_counter() - started
+        stop.set()
+        latencies = sorted((arrived - announced[_notice_of(key)]) * 1000 for key, arrived in sink.arrived.items()
+                           if _notice_of(key) in announced)
+    finally:
+        controller.stop()
+        publisher.close()
+        index.dispose()
+    return {"stack": args.stack, "events": args.events, "workers": args.workers,
+            "raw_smtplib_msg_per_s": round(raw, 1),
+            "announce_per_s": round(args.events / announce_s, 1),
+            "notifications_per_s": round(len(sink.arrived) / elapsed, 1),
+            "delivered": len(sink.arrived),
+            "latency_ms": {"p50": round(statistics.median(latencies), 1),
+                           "p99": round(latencies[int(len(latencies) * 0.99) - 1], 1)} if latencies else {}}
+
+
+def _notice_of(message_id_header: str) -> str:
+    """'Message-ID: <n-...@mes.test>' -> 'n-...' (the e-mail channel derives the Message-ID from the notice id)."""
+    value = message_id_header.partition(":")[2].strip().strip("<>")
+    return value.partition("@")[0]
+
+
+def _urls(stack: str, tmp: Path) -> tuple[str, str]:
+    if stack == "production":
+        return "amqp://guest:guest@127.0.0.1:5672//", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    return f"sqlite:///{tmp / 'bus.sqlite3'}", f"sqlite:///{tmp / 'index.sqlite3'}"
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--patients", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--stack", choices=("embedded", "production"), default="embedded")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="notifybench-") as tmp:
+        print(json.dumps(run(args, Path(tmp)), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""Notices, preferences, push devices, legal representatives and letter batches, on the index's database.
+
+Owns: the tables and transactions behind hub.ports.NotificationStore.
+Rule 1: a notice is inserted once per (event, channel, addressee, address): the notice id is derived
+from them (pipelines.core.notify.notice_id), and the insert is ON CONFLICT DO NOTHING.
+Rule 2: a notice is sent by whoever holds its lease: `claim` is one conditional UPDATE, so two workers
+woken for the same notice never both send it.
+Does not: decide who is told what (pipelines.core.notify) or send anything (connectors.outbound).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from hub.notices import Channel, EventKind, LetterBatch, Notice, NoticeState, Preferences
+from storage.index import SqlIndex, db_errors, metadata
+
+notices = sa.Table(
+    "notices", metadata,
+    sa.Column("seq", sa.Integer, sa.Identity(), primary_key=True),
+    sa.Column("notice_id", sa.String(40), nullable=False, unique=True),
+    sa.Column("event_id", sa.String(300), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("ins", sa.String(15), nullable=False),
+    sa.Column("about_ins", sa.String(15), nullable=False),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("address", sa.Text, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("lease_until", sa.DateTime(timezone=True)),
+    sa.Column("sent_at", sa.DateTime(timezone=True)),
+    sa.Column("read_at", sa.DateTime(timezone=True)),
+    sa.Column("batch_id", sa.String(64), nullable=False, default=""),
+    sa.Column("provider_ref", sa.String(256), nullable=False, default=""),
+    sa.Column("last_error", sa.Text, nullable=False, default=""),
+    sa.Column("fallback_of", sa.String(40), nullable=False, default=""),
+    sa.Column("code", sa.String(64), nullable=False, default=""),
+    sa.Column("code_expires", sa.DateTime(timezone=True)),
+    sa.Index("ix_notices_ins", "ins", "seq"),
+    sa.Index("ix_notices_queue", "state", "channel", "due_at"),
+    sa.Index("ix_notices_provider", "provider_ref"),
+)
+
+preferences = sa.Table(
+    "notification_preferences", metadata,
+    sa.Column("ins", sa.String(15), primary_key=True),
+    sa.Column("choices", sa.Text, nullable=False),
+)
+
+devices = sa.Table(
+    "push_devices", metadata,
+    sa.Column("ins", sa.String(15), primary_key=True),
+    sa.Column("endpoint", sa.String(1000), primary_key=True),
+    sa.Column("added_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+representatives = sa.Table(
+    "legal_representatives", metadata,
+    sa.Column("ins", sa.String(15), primary_key=True),
+    sa.Column("representative_ins", sa.String(15), primary_key=True),
+)
+
+letter_batches = sa.Table(
+    "letter_batches", metadata,
+    sa.Column("batch_id", sa.String(64), primary_key=True),
+    sa.Column("period", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("letters", sa.Integer, nullable=False),
+    sa.Column("bucket", sa.String(128), nullable=False),
+    sa.Column("pdf_key", sa.String(256), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+)
+
+TABLES = [notices, preferences, devices, representatives, letter_batches]
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def _when(value: datetime | None) -> datetime:
+    aware = _aware(value)
+    assert aware is not None
+    return aware
+
+
+class SqlNotifications:
+    """hub.ports.NotificationStore on the index's engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    @classmethod
+    def beside(cls, index: SqlIndex) -> SqlNotifications:
+        """The store sharing `index`'s database; creates its tables if missing (idempotent)."""
+        with db_errors(), index.engine.begin() as conn:
+            metadata.create_all(conn, tables=TABLES, checkfirst=True)
+        return cls(index.engine)
+
+    # -- notices ----------------------------------------------------------------------------------
+
+    def add(self, batch: Sequence[Notice]) -> list[Notice]:
+        if not batch:
+            return []
+        rows = [_notice_row(n) for n in batch]
+        with db_errors(), self._engine.begin() as conn:
+            conn.execute(self._insert(notices).values(rows).on_conflict_do_nothing(index_elements=["notice_id"]))
+            found = conn.execute(notices.select().where(notices.c.notice_id.in_([n.notice_id for n in batch]))
+                                 .order_by(notices.c.seq)).all()
+        return [_notice_from_row(r) for r in found]
+
+    def notice(self, notice_id: str) -> Notice | None:
+        with db_errors(), self._engine.connect() as conn:
+            row = conn.execute(notices.select().where(notices.c.notice_id == notice_id)).first()
+        return _notice_from_row(row) if row is not None else None
+
+    def for_patient(self, ins: str, *, channel: Channel | None = None, after_seq: int | None = None,
+                    limit: int = 200) -> list[Notice]:
+        query = notices.select().where(notices.c.ins == ins)
+        if channel is not None:
+            query = query.where(notices.c.channel == str(channel))
+        if after_seq is not None:
+            query = query.where(notices.c.seq > after_seq).order_by(notices.c.seq)
+        else:
+            query = query.order_by(notices.c.seq.desc())
+        with db_errors(), self._engine.connect() as conn:
+            return [_notice_from_row(r) for r in conn.execute(query.limit(limit))]
+
+    def mark_read(self, ins: str, notice_id: str, *, at: datetime) -> Notice | None:
+        with db_errors(), self._engine.begin() as conn:
+            conn.execute(notices.update().where(notices.c.notice_id == notice_id, notices.c.ins == ins,
+                                                notices.c.read_at.is_(None)).values(read_at=at))
+            row = conn.execute(notices.select().where(notices.c.notice_id == notice_id,
+                                                      notices.c.ins == ins)).first()
+        return _notice_from_row(row) if row is not None else None
+
+    def claim(self, notice_id: str, *, now: datetime, lease_s: float) -> Notice | None:
+        free = sa.or_(notices.c.lease_until.is_(None), notices.c.lease_until < now)
+        with db_errors(), self._engine.begin() as conn:
+            claimed = conn.execute(notices.update().where(
+                notices.c.notice_id == notice_id, notices.c.state == str(NoticeState.QUEUED),
+                notices.c.due_at <= now, free).values(
+                lease_until=now + timedelta(seconds=lease_s), attempts=notices.c.attempts + 1)).rowcount
+            if not claimed:
+                return None
+            row = conn.execute(notices.select().where(notices.c.notice_id == notice_id)).first()
+        return _notice_from_row(row) if row is not None else None
+
+    def release(self, notice_id: str, *, error: str) -> None:
+        with db_errors(), self._engine.begin() as conn:
+            conn.execute(notices.update().where(notices.c.notice_id == notice_id)
+                         .values(lease_until=None, last_error=error[:500]))
+
+    def digest_group(self, notice: Notice, *, due_before: datetime) -> list[Notice]:
+        query = notices.select().where(
+            notices.c.ins == notice.ins, notices.c.channel == str(notice.channel),
+            notices.c.address == notice.address, notices.c.state == str(NoticeState.QUEUED),
+            notices.c.due_at <= due_before, notices.c.notice_id != notice.notice_id,
+            notices.c.kind == str(notice.kind)).order_by(notices.c.seq).limit(100)
+        with db_errors(), self._engine.connect() as conn:
+            return [_notice_from_row(r) for r in conn.execute(query)]
+
+    def finish(self, notice_ids: Sequence[str], state: NoticeState, *, at: datetime, batch_id: str = "",
+               provider_ref: str = "", error: str = "") -> None:
+        values: dict[str, Any] = {"state": str(state), "lease_until": None, "batch_id": batch_id,
+                                  "provider_ref": provider_ref, "last_error": error[:500]}
+        if state in (NoticeState.SENT, NoticeState.DELIVERED):
+            values["sent_at"] = at
+        with db_errors(), self._engine.begin() as conn:
+            conn.execute(notices.update().where(notices.c.notice_id.in_(list(notice_ids))).values(values))
+
+    def set_state(self, provider_ref: str, state: NoticeState, *, at: datetime) -> int:
+        with db_errors(), self._engine.begin() as conn:
+            return int(conn.execute(notices.update().where(
+                notices.c.provider_ref == provider_ref,
+                notices.c.state.in_([str(NoticeState.SENT), str(NoticeState.DELIVERED)])).values(
+                state=str(state))).rowcount)
+
+    def last_sent(self, ins: str, channel: Channel, *, exclude_event: str = "") -> datetime | None:
+        query = sa.select(sa.func.max(notices.c.sent_at)).where(
+            notices.c.ins == ins, notices.c.channel == str(channel), notices.c.sent_at.is_not(None),
+            notices.c.event_id != exclude_event)
+        with db_errors(), self._engine.connect() as conn:
+            return _aware(conn.execute(query).scalar())
+
+    def queued_letters(self, *, due_before: datetime) -> list[Notice]:
+        query = notices.select().where(notices.c.channel == str(Channel.POSTAL),
+                                       notices.c.state == str(NoticeState.QUEUED),
+                                       notices.c.due_at <= due_before).order_by(notices.c.seq)
+        with db_errors(), self._engine.connect() as conn:
+            return [_notice_from_row(r) for r in conn.execute(query)]
+
+    def record_batch(self, batch: LetterBatch, notice_ids: Sequence[str]) -> None:
+        row = {**batch.to_dict(), "created_at": batch.created_at}
+        with db_errors(), self._engine.begin() as conn:
+            conn.execute(self._insert(letter_batches).values(row).on_conflict_do_nothing(
+                index_elements=["batch_id"]))
+            conn.execute(notices.update().where(notices.c.notice_id.in_(list(notice_ids)),
+                                                notices.c.state == str(NoticeState.QUEUED)).values(
+                state=str(NoticeState.SENT), sent_at=batch.created_at, batch_id=batch.batch_id, lease_until=None))
+
+    def batches(self, *, limit: int = 100) -> list[LetterBatch]:
+        query = letter_batches.select().order_by(letter_batches.c.created_at.desc()).limit(limit)
+        with db_errors(), self._engine.connect() as conn:
+            return [LetterBatch(batch_id=r.batch_id, period=r.period, created_at=_when(r.created_at),
+                                letters=r.letters, bucket=r.bucket, pdf_key=r.pdf_key, sha256=r.sha256, size=r.size)
+                    for r in conn.execute(query)]
+
+    # -- per-patient settings ---------------------------------------------------------------------
+
+    def preferences(self, ins: str) -> Preferences:
+        with db_errors(), self._engine.connect() as conn:
+            raw = conn.execute(sa.select(preferences.c.choices).where(preferences.c.ins == ins)).scalar()
+        return Preferences(**json.loads(raw)) if raw else Preferences()
+
+    def set_preferences(self, ins: str, choices: Preferences) -> None:
+        row = {"ins": ins, "choices": json.dumps(choices.to_dict())}
+        with db_errors(), self._engine.begin() as conn:
+            conn.execute(self._insert(preferences).values(row).on_conflict_do_update(
+                index_elements=["ins"], set_={"choices": row["choices"]}))
+
+    def devices(self, ins: str) -> list[str]:
+        with db_errors(), self._engine.connect() as conn:
+            return [r.endpoint for r in conn.execute(devices.select().where(devices.c.ins == ins)
+                                                     .order_by(devices.c.added_at))]
+
+    def add_device(self, ins: str, endpoint: str) -> None:
+        with db_errors(), self._engine.begin() as conn:
+            conn.execute(self._insert(devices).values(ins=ins, endpoint=endpoint, added_at=datetime.now(UTC))
+                         .on_conflict_do_nothing(index_elements=["ins", "endpoint"]))
+
+    def representatives(self, ins: str) -> list[str]:
+        with db_errors(), self._engine.connect() as conn:
+            return [r.representative_ins for r in conn.execute(
+                representatives.select().where(representatives.c.ins == ins)
+                .order_by(representatives.c.representative_ins))]
+
+    def set_representatives(self, ins: str, reps: Sequence[str]) -> None:
+        with db_errors(), self._engine.begin() as conn:
+            conn.execute(representatives.delete().where(representatives.c.ins == ins))
+            if reps:
+                conn.execute(representatives.insert(), [{"ins": ins, "representative_ins": r} for r in reps])
+
+
+def _notice_row(n: Notice) -> dict[str, Any]:
+    return {"notice_id": n.notice_id, "event_id": n.event_id, "kind": str(n.kind), "ins": n.ins,
+            "about_ins": n.about_ins, "channel": str(n.channel), "address": n.address, "state": str(n.state),
+            "created_at": n.created_at, "due_at": n.due_at, "attempts": n.attempts, "sent_at": n.sent_at,
+            "read_at": n.read_at, "batch_id": n.batch_id, "provider_ref": n.provider_ref,
+            "last_error": n.last_error, "fallback_of": n.fallback_of, "code": n.code,
+            "code_expires": n.code_expires}
+
+
+def _notice_from_row(r: Any) -> Notice:
+    return Notice(notice_id=r.notice_id, event_id=r.event_id, kind=EventKind(r.kind), ins=r.ins,
+                  about_ins=r.about_ins, channel=Channel(r.channel), address=r.address,
+                  state=NoticeState(r.state), created_at=_when(r.created_at), due_at=_when(r.due_at),
+                  attempts=r.attempts, sent_at=_aware(r.sent_at), read_at=_aware(r.read_at), batch_id=r.batch_id,
+                  provider_ref=r.provider_ref, last_error=r.last_error, fallback_of=r.fallback_of, code=r.code,
+                  code_expires=_aware(r.code_expires), seq=r.seq)
