@@ -98,8 +98,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         raw = raw_rate(port, min(args.events, 1000))
         sink.arrived.clear()
         sink.expected = args.events
-        channels: dict[Channel, NotificationChannel] = {Channel.EMAIL: SmtpEmailChannel("127.0.0.1", port, sender="ne-pas-repondre@mes.test"),
-                    Channel.INAPP: InAppChannel()}
+        email = SmtpEmailChannel("127.0.0.1", port, sender="ne-pas-repondre@mes.test")
+        channels: dict[Channel, NotificationChannel] = {Channel.EMAIL: email, Channel.INAPP: InAppChannel()}
         sender = NoticeSender(ports, channels, link="https://mes.test")
         stop = threading.Event()
         workers = [threading.Thread(target=Worker(lambda: open_connection(bus_url), topology, sender).run,

@@ -176,24 +176,28 @@ class NoticeSender:
                     error[:80], delay)
 
     def _failed(self, notice: Notice, state: NoticeState, reason: str, now: datetime) -> None:
-        p = self._p
-        p.notices.finish([notice.notice_id], state, at=now, error=reason)
+        """Record the failure, after storing (and waking) the fallback: a crash in between leaves the
+        notice queued, and its redelivered wake-up finds the fallback already there."""
+        replacement = self._fallback_for(notice, now)
+        if replacement is not None:
+            for stored in self._p.notices.add([replacement]):
+                if stored.state is NoticeState.QUEUED and stored.channel is not Channel.POSTAL:
+                    self._p.queue.publish(wake_up(stored), delay_s=_delay(stored.due_at, now))
+            log.info("notice=%s falls back to %s", notice.notice_id, replacement.channel)
+        self._p.notices.finish([notice.notice_id], state, at=now, error=reason)
         log.warning("notice=%s channel=%s %s: %s", notice.notice_id, notice.channel, state, reason[:120])
+
+    def _fallback_for(self, notice: Notice, now: datetime) -> Notice | None:
+        p = self._p
         profile = p.index.patient(notice.ins)
         if profile is None:
-            return
+            return None
         addressee = Addressee(ins=profile.ins, email=profile.email, phone=profile.phone,
                               postal_address=profile.postal_address, representative_of=(
                                   notice.about_ins if notice.about_ins != notice.ins else ""))
         reach = Reach(addressee=addressee, status=profile.status, preferences=p.notices.preferences(profile.ins),
                       devices=tuple(p.notices.devices(profile.ins)))
-        replacement = fallback(notice, reach, p.policy, now=now)
-        if replacement is None:
-            return
-        for stored in p.notices.add([replacement]):
-            if stored.state is NoticeState.QUEUED and stored.channel is not Channel.POSTAL:
-                p.queue.publish(wake_up(stored), delay_s=_delay(stored.due_at, now))
-        log.info("notice=%s falls back to %s", notice.notice_id, replacement.channel)
+        return fallback(notice, reach, p.policy, now=now)
 
 
 # --- postal batches ------------------------------------------------------------------------------

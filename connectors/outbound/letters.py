@@ -4,7 +4,8 @@ Owns: the page layout, for a DL window envelope with the window on the right (Fr
 practice, NF Z 10-011): sender block top left, recipient block in the window (110 mm from the left,
 45 mm from the top), date, title, text, for activation letters a framed provisional code with its last
 valid day, and a QR code (`qrcode`) carrying the letter's link.  Long texts are shrunk, then cut, so
-that a letter is always exactly one page.
+that a letter is always exactly one page; an address keeps at most 6 lines, always its last (postcode
+and town), and never leaves the window.  The PDF's metadata names the batch, never a patient.
 Does not: decide what a letter says (pipelines.notify builds Letter) or where the PDF goes.
 """
 
@@ -31,6 +32,8 @@ MARGIN = 20 * mm
 WINDOW_X, WINDOW_TOP, WINDOW_W, WINDOW_H = 110 * mm, 45 * mm, 90 * mm, 40 * mm
 QR_SIZE = 30 * mm
 BODY_SIZES = (11.0, 10.0, 9.0, 8.0)  # tried in turn until the text fits the page
+ADDRESS_LINES = 6                     # the norm's maximum, the name included
+TITLE_LINES = 2
 
 
 def _fonts() -> tuple[str, str, str]:
@@ -81,7 +84,11 @@ class PdfLetterPrinter:
         c.drawRightString(WIDTH - MARGIN, y, f"Le {letter.sent_on}")
         y -= 12 * mm
         c.setFont(self._bold, 13)
-        for line in simpleSplit(letter.title, self._bold, 13, WIDTH - 2 * MARGIN):
+        title = simpleSplit(letter.title, self._bold, 13, WIDTH - 2 * MARGIN)
+        if len(title) > TITLE_LINES:  # a title never eats the page: its last kept line ends with "…"
+            title = [*title[:TITLE_LINES - 1], _fit(" ".join(title[TITLE_LINES - 1:]) + "…", self._bold, 13,
+                                                    WIDTH - 2 * MARGIN)]
+        for line in title:
             c.drawString(MARGIN, y, line)
             y -= 6.5 * mm
         y -= 3 * mm
@@ -100,15 +107,16 @@ class PdfLetterPrinter:
             y -= 4.8 * mm
 
     def _address_block(self, c: Canvas, letter: Letter) -> None:
-        lines = [letter.recipient_name, *letter.address_lines][:6]
+        lines = address_lines(letter)
+        fonts = [self._bold, *([self._regular] * (len(lines) - 1))]
+        width = WINDOW_W - 8 * mm
         size = 11.0
-        while size > 7 and any(_width(line, self._regular, size) > WINDOW_W - 8 * mm
-                               for line in lines):
+        while size > 7 and any(_width(line, font, size) > width for line, font in zip(lines, fonts, strict=True)):
             size -= 0.5
         y = HEIGHT - WINDOW_TOP - 8 * mm
-        for n, line in enumerate(lines):
-            c.setFont(self._bold if n == 0 else self._regular, size)
-            c.drawString(WINDOW_X + 4 * mm, y, _fit(line, self._regular, size, WINDOW_W - 8 * mm))
+        for line, font in zip(lines, fonts, strict=True):
+            c.setFont(font, size)
+            c.drawString(WINDOW_X + 4 * mm, y, _fit(line, font, size, width))
             y -= size * 1.35
 
     def _code_box(self, c: Canvas, letter: Letter, y: float) -> float:
@@ -147,6 +155,15 @@ class PdfLetterPrinter:
         c.drawImage(ImageReader(io.BytesIO(qr_png(payload))), x, y, QR_SIZE, QR_SIZE)
         c.setFont(self._regular, 8)
         c.drawRightString(WIDTH - MARGIN, MARGIN + 2 * mm, "Scannez ce code pour accéder à Mon espace santé")
+
+
+def address_lines(letter: Letter) -> list[str]:
+    """The block printed in the window: the name, then the address, at most ADDRESS_LINES lines (NF Z 10-011).
+    Too many lines: the middle ones go, the last (postcode and town, as given) always stays."""
+    lines = [letter.recipient_name, *letter.address_lines]
+    if len(lines) > ADDRESS_LINES:
+        lines = [*lines[:ADDRESS_LINES - 1], lines[-1]]
+    return lines
 
 
 def _fit(text: str, font: str, size: float, width: float) -> str:

@@ -257,8 +257,14 @@ def render(notices: Sequence[Notice], *, link: str) -> Outgoing:
         return Outgoing(delivery_id=first.notice_id, channel=first.channel, address=first.address,
                         subject=title, text=text)
     if len(notices) == 1:
-        lead = f"{one} {whose}." if first.kind in (EventKind.NEW_DOCUMENT, EventKind.FIRST_ACCESS,
-                                                   EventKind.PROFESSIONAL_ACTION) else f"{one}."
+        representative = first.about_ins != first.ins
+        if first.kind in (EventKind.NEW_DOCUMENT, EventKind.FIRST_ACCESS, EventKind.PROFESSIONAL_ACTION):
+            lead = f"{one} {whose}."
+        elif first.kind is EventKind.NEW_MESSAGE:
+            lead = f"{one} " + ("du profil Mon espace santé d'une personne dont vous êtes le représentant légal."
+                                if representative else "de votre profil Mon espace santé.")
+        else:
+            lead = f"{one}."
         subject = f"Mon espace santé : {title.lower()}"
     else:
         lead = f"{len(notices)} {many} ({whose})."

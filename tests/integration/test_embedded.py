@@ -200,3 +200,32 @@ def test_file_drop_moves_files_to_done_or_failed_with_the_reason(tmp_path: Path,
         reason = json.loads((failed / "broken.xml.reason.json").read_text())
         assert reason["status"] == "rejected" and reason["findings"][0]["rule"] == "xml.well-formed"
         assert list(incoming.iterdir()) == [] and list((data / "drop" / "processing").iterdir()) == []
+
+
+def test_without_a_smart_host_notification_emails_land_in_the_outbox(tmp_path: Path, embedded_config: Path) -> None:
+    import httpx
+
+    from meshub import datadir
+
+    data = tmp_path / "data"
+    roster = tmp_path / "roster.csv"
+    roster.write_text(builders.ROSTER_HEADER + builders.roster_line())
+    with embedded_hub(data, embedded_config):
+        meshub("patients", "import", str(roster), "--data-dir", str(data))
+        admin = datadir.read_credentials(data)["admin"]["token"]
+        url = datadir.read_hub_url(data)
+        assert url, "the hub writes its URL in the data dir"
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin}"}) as client:
+            # no quiet hours for this patient: the test must not depend on the hour it runs at
+            assert client.put(f"/v1/patients/{builders.TEST_INS}/notification-preferences",
+                              json={"quiet_hours": ""}).status_code == 200
+        meshub("submit", str(BIO), "--wait", "--data-dir", str(data))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not list((data / "outbox" / "email").glob("*.eml")):
+            time.sleep(0.2)
+        [eml] = list((data / "outbox" / "email").glob("*.eml"))
+        text = eml.read_text()
+        assert "To: jeanne@example.org" in text and "TSH" not in text and builders.TEST_INS not in text
+        rows = [json.loads(x) for x in meshub("notifications", builders.TEST_INS, "--json",
+                                              "--data-dir", str(data)).stdout.splitlines()]
+        assert {(r["channel"], r["state"]) for r in rows} == {("inapp", "delivered"), ("email", "delivered")}

@@ -22,9 +22,10 @@ from typing import Any
 import pytest
 
 from config.settings import Settings
-from hub.notices import Channel, EventKind, NoticeState
+from hub.notices import Channel, Event, EventKind, NoticeState
 from meshub import cli
 from pipelines.core.notify import next_month
+from pipelines.notify import Notifier, french_date
 from tests import builders
 from tests.integration.hub_harness import ADMIN_TOKEN, RunningHub, running_hub
 from tests.integration.test_intake_e2e import import_roster, submit, variant
@@ -262,3 +263,29 @@ def contextlib_sink(sink: Sink, *, port: int | None = None) -> Any:
         finally:
             controller.stop()
     return run()
+
+
+def test_activation_code_letter_is_printed_at_once_with_its_code_and_validity(hub: RunningHub,
+                                                                              tmp_path: Path) -> None:
+    if shutil.which("pdftotext") is None:
+        missing("pdftotext (poppler-utils) is needed to read the letters back")
+    import_roster(hub, roster(INS, status="created", email="", postal="1 rue de Test; 75000 PARIS"))
+    now = datetime.now(UTC)
+    event = Event(event_id="activation:1", kind=EventKind.ACTIVATION_CODE, ins=INS, occurred_at=now, urgent=True,
+                  code="K7QM-2XWP-9RTA", code_expires=now + timedelta(weeks=6))
+    notifier = Notifier(hub.hub.notify_ports)
+    [letter] = notifier.announce(event)
+    assert notifier.announce(event) == [letter]  # announced twice, one letter
+    assert letter.channel is Channel.POSTAL and letter.due_at == letter.created_at  # codes are not held
+    batch = hub.hub.letter_run().run()
+    assert batch is not None and batch.letters == 1
+    with hub.admin() as admin:
+        pdf = admin.get(f"/v1/letters/{batch.batch_id}.pdf")
+        listed = admin.get(f"/v1/patients/{INS}/notifications").json()["notifications"]
+    assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+    path = tmp_path / "activation.pdf"
+    path.write_bytes(pdf.content)
+    text = subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True, text=True,
+                          check=True).stdout
+    assert "K7QM-2XWP-9RTA" in text and f"valable jusqu'au {french_date(now + timedelta(weeks=6))}" in text
+    assert listed[0]["state"] == "sent" and "code" not in listed[0]  # the API never shows the code

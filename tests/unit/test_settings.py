@@ -66,3 +66,18 @@ def test_a_configured_lower_limit_takes_effect_in_the_parsers() -> None:
     assert parse_mail(raw).mail is not None and len(read_xdm(archive).documents) == 2
     assert [f.rule for f in parse_mail(raw, limits=mime).findings] == ["mime.too-large"]
     assert [f.rule for f in read_xdm(archive, limits=xdm).findings] == ["xdm.too-many-members"]
+
+
+def test_notify_section_and_the_notify_smtp_flag() -> None:
+    from meshub.cli import _parser, load_settings
+
+    args = _parser().parse_args(["run", "--data-dir", "/tmp/x", "--notify-smtp", "smtp.example:2525"])
+    notify = load_settings(args).notify
+    assert (notify.smtp_host, notify.smtp_port) == ("smtp.example", 2525)
+    assert load_settings(_parser().parse_args(["run", "--data-dir", "/tmp/x"])).notify.smtp_host == ""  # outbox
+    with pytest.raises(ConfigError, match="HOST:PORT"):
+        load_settings(_parser().parse_args(["run", "--data-dir", "/tmp/x", "--notify-smtp", "nohost"]))
+    with pytest.raises(ConfigError, match=r"notify\.smtp_hots is unknown"):
+        settings_from_mapping({"notify": {"smtp_hots": "x"}}, data_dir=Path("/tmp"))
+    with pytest.raises(ConfigError, match=r"notify\.digest_window_s must be int"):
+        settings_from_mapping({"notify": {"digest_window_s": "1h"}}, data_dir=Path("/tmp"))
