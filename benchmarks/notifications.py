@@ -4,7 +4,8 @@ in the same run (the transport ceiling).  Nothing is asserted.
 
 Stack: RabbitMQ and PostgreSQL when reachable (--stack production), else the embedded default's SQLite bus
 and index (--stack embedded).  Each event is a new document for one of --patients active patients with
-an e-mail address and no quiet hours (so every notice is due at once).
+an e-mail address and no quiet hours (so every notice is due at once); by default one event per patient,
+so that no digest merges two e-mails.
 
     .venv/bin/python -m benchmarks.notifications [--events 2000] [--workers 2] [--stack embedded]
 """
@@ -19,6 +20,7 @@ import tempfile
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -78,7 +80,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     bus_url, index_url = _urls(args.stack, tmp)
     index = SqlIndex.connect(index_url)
     notices = SqlNotifications.beside(index)
-    people = patients(args.patients)
+    people = patients(args.patients or args.events)
     index.upsert_patients([PatientRecord(ins=ins, oid="1.2.250.1.213.1.4.10", birth_name="BENCH", given_names="Jo",
                                          birth_date="1980-01-01", email=f"p{n}@example.org",
                                          status=PatientStatus.ACTIVE) for n, ins in enumerate(people)])
@@ -87,7 +89,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     topology = Topology(prefix=f"bench{uuid.uuid4().hex[:6]}", queue="notify")
     with open_connection(bus_url) as conn:
         declare(conn, topology)
-    publisher = KombuPublisher(open_connection(bus_url), topology, pool_size=4)
+    publisher = KombuPublisher(open_connection(bus_url), topology, pool_size=max(4, args.announcers))
     ports = NotifyPorts(index=index, notices=notices, queue=publisher, policy=load_notify_policy(digest_window_s=0))
 
     sink = CountingSink()
@@ -98,6 +100,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         raw = raw_rate(port, min(args.events, 1000))
         sink.arrived.clear()
         sink.expected = args.events
+        sink.done.clear()
         email = SmtpEmailChannel("127.0.0.1", port, sender="ne-pas-repondre@mes.test")
         channels: dict[Channel, NotificationChannel] = {Channel.EMAIL: email, Channel.INAPP: InAppChannel()}
         sender = NoticeSender(ports, channels, link="https://mes.test")
@@ -108,14 +111,18 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             worker.start()
         notifier = Notifier(ports)
         announced: dict[str, float] = {}
-        started = time.perf_counter()
-        for n in range(args.events):
+
+        def announce(n: int) -> None:
             event = Event(event_id=f"document:bench-{uuid.uuid4().hex}", kind=EventKind.NEW_DOCUMENT,
                           ins=people[n % len(people)], occurred_at=datetime.now(UTC))
             at = time.perf_counter()
             for notice in notifier.announce(event):
                 if notice.channel is Channel.EMAIL:
                     announced[notice.notice_id] = at
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(args.announcers) as pool:  # as the intake workers do, each announcing its own
+            list(pool.map(announce, range(args.events)))
         announce_s = time.perf_counter() - started
         sink.done.wait(timeout=600)
         elapsed = time.perf_counter() - started
@@ -126,7 +133,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         controller.stop()
         publisher.close()
         index.dispose()
-    return {"stack": args.stack, "events": args.events, "workers": args.workers,
+    return {"stack": args.stack, "events": args.events, "workers": args.workers, "announcers": args.announcers,
             "raw_smtplib_msg_per_s": round(raw, 1),
             "announce_per_s": round(args.events / announce_s, 1),
             "notifications_per_s": round(len(sink.arrived) / elapsed, 1),
@@ -157,8 +164,10 @@ def _free_port() -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=2000)
-    parser.add_argument("--patients", type=int, default=500)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--patients", type=int, default=0,
+                        help="patients the events are spread over (default: one per event, so no digest merges)")
+    parser.add_argument("--workers", type=int, default=2, help="notify workers (sending)")
+    parser.add_argument("--announcers", type=int, default=4, help="threads announcing events (the intake workers)")
     parser.add_argument("--stack", choices=("embedded", "production"), default="embedded")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="notifybench-") as tmp:

@@ -176,6 +176,11 @@ class SqlIndex:
         """The durable engine (other stores on the same database share it: storage.mailbox)."""
         return self._engine
 
+    @property
+    def reader_engine(self) -> Engine:
+        """The autocommit engine for one-statement reads (shared by the stores beside this index)."""
+        return self._reader
+
     def dispose(self) -> None:
         self._engine.dispose()
         self._relaxed.dispose()

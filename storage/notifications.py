@@ -97,8 +97,9 @@ def _when(value: datetime | None) -> datetime:
 class SqlNotifications:
     """hub.ports.NotificationStore on the index's engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, reader: Engine | None = None) -> None:
         self._engine = engine
+        self._reader = reader or engine.execution_options(isolation_level="AUTOCOMMIT")
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
     @classmethod
@@ -106,7 +107,7 @@ class SqlNotifications:
         """The store sharing `index`'s database; creates its tables if missing (idempotent)."""
         with db_errors(), index.engine.begin() as conn:
             metadata.create_all(conn, tables=TABLES, checkfirst=True)
-        return cls(index.engine)
+        return cls(index.engine, reader=index.reader_engine)
 
     # -- notices ----------------------------------------------------------------------------------
 
@@ -121,7 +122,7 @@ class SqlNotifications:
         return [_notice_from_row(r) for r in found]
 
     def notice(self, notice_id: str) -> Notice | None:
-        with db_errors(), self._engine.connect() as conn:
+        with db_errors(), self._reader.connect() as conn:
             row = conn.execute(notices.select().where(notices.c.notice_id == notice_id)).first()
         return _notice_from_row(row) if row is not None else None
 
@@ -134,7 +135,7 @@ class SqlNotifications:
             query = query.where(notices.c.seq > after_seq).order_by(notices.c.seq)
         else:
             query = query.order_by(notices.c.seq.desc())
-        with db_errors(), self._engine.connect() as conn:
+        with db_errors(), self._reader.connect() as conn:
             return [_notice_from_row(r) for r in conn.execute(query.limit(limit))]
 
     def mark_read(self, ins: str, notice_id: str, *, at: datetime) -> Notice | None:
@@ -168,7 +169,7 @@ class SqlNotifications:
             notices.c.address == notice.address, notices.c.state == str(NoticeState.QUEUED),
             notices.c.due_at <= due_before, notices.c.notice_id != notice.notice_id,
             notices.c.kind == str(notice.kind)).order_by(notices.c.seq).limit(100)
-        with db_errors(), self._engine.connect() as conn:
+        with db_errors(), self._reader.connect() as conn:
             return [_notice_from_row(r) for r in conn.execute(query)]
 
     def finish(self, notice_ids: Sequence[str], state: NoticeState, *, at: datetime, batch_id: str = "",
@@ -191,14 +192,14 @@ class SqlNotifications:
         query = sa.select(sa.func.max(notices.c.sent_at)).where(
             notices.c.ins == ins, notices.c.channel == str(channel), notices.c.sent_at.is_not(None),
             notices.c.event_id != exclude_event)
-        with db_errors(), self._engine.connect() as conn:
+        with db_errors(), self._reader.connect() as conn:
             return _aware(conn.execute(query).scalar())
 
     def queued_letters(self, *, due_before: datetime) -> list[Notice]:
         query = notices.select().where(notices.c.channel == str(Channel.POSTAL),
                                        notices.c.state == str(NoticeState.QUEUED),
                                        notices.c.due_at <= due_before).order_by(notices.c.seq)
-        with db_errors(), self._engine.connect() as conn:
+        with db_errors(), self._reader.connect() as conn:
             return [_notice_from_row(r) for r in conn.execute(query)]
 
     def record_batch(self, batch: LetterBatch, notice_ids: Sequence[str]) -> None:
@@ -212,7 +213,7 @@ class SqlNotifications:
 
     def batches(self, *, limit: int = 100) -> list[LetterBatch]:
         query = letter_batches.select().order_by(letter_batches.c.created_at.desc()).limit(limit)
-        with db_errors(), self._engine.connect() as conn:
+        with db_errors(), self._reader.connect() as conn:
             return [LetterBatch(batch_id=r.batch_id, period=r.period, created_at=_when(r.created_at),
                                 letters=r.letters, bucket=r.bucket, pdf_key=r.pdf_key, sha256=r.sha256, size=r.size)
                     for r in conn.execute(query)]
@@ -220,7 +221,7 @@ class SqlNotifications:
     # -- per-patient settings ---------------------------------------------------------------------
 
     def preferences(self, ins: str) -> Preferences:
-        with db_errors(), self._engine.connect() as conn:
+        with db_errors(), self._reader.connect() as conn:
             raw = conn.execute(sa.select(preferences.c.choices).where(preferences.c.ins == ins)).scalar()
         return Preferences(**json.loads(raw)) if raw else Preferences()
 
@@ -231,7 +232,7 @@ class SqlNotifications:
                 index_elements=["ins"], set_={"choices": row["choices"]}))
 
     def devices(self, ins: str) -> list[str]:
-        with db_errors(), self._engine.connect() as conn:
+        with db_errors(), self._reader.connect() as conn:
             return [r.endpoint for r in conn.execute(devices.select().where(devices.c.ins == ins)
                                                      .order_by(devices.c.added_at))]
 
@@ -241,7 +242,7 @@ class SqlNotifications:
                          .on_conflict_do_nothing(index_elements=["ins", "endpoint"]))
 
     def representatives(self, ins: str) -> list[str]:
-        with db_errors(), self._engine.connect() as conn:
+        with db_errors(), self._reader.connect() as conn:
             return [r.representative_ins for r in conn.execute(
                 representatives.select().where(representatives.c.ins == ins)
                 .order_by(representatives.c.representative_ins))]
