@@ -33,7 +33,7 @@ from benchmarks.e2e import patients
 from config.tables import load_notify_policy
 from connectors.outbound.notify_channels import InAppChannel, SmtpEmailChannel
 from hub.bus import open_connection
-from hub.bus.kombu_bus import KombuPublisher, declare
+from hub.bus.kombu_bus import KombuPublisher, declare, queues
 from hub.bus.worker import Worker
 from hub.notices import Channel, Event, EventKind, Preferences
 from hub.ports import NotificationChannel
@@ -133,6 +133,12 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         controller.stop()
         publisher.close()
         index.dispose()
+        if args.stack == "production":  # leave the broker as it was
+            with open_connection(bus_url) as conn:
+                channel = conn.channel()
+                for queue in queues(topology, amqp=True):
+                    channel.queue_delete(queue.name)
+                channel.exchange_delete(topology.exchange)
     return {"stack": args.stack, "events": args.events, "workers": args.workers, "announcers": args.announcers,
             "raw_smtplib_msg_per_s": round(raw, 1),
             "announce_per_s": round(args.events / announce_s, 1),
