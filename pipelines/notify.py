@@ -26,7 +26,7 @@ from hub.notices import Addressee, Channel, Event, EventKind, Letter, LetterBatc
 from hub.ports import BlobStore, Index, LetterPrinter, NotificationChannel, NotificationStore, Publisher
 from hub.records import DocumentRecord, PatientRecord
 from hub.retry import RetryPolicy
-from pipelines.core.notify import NotifyPolicy, Reach, audience, fallback, plan, render
+from pipelines.core.notify import NotifyPolicy, Reach, addressee_of, audience, fallback, plan, render
 
 log = logging.getLogger(__name__)
 NOTICE_CONTENT_TYPE = "application/x-meshub-notice"
@@ -192,9 +192,7 @@ class NoticeSender:
         profile = p.index.patient(notice.ins)
         if profile is None:
             return None
-        addressee = Addressee(ins=profile.ins, email=profile.email, phone=profile.phone,
-                              postal_address=profile.postal_address, representative_of=(
-                                  notice.about_ins if notice.about_ins != notice.ins else ""))
+        addressee = addressee_of(profile, representative_of=notice.about_ins if notice.about_ins != notice.ins else "")
         reach = Reach(addressee=addressee, status=profile.status, preferences=p.notices.preferences(profile.ins),
                       devices=tuple(p.notices.devices(profile.ins)))
         return fallback(notice, reach, p.policy, now=now)

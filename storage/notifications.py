@@ -214,9 +214,12 @@ class SqlNotifications:
     def batches(self, *, limit: int = 100) -> list[LetterBatch]:
         query = letter_batches.select().order_by(letter_batches.c.created_at.desc()).limit(limit)
         with db_errors(), self._reader.connect() as conn:
-            return [LetterBatch(batch_id=r.batch_id, period=r.period, created_at=_when(r.created_at),
-                                letters=r.letters, bucket=r.bucket, pdf_key=r.pdf_key, sha256=r.sha256, size=r.size)
-                    for r in conn.execute(query)]
+            return [_batch_from_row(r) for r in conn.execute(query)]
+
+    def batch(self, batch_id: str) -> LetterBatch | None:
+        with db_errors(), self._reader.connect() as conn:
+            row = conn.execute(letter_batches.select().where(letter_batches.c.batch_id == batch_id)).first()
+        return _batch_from_row(row) if row is not None else None
 
     # -- per-patient settings ---------------------------------------------------------------------
 
@@ -252,6 +255,11 @@ class SqlNotifications:
             conn.execute(representatives.delete().where(representatives.c.ins == ins))
             if reps:
                 conn.execute(representatives.insert(), [{"ins": ins, "representative_ins": r} for r in reps])
+
+
+def _batch_from_row(r: Any) -> LetterBatch:
+    return LetterBatch(batch_id=r.batch_id, period=r.period, created_at=_when(r.created_at), letters=r.letters,
+                       bucket=r.bucket, pdf_key=r.pdf_key, sha256=r.sha256, size=r.size)
 
 
 def _notice_row(n: Notice) -> dict[str, Any]:

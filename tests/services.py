@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
+import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -34,3 +37,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def eventually(probe: Callable[[], Any], *, timeout_s: float = 30.0, what: str = "") -> Any:
+    """The first truthy value `probe()` returns within `timeout_s` (polled every 0.1 s); AssertionError else."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"not true within {timeout_s}s: {what or probe}")

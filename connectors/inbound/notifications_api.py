@@ -173,7 +173,7 @@ def _admin_routes(app: FastAPI, ctx: ApiContext, notices: NotificationStore, clo
 
     @app.get("/v1/letters/{batch_id}.pdf", tags=["notifications"])
     async def letter_pdf(batch_id: str, _cred: Annotated[Credential, Depends(admin)]) -> Response:
-        batch = next((b for b in await call(notices.batches, limit=10_000) if b.batch_id == batch_id), None)
+        batch = await call(notices.batch, batch_id)
         if batch is None:
             raise api_error(404, "not_found", "No such letter batch.", "Lot de courriers introuvable.")
         ref = BlobRef(bucket=batch.bucket, key=batch.pdf_key, sha256=batch.sha256, size=batch.size)

@@ -113,10 +113,10 @@ def audience(event: Event, patient: PatientRecord | None, representatives: Seque
     if representatives and is_minor(patient, _french_date(event.occurred_at)):
         if INVISIBLE_REPRESENTANTS_LEGAUX in event.confidentiality:
             return Audience((), patient.status, "document invisible to the legal representatives")
-        reps = tuple(_addressee(rep, representative_of=patient.ins) for rep in representatives
+        reps = tuple(addressee_of(rep, representative_of=patient.ins) for rep in representatives
                      if rep.status not in (PatientStatus.OPPOSED, PatientStatus.CLOSED))
         return Audience(reps, patient.status, "" if reps else "no reachable legal representative")
-    return Audience((_addressee(patient),), patient.status)
+    return Audience((addressee_of(patient),), patient.status)
 
 
 def _french_date(moment: datetime) -> date:
@@ -124,7 +124,8 @@ def _french_date(moment: datetime) -> date:
     return moment.astimezone(ZoneInfo("Europe/Paris")).date() if moment.tzinfo else moment.date()
 
 
-def _addressee(patient: PatientRecord, *, representative_of: str = "") -> Addressee:
+def addressee_of(patient: PatientRecord, *, representative_of: str = "") -> Addressee:
+    """Where a registry profile can be reached (as the patient, or as a representative of `representative_of`)."""
     return Addressee(ins=patient.ins, email=patient.email, phone=patient.phone,
                      postal_address=patient.postal_address,
                      display_name=" ".join(p for p in (patient.given_names.split(" ")[0], patient.birth_name) if p),

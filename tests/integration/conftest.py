@@ -10,6 +10,7 @@ import pytest
 
 from config.settings import Settings
 from hub.topology import Topology
+from storage.index import SqlIndex
 from tests.integration.hub_harness import RunningHub, hub_settings, running_hub
 
 
@@ -24,3 +25,11 @@ def stack_settings(tmp_path: Path, seaweed: object, amqp_url: str, topology: Top
 def stack(stack_settings: Settings) -> Iterator[RunningHub]:
     with running_hub(stack_settings) as hub:
         yield hub
+
+
+@pytest.fixture
+def index(sqlite_url: str) -> Iterator[SqlIndex]:
+    """An index on SQLite in the test's folder, for tests that wire parts of the hub by hand."""
+    index = SqlIndex.connect(sqlite_url)
+    yield index
+    index.dispose()

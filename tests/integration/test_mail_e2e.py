@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from email import policy
 from pathlib import Path
@@ -33,7 +33,7 @@ from hub.topology import Topology
 from tests import builders, mail_builders
 from tests.fixtures_mail import Dovecot
 from tests.integration.hub_harness import ADMIN_TOKEN, CREDENTIALS, RunningHub, hub_settings, running_hub
-from tests.services import FIXTURES_CDA, free_port, missing
+from tests.services import FIXTURES_CDA, eventually, free_port, missing
 from tests.smtp_sink import Running, Sink, start_sink
 
 pytestmark = pytest.mark.integration
@@ -117,16 +117,6 @@ def crlf(message: bytes) -> bytes:
 
 def patient(hub: RunningHub) -> httpx.Client:
     return hub.client(PATIENT_TOKEN)
-
-
-def eventually(probe: Callable[[], Any], *, timeout_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not true within {timeout_s}s: {probe}")
 
 
 def test_a_discharge_letter_is_filed_in_the_record_and_kept_in_the_mailbox(mail_hub: RunningHub, ca: trustme.CA,

@@ -12,7 +12,7 @@ import shutil
 import smtplib
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email import policy
@@ -29,7 +29,7 @@ from pipelines.notify import Notifier, french_date
 from tests import builders
 from tests.integration.hub_harness import ADMIN_TOKEN, RunningHub, running_hub
 from tests.integration.test_intake_e2e import import_roster, submit, variant
-from tests.services import free_port, missing
+from tests.services import eventually, free_port, missing
 from tests.smtp_sink import Running, Sink, start_sink
 
 pytestmark = pytest.mark.integration
@@ -42,16 +42,6 @@ TITLE = "Lettre de liaison (test)"
 def roster(ins: str, *, status: str = "active", email: str = "jeanne@example.org",
            postal: str = "1 rue de Test; 75000 PARIS") -> str:
     return f"{ins},{builders.TEST_OID},TEST,Jeanne,1979-03-01,F,51215,{email},+33600000000,\"{postal}\",{status}\n"
-
-
-def wait_for(check: Callable[[], Any], *, timeout_s: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -98,7 +88,7 @@ def test_active_patient_gets_one_email_and_an_inapp_notice_without_health_data(h
     import_roster(hub, roster(INS))
     no_quiet_hours(hub, INS)
     assert submit(hub, MINIMAL)["status"] == "indexed"
-    wait_for(lambda: sink.sink.received, what="the notification e-mail")
+    eventually(lambda: sink.sink.received, what="the notification e-mail")
     [message] = mails(sink)
     assert message["To"] == "jeanne@example.org" and message["Auto-Submitted"] == "auto-generated"
     text = body_text(message)
@@ -121,10 +111,10 @@ def test_documents_within_the_digest_window_make_one_email(hub: RunningHub, sink
     import_roster(hub, roster(INS))
     no_quiet_hours(hub, INS)
     submit(hub, MINIMAL)
-    wait_for(lambda: sink.sink.received, what="the first e-mail")
+    eventually(lambda: sink.sink.received, what="the first e-mail")
     for n in range(3):
         assert submit(hub, variant(MINIMAL, extension=f"DIGEST-{n}"))["status"] == "indexed"
-    wait_for(lambda: len(sink.sink.received) >= 2, what="the digest e-mail", timeout_s=30)
+    eventually(lambda: len(sink.sink.received) >= 2, what="the digest e-mail", timeout_s=30)
     time.sleep(2)  # nothing else follows
     assert len(sink.sink.received) == 2
     digest = mails(sink)[1]
@@ -148,7 +138,7 @@ def test_never_activated_patient_without_email_gets_the_monthly_postal_releve(hu
         missing("pdftotext (poppler-utils) is needed to read the letters back")
     import_roster(hub, roster(INS, status="created", email="", postal="Jeanne TEST; 1 rue de Test; 75000 PARIS"))
     assert submit(hub, MINIMAL)["status"] == "indexed"
-    [postal] = wait_for(lambda: notices(hub, INS), what="the postal notice")
+    [postal] = eventually(lambda: notices(hub, INS), what="the postal notice")
     assert postal["channel"] == "postal" and postal["state"] == "queued"
     assert datetime.fromisoformat(postal["due_at"]) == next_month(datetime.fromisoformat(postal["created_at"]))
     assert hub.hub.letter_run().run() is None  # not due before the first of next month
@@ -173,7 +163,7 @@ def test_bounced_email_falls_back_to_the_post(stack_settings: Settings) -> None:
         import_roster(hub, roster(INS, status="created", email=address))
         no_quiet_hours(hub, INS)
         submit(hub, MINIMAL)
-        rows = wait_for(lambda: [r for r in notices(hub, INS) if r["channel"] == "postal"],
+        rows = eventually(lambda: [r for r in notices(hub, INS) if r["channel"] == "postal"],
                         what="the postal fallback")
         email_row = next(r for r in notices(hub, INS) if r["channel"] == "email")
         assert email_row["state"] == "bounced" and "550" in email_row["last_error"]
@@ -187,11 +177,11 @@ def test_smart_host_down_then_back_sends_exactly_once(stack_settings: Settings) 
         import_roster(hub, roster(INS))
         no_quiet_hours(hub, INS)
         submit(hub, MINIMAL)
-        down = wait_for(lambda: [r for r in notices(hub, INS) if r["channel"] == "email" and r["attempts"] >= 2],
+        down = eventually(lambda: [r for r in notices(hub, INS) if r["channel"] == "email" and r["attempts"] >= 2],
                         what="two failed attempts", timeout_s=30)
         assert down[0]["state"] == "queued" and down[0]["last_error"]
         with contextlib_sink(Sink(), port=port) as sink:
-            wait_for(lambda: sink.sink.received, what="the e-mail once the smart host is back", timeout_s=30)
+            eventually(lambda: sink.sink.received, what="the e-mail once the smart host is back", timeout_s=30)
             time.sleep(3)  # the wake-ups published while it was down find the notice sent
             assert len(sink.sink.received) == 1
         [row] = [r for r in notices(hub, INS) if r["channel"] == "email"]
@@ -211,7 +201,7 @@ def test_mail_to_a_patient_is_announced_and_listed_by_the_cli(stack_settings: Se
         message.set_content("Bonjour, voici vos résultats.")
         with smtplib.SMTP("127.0.0.1", settings.mail.smtp_port, timeout=30) as client:
             client.send_message(message)
-        wait_for(lambda: sink.sink.received, what="the new-message e-mail")
+        eventually(lambda: sink.sink.received, what="the new-message e-mail")
         text = body_text(mails(sink)[0])
         assert "nouveau message" in text.lower() and "bilan" not in text and "dr.test" not in text
         capsys.readouterr()
@@ -226,7 +216,7 @@ def test_notice_states_in_the_store_match_the_api(hub: RunningHub, sink: Running
     import_roster(hub, roster(INS))
     no_quiet_hours(hub, INS)
     submit(hub, MINIMAL)
-    wait_for(lambda: sink.sink.received, what="the e-mail")
+    eventually(lambda: sink.sink.received, what="the e-mail")
     rows = hub.hub.notices.for_patient(INS)
     assert {(n.channel, n.kind, n.state) for n in rows} == {
         (Channel.INAPP, EventKind.NEW_DOCUMENT, NoticeState.DELIVERED),

@@ -56,14 +56,6 @@ class Queue:
 
 
 @pytest.fixture
-def index(sqlite_url: str) -> Iterator[SqlIndex]:
-    index = SqlIndex.connect(sqlite_url)
-    index.migrate()
-    yield index
-    index.dispose()
-
-
-@pytest.fixture
 def sink() -> Iterator[Running]:
     # The original recipient's server is busy on both attempts; anything else is accepted
     yield from start_sink(Sink(rcpt_script={OTHER: ["450 4.2.1 Mailbox busy"] * 2}))

@@ -121,14 +121,6 @@ def bus_publisher(sqlite_bus_url: str) -> Iterator[KombuPublisher]:
 
 
 @pytest.fixture
-def index(sqlite_url: str) -> Iterator[SqlIndex]:
-    index = SqlIndex.connect(sqlite_url)
-    index.migrate()
-    yield index
-    index.dispose()
-
-
-@pytest.fixture
 def parts(blob_store: MinioBlobStore, index: SqlIndex, bus_publisher: KombuPublisher) -> Parts:
     return Parts(store=blob_store, index=index, publisher=bus_publisher,
                  intake=Intake(store=blob_store, index=index, publisher=bus_publisher))
