@@ -8,6 +8,7 @@ the mapping in.  A missing or wrong key fails at start with the key's name.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,9 +24,18 @@ class Credential:
     """One API credential: who, with which role, and the SHA-256 of the bearer token."""
 
     name: str
-    role: str  # "producer", "admin" or "patient"
+    role: str  # one of ROLES
     token_sha256: str
-    ins: str = ""  # the patient's own INS, for role "patient" (a patient reads and writes only their mailbox)
+    ins: str = ""  # the patient's own INS, for role "patient" (a patient reads and writes only their own record)
+    idnps: str = ""  # role "professional": IDNPS (8 + RPPS)
+    profession: str = ""  # role "professional": JDV_J01 profession (G15_10 médecin, G15_21 pharmacien...)
+    specialty: str = ""  # role "professional": specialty (SM54...), for médecins
+    regulator: bool = False  # role "professional": SAMU / Centre 15 regulator (regulation access)
+
+
+#: producer: sends documents; admin: operates the hub; patient: their own record and mailbox;
+#: professional: reads records through the habilitation matrix; insurer: the roster and reimbursement history
+ROLES = ("producer", "admin", "patient", "professional", "insurer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,25 +126,38 @@ class NotifySettings:
     retry_attempts: int = 60  # ...then the notice fails (and falls back): about two days
 
 
-_NOTIFY_KEYS = tuple(NotifySettings.__dataclass_fields__)
-
-
-def _notify(table: Mapping[str, Any]) -> NotifySettings:
-    unknown = sorted(set(table) - set(_NOTIFY_KEYS))
+def _flat(table: Mapping[str, Any], cls: Any, where: str) -> Any:
+    """A section of plain values into dataclass `cls`: each key typed like its default; unknown keys fail."""
+    known = tuple(cls.__dataclass_fields__)
+    unknown = sorted(set(table) - set(known))
     if unknown:
-        raise ConfigError(f"config key notify.{unknown[0]} is unknown (known: {', '.join(_NOTIFY_KEYS)})")
-    defaults = NotifySettings()
+        raise ConfigError(f"config key {where}.{unknown[0]} is unknown (known: {', '.join(known)})")
+    defaults = cls()
     values: dict[str, Any] = {}
     for key in table:
         default = getattr(defaults, key)
         kind: type | tuple[type, ...] = (int, float) if isinstance(default, float) else type(default)
-        values[key] = _typed(table, key, kind, default, "notify")
-    notify = NotifySettings(**values)
+        values[key] = _typed(table, key, kind, default, where)
+    return cls(**values)
+
+
+def _notify(table: Mapping[str, Any]) -> NotifySettings:
+    notify: NotifySettings = _flat(table, NotifySettings, "notify")
     if (notify.digest_window_s < 0 or notify.letters_every_s <= 0 or notify.workers < 1 or notify.retry_base_s <= 0
             or notify.retry_max_delay_s < notify.retry_base_s or notify.retry_attempts < 1):
         raise ConfigError("config [notify]: digest_window_s >= 0, letters_every_s > 0, workers >= 1, "
                           "0 < retry_base_s <= retry_max_delay_s, retry_attempts >= 1")
     return notify
+
+
+@dataclass(frozen=True, slots=True)
+class RecordSettings:
+    """[records]: the habilitation matrix, and the scheduler of the lifecycle and reimbursement timers."""
+
+    habilitations: str = ""  # the official matrix (a saved JSON:API export); "": config/habilitations.toml
+    sweep_every_s: float = 60.0  # automatic opening, majority, purge, reimbursement release
+    insurer_drop_dir: str = ""  # a folder the insurer drops batch files into ("": HTTP only)
+    insurer: str = "assurance-maladie"  # the producer named on reimbursement-history submissions
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +180,7 @@ class Settings:
     key_secret: bytes = b""
     mail: MailSettings = field(default_factory=MailSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
+    records: RecordSettings = field(default_factory=RecordSettings)
 
     @property
     def embedded_store(self) -> bool:
@@ -185,15 +209,24 @@ def _credentials(rows: Any) -> tuple[Credential, ...]:
     for i, row in enumerate(rows):
         try:
             cred = Credential(name=str(row["name"]), role=str(row["role"]), token_sha256=str(row["token_sha256"]),
-                              ins=str(row.get("ins", "")))
+                              ins=str(row.get("ins", "")), idnps=str(row.get("idnps", "")),
+                              profession=str(row.get("profession", "")), specialty=str(row.get("specialty", "")),
+                              regulator=bool(row.get("regulator", False)))
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"config credentials[{i}] needs name, role and token_sha256") from exc
-        if cred.role not in ("producer", "admin", "patient"):
-            raise ConfigError(f"config credentials[{i}].role must be 'producer', 'admin' or 'patient'")
-        if cred.role == "patient" and not cred.ins:
-            raise ConfigError(f"config credentials[{i}] has role 'patient': it needs the patient's 'ins'")
+        _check_credential(cred, f"config credentials[{i}]")
         out.append(cred)
     return tuple(out)
+
+
+def _check_credential(cred: Credential, where: str) -> None:
+    if cred.role not in ROLES:
+        raise ConfigError(f"{where}.role must be one of {', '.join(ROLES)}")
+    if cred.role == "patient" and not cred.ins:
+        raise ConfigError(f"{where} has role 'patient': it needs the patient's 'ins'")
+    if cred.role == "professional" and not (re.fullmatch(r"8\d{11}", cred.idnps) and cred.profession):
+        raise ConfigError(f"{where} has role 'professional': it needs 'idnps' (8 + the 11 RPPS digits) and "
+                          "'profession' (JDV_J01 code such as G15_10)")
 
 
 def _imap_sources(rows: Any) -> tuple[ImapSource, ...]:
@@ -270,6 +303,13 @@ def _retry(relay: Mapping[str, Any]) -> dict[str, float]:
     return {key: float(_typed(table, key, (int, float), 0, "relay.retry")) for key in table}
 
 
+def _records(table: Mapping[str, Any]) -> RecordSettings:
+    records: RecordSettings = _flat(table, RecordSettings, "records")
+    if records.sweep_every_s <= 0:
+        raise ConfigError("config key records.sweep_every_s must be > 0")
+    return records
+
+
 _MIME_KEYS = ("max_bytes", "max_parts", "max_depth", "max_findings")
 _XDM_KEYS = ("max_members", "max_member_bytes", "max_total_bytes", "max_metadata_bytes", "max_ratio",
              "ratio_floor_bytes")
@@ -319,4 +359,4 @@ def settings_from_mapping(data: Mapping[str, Any], *, data_dir: Path) -> Setting
         key_secret=str(_typed(s3, "key_secret", str, "", "s3")).encode(),
         mail=replace(_mail(_section(data, "smtp"), _section(data, "lmtp"), _section(data, "mss"),
                            _section(data, "relay"), data.get("imap", [])), limits=_parse_limits(data)),
-        notify=_notify(_section(data, "notify")))
+        notify=_notify(_section(data, "notify")), records=_records(_section(data, "records")))

@@ -1,20 +1,25 @@
 """Decision tables shipped as data: the CDA schema, the JDV_J07 type codes, the classification TOML.
 
 Owns: reading config/cda/ (XSD tree), config/value-sets/JDV_J07_XdsTypeCode_CISIS.xml and
-config/classification.toml and config/notifications.toml from this package's directory into typed values, once at start.
+config/classification.toml and config/notifications.toml from this package's directory into typed values, once at start;
+the habilitation matrix: config/habilitations.toml (shipped default), or a saved JSON:API export of the
+official matrix (load_official_matrix).
 Does not: validate or classify (pipelines.core does, purely), use the network (schemaLocations are
 relative paths inside config/cda/, parsed with no_network), or read anything else.
 """
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 
 from lxml import etree
 
+from hub.access import Habilitations
 from hub.errors import ConfigError
 from pipelines.core.classification import ClassificationTables, tables_from_mapping
+from pipelines.core.habilitations import known_type_classes, matrix_from_jsonapi, matrix_from_mapping
 from pipelines.core.notify import NotifyPolicy, policy_from_mapping
 from pipelines.core.validation import ValidationRules
 
@@ -23,6 +28,7 @@ SCHEMA = HERE / "cda" / "CDA_extended.xsd"
 J07 = HERE / "value-sets" / "JDV_J07_XdsTypeCode_CISIS.xml"
 CLASSIFICATION = HERE / "classification.toml"
 NOTIFICATIONS = HERE / "notifications.toml"
+HABILITATIONS = HERE / "habilitations.toml"
 _SVS_CONCEPT = "{urn:ihe:iti:svs:2008}Concept"
 
 
@@ -74,3 +80,27 @@ def load_notify_policy(path: Path = NOTIFICATIONS, *, digest_window_s: int = 360
         return policy_from_mapping(data, digest_window_s=digest_window_s)
     except (OSError, tomllib.TOMLDecodeError, ValueError) as exc:
         raise ConfigError(f"cannot load notification policy {path.name}: {exc}") from exc
+
+
+def load_habilitations(path: Path | None = None, *, classification: Path = CLASSIFICATION) -> Habilitations:
+    """The habilitation matrix of a TOML table (default: the shipped config/habilitations.toml), classCode
+    groups expanded into the typeCodes classification.toml maps to them."""
+    path = path or HABILITATIONS
+    type_classes = known_type_classes(load_classification(classification))
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return matrix_from_mapping(data, type_classes=type_classes, origin=path.name)
+    except (OSError, tomllib.TOMLDecodeError, ValueError) as exc:
+        raise ConfigError(f"cannot load habilitation matrix {path.name}: {exc}") from exc
+
+
+def load_official_matrix(path: Path) -> Habilitations:
+    """The official habilitation matrix from a saved JSON:API export of cms.monespacesante.fr (one page, or
+    a JSON list of pages); profession n becomes JDV_J01 code G15_<n>."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        return matrix_from_jsonapi(document, origin=path.name)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
+        raise ConfigError(f"cannot load official habilitation matrix {path.name}: {exc}. Save every page of "
+                          "/jsonapi/node/matrice_professionnel_document?include=field_categorie_de_document,"
+                          "field_code_profession,field_type_de_document&jsonapi_include=1 as JSON") from exc

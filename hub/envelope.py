@@ -67,6 +67,9 @@ class Envelope:
     content_type: str = "text/xml"
     attempt: int = 0
     version: int = ENVELOPE_VERSION
+    #: masking codes the producer set beside the document (XDS confidentialityCode values: MASQUE_PS,
+    #: INVISIBLE_PATIENT, INVISIBLE_REPRESENTANTS_LEGAUX), which the CDA itself cannot carry
+    confidentiality: tuple[str, ...] = ()
 
     def next_attempt(self) -> Envelope:
         return replace(self, attempt=self.attempt + 1)
@@ -74,7 +77,8 @@ class Envelope:
     def to_dict(self) -> dict[str, Any]:
         return {"v": self.version, "id": self.submission_id, "at": self.received_at.isoformat(),
                 "source": self.source.to_dict(), "raw": self.raw.to_dict(),
-                "ct": self.content_type, "attempt": self.attempt}
+                "ct": self.content_type, "attempt": self.attempt,
+                **({"conf": list(self.confidentiality)} if self.confidentiality else {})}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Envelope:
@@ -83,6 +87,7 @@ class Envelope:
                 raise ValueError(f"unsupported envelope version {data['v']!r}")
             return cls(submission_id=str(data["id"]), received_at=datetime.fromisoformat(data["at"]),
                        source=Source.from_dict(data["source"]), raw=BlobRef.from_dict(data["raw"]),
-                       content_type=str(data.get("ct", "text/xml")), attempt=int(data.get("attempt", 0)))
+                       content_type=str(data.get("ct", "text/xml")), attempt=int(data.get("attempt", 0)),
+                       confidentiality=tuple(str(c) for c in data.get("conf", ())))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise EnvelopeDecodeError(f"unreadable envelope: {exc}") from exc

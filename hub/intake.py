@@ -43,10 +43,13 @@ class Intake:
         self._clock = clock
 
     def accept(self, raw: bytes, source: Source, *, content_type: str = "text/xml", kind: str = "cda",
-               submission_id: str | None = None, received_at: datetime | None = None) -> SubmissionRecord:
+               submission_id: str | None = None, received_at: datetime | None = None,
+               confidentiality: tuple[str, ...] = ()) -> SubmissionRecord:
         """Make `raw` durable and queued; raise TransientError if any step could not be confirmed.
 
         `kind` is the object-key family (`cda` for documents, `mail` for queued SMTP messages).
+        `confidentiality`: the producer's masking codes given beside the document (kept with the
+        submission, applied when it is indexed).
         `submission_id` (and `received_at`) are given by callers that may accept the same item again:
         an id already recorded as final is returned as it is; a pending one is published again
         (harmless: processing is idempotent)."""
@@ -58,10 +61,11 @@ class Intake:
         ref = self._store.put(raw, kind=kind, content_type=content_type)
         record = SubmissionRecord(submission_id=submission_id or new_submission_id(),
                                   received_at=received_at or self._clock(), producer=source.producer,
-                                  source_kind=source.kind, blob_key=ref.key, sha256=ref.sha256, size=ref.size)
+                                  source_kind=source.kind, blob_key=ref.key, sha256=ref.sha256, size=ref.size,
+                                  confidentiality=confidentiality)
         created = self._index.create_submission(record)
         envelope = Envelope(submission_id=record.submission_id, received_at=record.received_at,
-                            source=source, raw=ref, content_type=content_type)
+                            source=source, raw=ref, content_type=content_type, confidentiality=confidentiality)
         try:
             self._publisher.publish(envelope)
         except BusUnavailable:

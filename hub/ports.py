@@ -10,8 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import Future
 from datetime import datetime
-from typing import Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
+from hub.access import Change, DocumentFacts
+from hub.actors import Access
+from hub.audit import AuditAction, AuditEntry
 from hub.delivery import RecipientResult
 from hub.envelope import BlobRef, Envelope
 from hub.mailqueue import Reply, SmtpRecipient
@@ -25,6 +28,9 @@ from hub.records import (
     PatientRecord,
     SubmissionRecord,
 )
+
+if TYPE_CHECKING:  # written beside this file in the same change
+    from hub.lifecycle import Profile
 
 
 class BlobStore(Protocol):
@@ -274,3 +280,62 @@ class NotificationStore(Protocol):
     def representatives(self, ins: str) -> list[str]: ...
 
     def set_representatives(self, ins: str, representatives: Sequence[str]) -> None: ...
+
+
+class RecordService(Protocol):
+    """A patient's record read and changed as someone (pipelines.record_access implements it).
+
+    Every call applies the access rules, writes the audit trail and tells the patient what a
+    professional did; a refusal is hub.errors.Refused (already traced), an absent or unreachable
+    record or document is NotFound."""
+
+    def documents(self, who: Access, ins: str, query: DocumentQuery) -> list[DocumentRecord]: ...
+
+    def document(self, who: Access, document_id: str, *, action: AuditAction = ...) -> DocumentRecord: ...
+
+    def trail(self, who: Access, ins: str, *, after_seq: int = 0, limit: int = 500) -> list[AuditEntry]: ...
+
+    def change(self, who: Access, document_id: str, change: Change) -> DocumentFacts:
+        """The patient's masks, or the author's deletion / lift of INVISIBLE_PATIENT / mask."""
+        ...
+
+    def block(self, who: Access, ins: str, idnps: str, *, blocked: bool) -> None: ...
+
+    def set_emergency(self, who: Access, ins: str, *, bris_de_glace: bool | None,
+                      regulation: bool | None) -> None: ...
+
+    def settings(self, who: Access, ins: str) -> dict[str, object]: ...
+
+
+class LifecycleService(Protocol):
+    """A profile's life: activation, opposition (and its receipt), a new code, closure, restitution
+    (pipelines.lifecycle and pipelines.restitution implement it).  Refused when the rules forbid the
+    step (wrong factors, locked, wrong state), NotFound for an unknown INS."""
+
+    def profile(self, ins: str) -> Profile | None: ...
+
+    def activate(self, ins: str, code: str, vitale_serial: str) -> Profile: ...
+
+    def oppose(self, ins: str, *, code: str | None = None, vitale_serial: str | None = None) -> Profile:
+        """Oppose; `code`/`vitale_serial` given: the person themself, checked like an activation
+        (None: an operator acting on a written request)."""
+        ...
+
+    def receipt(self, ins: str) -> bytes: ...
+
+    def reissue_code(self, ins: str) -> Profile: ...
+
+    def close(self, ins: str) -> Profile: ...
+
+    def export(self, ins: str, out: IO[bytes]) -> dict[str, Any]:
+        """Write the restitution ZIP of the whole record to `out`; a summary (counts, size)."""
+        ...
+
+
+class InsurerService(Protocol):
+    """The insurer's reimbursement history (pipelines.reimbursements implements it): held until 48 h
+    after the profile's activation, then filed; a re-delivery adds nothing."""
+
+    def accept_batch(self, raw: bytes) -> dict[str, Any]: ...
+
+    def accept_document(self, raw: bytes) -> dict[str, Any]: ...

@@ -68,6 +68,7 @@ class SubmissionRecord:
     sha256: str = ""
     size: int = 0
     updated_at: datetime | None = None
+    confidentiality: tuple[str, ...] = ()  # the producer's masking codes given beside the document
 
     @property
     def final(self) -> bool:

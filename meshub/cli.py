@@ -1,7 +1,7 @@
 """`meshub`: run the hub, and talk to a running hub over HTTP (scriptable: --json, exit codes).
 
-Commands: run, submit, status, documents, get, patients import, messages, mailbox, notifications,
-letters.  Client commands
+Commands: run, submit, status, documents, get, messages, mailbox, notifications, letters, and (in
+meshub.cli_records) patients, audit, insurer.  Client commands
 find the hub's URL and development credentials in --data-dir (written by
 `meshub run`) unless --url / --token (or MESHUB_URL / MESHUB_TOKEN) are given.
 Exit codes: 0 success; 1 a submission was rejected or something asked for is
@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,20 +25,17 @@ import httpx
 
 from config.settings import Settings, settings_from_mapping
 from hub.errors import ConfigError
-from meshub import datadir
-
-EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
-
-
-class CliError(Exception):
-    """A problem to print on stderr and exit 2."""
-
-
-def _add_client_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", help="hub URL (default: the hub running on --data-dir, or $MESHUB_URL)")
-    p.add_argument("--token", help="bearer token (default: the dev credential in --data-dir, or $MESHUB_TOKEN)")
-    p.add_argument("--data-dir", type=Path, default=datadir.DEFAULT_DATA_DIR)
-    p.add_argument("--json", action="store_true", help="machine-readable output, one JSON object per line")
+from meshub import cli_records, datadir
+from meshub.cli_client import (
+    EXIT_ERROR,
+    EXIT_FAILED,
+    EXIT_OK,
+    CliError,
+    add_client_options,
+    check,
+    client,
+    print_rows,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,76 +56,50 @@ def _parser() -> argparse.ArgumentParser:
     submit = sub.add_parser("submit", help="submit CDA files")
     submit.add_argument("files", nargs="+", type=Path)
     submit.add_argument("--wait", action="store_true", help="wait until each submission is final")
-    _add_client_options(submit)
+    add_client_options(submit)
     status = sub.add_parser("status", help="show a submission")
     status.add_argument("submission")
     status.add_argument("--wait", action="store_true")
-    _add_client_options(status)
+    add_client_options(status)
     docs = sub.add_parser("documents", help="list a patient's documents")
     docs.add_argument("ins")
     for flag in ("category", "class", "type", "from", "to"):
         docs.add_argument(f"--{flag}", dest=f"filter_{flag}")
     docs.add_argument("--include-deprecated", action="store_true")
-    _add_client_options(docs)
+    add_client_options(docs)
     get = sub.add_parser("get", help="write a document's exact bytes to stdout or -o FILE")
     get.add_argument("document_id")
     get.add_argument("-o", "--output", type=Path)
-    _add_client_options(get)
-    patients = sub.add_parser("patients", help="patient registry")
-    psub = patients.add_subparsers(dest="patients_command", required=True)
-    imp = psub.add_parser("import", help="import a roster CSV (all lines or none)")
-    imp.add_argument("roster", type=Path)
-    _add_client_options(imp)
+    add_client_options(get)
     messages = sub.add_parser("messages", help="list a patient's MSSanté messages")
     messages.add_argument("ins")
-    _add_client_options(messages)
+    add_client_options(messages)
     notifications = sub.add_parser("notifications", help="what was sent to a patient, on every channel")
     notifications.add_argument("ins")
-    _add_client_options(notifications)
+    add_client_options(notifications)
     letters = sub.add_parser("letters", help="postal batches and their PDF files")
     letters.add_argument("--print", action="store_true", dest="print_now",
                          help="print every due postal notice into a new batch first")
     letters.add_argument("-o", "--output-dir", type=Path, help="also download each batch's PDF into this folder")
-    _add_client_options(letters)
+    add_client_options(letters)
     mailbox = sub.add_parser("mailbox", help="what the hub delivered to a mailbox address (organisational or other)")
     mailbox.add_argument("address")
-    _add_client_options(mailbox)
+    add_client_options(mailbox)
+    cli_records.add_parsers(sub)
     return parser
 
 
 # -- client side -----------------------------------------------------------------------------------------
 
-def _client(args: argparse.Namespace, role: str) -> httpx.Client:
-    url = args.url or os.environ.get("MESHUB_URL") or datadir.read_hub_url(args.data_dir)
-    if not url:
-        raise CliError(f"no hub URL: start `meshub run --data-dir {args.data_dir}` or pass --url")
-    token = args.token or os.environ.get("MESHUB_TOKEN") or datadir.read_credentials(args.data_dir).get(
-        role, {}).get("token")
-    if not token:
-        raise CliError(f"no {role} token: pass --token, or point --data-dir at the hub's data dir")
-    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=70.0)
-
-
-def _check(response: httpx.Response) -> dict[str, Any]:
-    if response.status_code >= 400:
-        try:
-            err = response.json().get("error", {})
-            message = err.get("message_en") or json.dumps(err)
-        except ValueError:
-            message = response.text[:300]
-        raise CliError(f"HTTP {response.status_code}: {message}")
-    return dict(response.json())
-
-
-def _submit_one(client: httpx.Client, path: Path, wait: bool) -> dict[str, Any]:
+def _submit_one(c: httpx.Client, path: Path, wait: bool) -> dict[str, Any]:
     try:
         body = path.read_bytes()
     except OSError as exc:
         return {"file": str(path), "submission": None, "status": "error", "document_id": None,
                 "category": None, "findings": [{"rule": "file.unreadable", "message_en": str(exc)}]}
-    record = _check(client.post("/v1/documents", content=body, headers={"Content-Type": "application/xml"}))
+    record = check(c.post("/v1/documents", content=body, headers={"Content-Type": "application/xml"}))
     while wait and record["status"] == "pending":
-        record = _check(client.get(f"/v1/submissions/{record['submission']}", params={"wait": 30}))
+        record = check(c.get(f"/v1/submissions/{record['submission']}", params={"wait": 30}))
     return {"file": str(path), **{k: record.get(k) for k in (
         "submission", "status", "document_id", "category", "findings")}}
 
@@ -146,9 +116,9 @@ def _print_submission(row: dict[str, Any], as_json: bool) -> None:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     worst = EXIT_OK
-    with _client(args, "producer") as client:
+    with client(args, "producer") as c:
         for path in args.files:
-            row = _submit_one(client, path, args.wait)
+            row = _submit_one(c, path, args.wait)
             _print_submission(row, args.json)
             if row["status"] in ("rejected", "error"):
                 worst = EXIT_FAILED
@@ -156,9 +126,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    with _client(args, "producer") as client:
+    with client(args, "producer") as c:
         params = {"wait": 30} if args.wait else {}
-        record = _check(client.get(f"/v1/submissions/{args.submission}", params=params))
+        record = check(c.get(f"/v1/submissions/{args.submission}", params=params))
     _print_submission({"file": "-", **record}, args.json)
     return EXIT_FAILED if record["status"] == "rejected" else EXIT_OK
 
@@ -169,8 +139,8 @@ def cmd_documents(args: argparse.Namespace) -> int:
                                 ("to", args.filter_to)) if v}
     if args.include_deprecated:
         params["include_deprecated"] = "true"
-    with _client(args, "admin") as client:
-        docs = _check(client.get(f"/v1/patients/{args.ins}/documents", params=params))["documents"]
+    with client(args, "admin") as c:
+        docs = check(c.get(f"/v1/patients/{args.ins}/documents", params=params))["documents"]
     for doc in docs:
         if args.json:
             print(json.dumps(doc, ensure_ascii=False))
@@ -181,10 +151,10 @@ def cmd_documents(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    with _client(args, "admin") as client:
-        response = client.get(f"/v1/documents/{args.document_id}/content")
+    with client(args, "admin") as c:
+        response = c.get(f"/v1/documents/{args.document_id}/content")
         if response.status_code >= 400:
-            _check(response)
+            check(response)
     if args.output:
         args.output.write_bytes(response.content)
     else:
@@ -192,16 +162,10 @@ def cmd_get(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_rows(rows: list[dict[str, Any]], as_json: bool, line: Callable[[dict[str, Any]], str]) -> None:
-    """One JSON object per line with --json, else one human line per row."""
-    for row in rows:
-        print(json.dumps(row, ensure_ascii=False) if as_json else line(row))
-
-
 def cmd_messages(args: argparse.Namespace) -> int:
-    with _client(args, "admin") as client:
-        rows = _check(client.get(f"/v1/patients/{args.ins}/messages"))["messages"]
-    _print_rows(rows, args.json, lambda row: (
+    with client(args, "admin") as c:
+        rows = check(c.get(f"/v1/patients/{args.ins}/messages"))["messages"]
+    print_rows(rows, args.json, lambda row: (
         f"{row['received_at'][:19]}  {row['direction']:<6} {row['correspondent']:<40} "
         f"[{('read' if row['read_at'] else 'new') + (', closed' if row['closed'] else '')}] "
         f"{row['subject']}  ({row['message_id']})"))
@@ -209,18 +173,18 @@ def cmd_messages(args: argparse.Namespace) -> int:
 
 
 def cmd_mailbox(args: argparse.Namespace) -> int:
-    with _client(args, "admin") as client:
-        rows = _check(client.get(f"/v1/mailboxes/{args.address}/deliveries"))["deliveries"]
-    _print_rows(rows, args.json, lambda row: (
+    with client(args, "admin") as c:
+        rows = check(c.get(f"/v1/mailboxes/{args.address}/deliveries"))["deliveries"]
+    print_rows(rows, args.json, lambda row: (
         f"{(row['updated_at'] or '')[:19]}  {row['state']:<9} {row['route']:<9} attempts {row['attempts']} "
         f"submission {row['submission_id']}  {row['last_reply']}"))
     return EXIT_OK
 
 
 def cmd_notifications(args: argparse.Namespace) -> int:
-    with _client(args, "admin") as client:
-        rows = _check(client.get(f"/v1/patients/{args.ins}/notifications"))["notifications"]
-    _print_rows(rows, args.json, _notice_line)
+    with client(args, "admin") as c:
+        rows = check(c.get(f"/v1/patients/{args.ins}/notifications"))["notifications"]
+    print_rows(rows, args.json, _notice_line)
     return EXIT_OK
 
 
@@ -233,28 +197,20 @@ def _notice_line(r: dict[str, Any]) -> str:
 
 
 def cmd_letters(args: argparse.Namespace) -> int:
-    with _client(args, "admin") as client:
+    with client(args, "admin") as c:
         if args.print_now:
-            _check(client.post("/v1/letters"))
-        rows = _check(client.get("/v1/letters"))["batches"]
+            check(c.post("/v1/letters"))
+        rows = check(c.get("/v1/letters"))["batches"]
         if args.output_dir:
             args.output_dir.mkdir(parents=True, exist_ok=True)
             for row in rows:
-                response = client.get(f"/v1/letters/{row['batch_id']}.pdf")
+                response = c.get(f"/v1/letters/{row['batch_id']}.pdf")
                 if response.status_code >= 400:
-                    _check(response)
+                    check(response)
                 row["file"] = str(args.output_dir / f"{row['batch_id']}.pdf")
                 Path(row["file"]).write_bytes(response.content)
-    _print_rows(rows, args.json, lambda r: f"{r['batch_id']}  {r['period']}  {r['created_at'][:19]}  "
+    print_rows(rows, args.json, lambda r: f"{r['batch_id']}  {r['period']}  {r['created_at'][:19]}  "
                                           f"letters={r['letters']}  {r.get('file', r['pdf_key'])}")
-    return EXIT_OK
-
-
-def cmd_patients_import(args: argparse.Namespace) -> int:
-    with _client(args, "admin") as client:
-        result = _check(client.post("/v1/patients/import", content=args.roster.read_bytes(),
-                                    headers={"Content-Type": "text/csv"}))
-    print(json.dumps(result) if args.json else f"imported {result['imported']} patient(s): {result['by_status']}")
     return EXIT_OK
 
 
@@ -311,6 +267,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             return EXIT_OK
         hub.start_filedrop()
         hub.start_sweep()
+        hub.start_records()
         hub.start_gateway(log_level=logging.getLogger().level)
         hub.start_imap()
 
@@ -328,7 +285,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "submit": cmd_submit, "status": cmd_status, "documents": cmd_documents,
-            "get": cmd_get, "patients": cmd_patients_import, "messages": cmd_messages, "mailbox": cmd_mailbox,
+            "get": cmd_get, "patients": cli_records.cmd_patients, "audit": cli_records.cmd_audit,
+            "insurer": cli_records.cmd_insurer, "messages": cmd_messages, "mailbox": cmd_mailbox,
             "notifications": cmd_notifications, "letters": cmd_letters}
 
 

@@ -27,6 +27,7 @@ from config.tables import load_classification, load_notify_policy, load_validati
 from connectors.inbound.file_drop import DropFolders, FileDrop
 from connectors.inbound.http_api import ApiContext, create_app
 from connectors.inbound.imap import ImapIntake, mail_acceptor
+from connectors.inbound.insurer_drop import InsurerDrop
 from connectors.inbound.smtp_server import listen, make_dev_certificate
 from connectors.outbound.letters import PdfLetterPrinter
 from connectors.outbound.lmtp import LmtpDelivery
@@ -52,16 +53,19 @@ from hub.ports import BlobStore, Handler, NotificationChannel
 from hub.retry import RetryPolicy
 from hub.topology import Topology
 from meshub import datadir
+from meshub.compose_records import RecordParts, written_then_announced
 from meshub.gateway_process import GatewayPlan, GatewayProcess
 from pipelines.core.mime import MailLimits
 from pipelines.core.mss import MssRules
 from pipelines.core.relay_schedule import RelaySchedule, next_hops_from_rows
 from pipelines.core.xdm import XdmLimits
+from pipelines.lifecycle import Lifecycle
 from pipelines.mail import MailPipeline, MailPorts
 from pipelines.mail_reports import ReportSender
 from pipelines.mail_service import PatientMail
 from pipelines.notify import LetterRun, NoticeSender, Notifier, NotifyPorts
 from pipelines.outbound import OutboundPipeline, OutboundPorts
+from pipelines.reimbursements import InsurerBatches
 from pipelines.roster_import import import_roster
 from pipelines.router import Router
 from pipelines.runner import DocumentPipeline
@@ -100,6 +104,7 @@ class Hub:
     notify_ports: NotifyPorts
     notify_topology: Topology
     notify_publisher: KombuPublisher
+    records: RecordParts
     stop: threading.Event = field(default_factory=threading.Event)
     gateways: list[GatewayProcess] = field(default_factory=list)
     drainers: list[SpoolDrainer] = field(default_factory=list)
@@ -109,12 +114,41 @@ class Hub:
     def api_context(self) -> ApiContext:
         mail = PatientMail(store=self.store, index=self.index, mailboxes=self.mailboxes, intake=self.intake,
                            rules=self.rules, reports=self.reports())
+        notifier, lifecycle = Notifier(self.notify_ports), self.lifecycle()
         return ApiContext(intake=self.intake, index=self.index, store=self.store,
                           auth=Authenticator(self.settings.credentials),
                           max_body_bytes=self.settings.max_body_bytes,
-                          import_roster=lambda raw: import_roster(raw, self.index),
+                          import_roster=lambda raw: import_roster(raw, self.index, lifecycle),
                           mailboxes=self.mailboxes, mail=mail, patient_domain=self.rules.patient_domain,
-                          notices=self.notices, print_letters=lambda: self.letter_run().run())
+                          notices=self.notices, print_letters=lambda: self.letter_run().run(),
+                          records=self.records.record_access(notifier), verify_trail=self.records.verify,
+                          lifecycle=lifecycle, insurer=self.insurer(lifecycle))
+
+    def lifecycle(self) -> Lifecycle:
+        return self.records.lifecycle(Notifier(self.notify_ports))
+
+    def insurer(self, lifecycle: Lifecycle | None = None) -> InsurerBatches:
+        return self.records.insurer(self.intake, self.pipeline_store, lifecycle or self.lifecycle())
+
+    def start_records(self) -> None:
+        """The record's timers (automatic opening after 6 weeks, majority, purge after 10 years, the
+        reimbursement history 48 hours after activation), and the insurer's drop folder if configured."""
+        records = self.settings.records
+        if records.insurer_drop_dir:
+            batches = self.insurer()
+            drop = InsurerDrop(Path(records.insurer_drop_dir), accept_batch=batches.accept_batch,
+                               accept_document=batches.accept_document, max_bytes=self.settings.max_body_bytes)
+            self.spawn("insurer-drop", drop.run)
+        self.spawn("records", self._records_loop, background=True)
+
+    def _records_loop(self, stop: threading.Event) -> None:
+        lifecycle = self.lifecycle()
+        insurer = self.insurer(lifecycle)
+        while not stop.wait(self.settings.records.sweep_every_s):
+            try:
+                log.info("record timers: %s", self.records.sweep(lifecycle, insurer))
+            except HubError as exc:
+                log.warning("record timers skipped: %s", type(exc).__name__)
 
     def reports(self) -> ReportSender:
         return ReportSender(self.intake, hostname=self.settings.mail.hostname, domain=self.settings.mail.hostname)
@@ -137,6 +171,7 @@ class Hub:
         """`count` intake workers (CDA documents and queued mail) and the outbound workers."""
         mail_limits, xdm_limits = parse_limits(self.settings.mail)
         notifier = Notifier(self.notify_ports)
+        written = written_then_announced(self.records.record_access(notifier), notifier)
         mail = MailPipeline(MailPorts(store=self.pipeline_store, index=self.index, mailboxes=self.mailboxes,
                                       intake=self.intake, outbound=self.outbound_publisher, rules=self.rules,
                                       reports=self.reports(), mail_limits=mail_limits, xdm_limits=xdm_limits,
@@ -144,7 +179,7 @@ class Hub:
         # A document filed from a mail ("mss") settles that mail's integration report once it is final.
         documents = DocumentPipeline(store=self.pipeline_store, index=self.index, rules=load_validation_rules(
             max_bytes=self.settings.max_body_bytes), tables=load_classification(),
-            followers={"mss": mail.integration}, announce=notifier.document_indexed)
+            followers={"mss": mail.integration}, announce=written)
         pipeline: Handler = Router({MAIL_CONTENT_TYPE: mail}, default=documents)
         for n in range(count):
             worker = Worker(lambda: open_connection(self.settings.bus_url), self.topology, pipeline)
@@ -278,7 +313,8 @@ class Hub:
             content_type = MAIL_CONTENT_TYPE if record.source_kind in MAIL_SOURCES else "text/xml"
             self.publisher.publish(Envelope(submission_id=record.submission_id, received_at=record.received_at,
                                             source=Source(kind=record.source_kind, producer=record.producer),
-                                            raw=ref, content_type=content_type))
+                                            raw=ref, content_type=content_type,
+                                            confidentiality=record.confidentiality))
         if stale:
             log.warning("recovery sweep republished %d stale submission(s)", len(stale))
         return len(stale)
@@ -358,6 +394,8 @@ def build_hub(settings: Settings, *, workers_in_process: bool = False) -> Hub:
         mailboxes = SqlMailbox.beside(index)
         notices = SqlNotifications.beside(index)
         policy = load_notify_policy(digest_window_s=settings.notify.digest_window_s)
+        rules = MssRules.from_mapping(settings.mail.rules)
+        records = RecordParts.build(settings, index, store, notices, mailboxes, patient_domain=rules.patient_domain)
     except BaseException:
         stack.close()
         raise
@@ -365,7 +403,7 @@ def build_hub(settings: Settings, *, workers_in_process: bool = False) -> Hub:
     intake = Intake(store=blobs, index=index, publisher=publisher)
     return Hub(settings=settings, store=store, index=index, publisher=publisher, intake=intake,
                topology=topology, pipeline_store=blobs, mailboxes=mailboxes, outbound_topology=outbound_topology,
-               outbound_publisher=outbound_publisher, rules=MssRules.from_mapping(settings.mail.rules),
+               outbound_publisher=outbound_publisher, rules=rules, records=records,
                notices=notices, notify_ports=NotifyPorts(index=index, notices=notices, queue=notify_publisher,
                                                          policy=policy),
                notify_topology=notify_topology, notify_publisher=notify_publisher, exit_stack=stack)

@@ -3,7 +3,7 @@
 Owns: the files a fresh `meshub run` creates on first start (mode 0600) and that
 the CLI reads to reach a local hub.  Layout:
   secrets.json      object-key HMAC secret, embedded S3 access/secret keys
-  credentials.json  development producer and admin tokens (for the CLI and curl)
+  credentials.json  development producer, admin, insurer and professional tokens (CLI and curl)
   hub.json          URL of the hub running on this data dir
   s3/ bus.sqlite3 index.sqlite3 drop/   the embedded services' data
 """
@@ -47,13 +47,28 @@ def secrets_for(data_dir: Path) -> dict[str, str]:
     return {k: str(v) for k, v in data.items()}
 
 
+#: the development identities of the embedded default: role -> name (and a professional's identity)
+DEV_IDENTITIES: dict[str, dict[str, Any]] = {
+    "producer": {"name": "dev-producer"},
+    "admin": {"name": "admin"},
+    "insurer": {"name": "dev-insurer"},
+    "professional": {"name": "dev-medecin", "idnps": "810000000019", "profession": "G15_10", "specialty": "SM54"},
+}
+
+
 def dev_credentials(data_dir: Path) -> tuple[tuple[Credential, ...], bool]:
-    """The development producer and admin; created (and reported as new) on first start."""
-    data, created = _load_or_create(data_dir / "credentials.json", {
-        "producer": {"name": "dev-producer", "token": new_token()},
-        "admin": {"name": "admin", "token": new_token()}})
-    creds = tuple(Credential(name=entry["name"], role=role, token_sha256=token_sha256(entry["token"]))
-                  for role, entry in data.items())
+    """The development producer, admin, insurer and professional (a general practitioner); created
+    (and reported as new) on first start, and completed when a newer hub knows more roles."""
+    path = data_dir / "credentials.json"
+    data, created = _load_or_create(path, {role: {**who, "token": new_token()}
+                                           for role, who in DEV_IDENTITIES.items()})
+    missing = {role: {**who, "token": new_token()} for role, who in DEV_IDENTITIES.items() if role not in data}
+    if missing:
+        data.update(missing)
+        _write_private(path, data)
+    creds = tuple(Credential(name=entry["name"], role=role, token_sha256=token_sha256(entry["token"]),
+                             idnps=entry.get("idnps", ""), profession=entry.get("profession", ""),
+                             specialty=entry.get("specialty", "")) for role, entry in data.items())
     return creds, created
 
 

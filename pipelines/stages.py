@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hub.access import PRODUCER_CODES
 from hub.envelope import Envelope
 from hub.ports import BlobStore, Index
 from hub.records import DocumentRecord, SubmissionStatus
@@ -58,9 +59,15 @@ def document_record(envelope: Envelope, header: CdaHeader, found: Classification
         blob_bucket=envelope.raw.bucket, blob_key=envelope.raw.key, sha256=envelope.raw.sha256,
         size=envelope.raw.size, type_code=header.type_code, type_label=found.type_label,
         class_code=found.class_code, category=found.category, format_code=found.format_code,
-        level=found.level, confidentiality=found.confidentiality, title=header.title,
+        level=found.level, confidentiality=_with_producer_codes(found.confidentiality, envelope.confidentiality),
+        title=header.title,
         effective_time=header.effective_time, service_date=service_date(header.effective_time),
         author_id=header.author_id, custodian_id=header.custodian_id, replaces=header.replaces)
+
+
+def _with_producer_codes(found: tuple[str, ...], given: tuple[str, ...]) -> tuple[str, ...]:
+    """The CDA's own code first, then the masking codes the producer gave beside the document (once each)."""
+    return found + tuple(dict.fromkeys(c for c in given if c in PRODUCER_CODES and c not in found))
 
 
 def index_or_reject(envelope: Envelope, checked: Checked, tables: ClassificationTables,

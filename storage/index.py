@@ -58,6 +58,7 @@ submissions = sa.Table(
     sa.Column("sha256", sa.String(64), nullable=False),
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("confidentiality", sa.Text, nullable=False, server_default="[]"),
 )
 
 documents = sa.Table(
@@ -170,6 +171,7 @@ class SqlIndex:
         """Create missing tables (idempotent; safe when several processes start together)."""
         with self._tx() as conn:
             metadata.create_all(conn, checkfirst=True)
+            _add_missing_columns(conn)
 
     @property
     def engine(self) -> Engine:
@@ -215,7 +217,8 @@ class SqlIndex:
                 "submission_id": record.submission_id, "received_at": record.received_at,
                 "producer": record.producer, "source_kind": record.source_kind, "status": str(record.status),
                 "document_id": None, "category": None, "findings": "[]", "blob_key": record.blob_key,
-                "sha256": record.sha256, "size": record.size, "updated_at": _now()}).first() is not None
+                "sha256": record.sha256, "size": record.size, "updated_at": _now(),
+                "confidentiality": json.dumps(list(record.confidentiality))}).first() is not None
 
     def forget_submission(self, submission_id: str) -> None:
         with self._tx() as conn:
@@ -297,7 +300,8 @@ class SqlIndex:
         conn.execute(self._insert(submissions).values(
             submission_id=envelope.submission_id, received_at=envelope.received_at,
             producer=envelope.source.producer, source_kind=envelope.source.kind, blob_key=envelope.raw.key,
-            sha256=envelope.raw.sha256, size=envelope.raw.size, **values,
+            sha256=envelope.raw.sha256, size=envelope.raw.size,
+            confidentiality=json.dumps(list(envelope.confidentiality)), **values,
         ).on_conflict_do_nothing(index_elements=["submission_id"]))
         row = conn.execute(submissions.select().where(
             submissions.c.submission_id == envelope.submission_id)).mappings().one()
@@ -360,6 +364,18 @@ class SqlIndex:
         return [_submission_from_row(r) for r in rows]
 
 
+#: columns added after a table's first release: (table, column, DDL type and default)
+ADDED_COLUMNS = (("submissions", "confidentiality", "TEXT NOT NULL DEFAULT '[]'"),)
+
+
+def _add_missing_columns(conn: Connection) -> None:
+    """Bring a database made by an earlier release up to date (create_all never alters a table)."""
+    inspector = sa.inspect(conn)
+    for table, column, ddl in ADDED_COLUMNS:
+        if column not in {c["name"] for c in inspector.get_columns(table)}:
+            conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
+
+
 @contextmanager
 def db_errors() -> Iterator[None]:
     """Database errors become IndexUnavailable (transient: retried, or 503) at this boundary."""
@@ -384,7 +400,8 @@ def _submission_from_row(row: Any) -> SubmissionRecord:
         submission_id=row["submission_id"], received_at=_aware(row["received_at"]) or _now(),
         producer=row["producer"], source_kind=row["source_kind"], status=SubmissionStatus(row["status"]),
         document_id=row["document_id"], category=row["category"], findings=tuple(json.loads(row["findings"] or "[]")),
-        blob_key=row["blob_key"], sha256=row["sha256"], size=row["size"], updated_at=_aware(row["updated_at"]))
+        blob_key=row["blob_key"], sha256=row["sha256"], size=row["size"], updated_at=_aware(row["updated_at"]),
+        confidentiality=tuple(json.loads(row["confidentiality"] or "[]")))
 
 
 def _document_row(doc: DocumentRecord) -> dict[str, Any]:

@@ -177,9 +177,14 @@ class MinioBlobStore:
         return data
 
     def delete(self, ref: BlobRef) -> None:
-        """Remove the object (tests, cleanup).  Deleting a missing object is not an error in S3."""
-        with _mapped_errors("delete"):
-            self._client.remove_object(bucket_name=ref.bucket, object_name=ref.key)
+        """Remove the object (hub.restitution.BlobEraser: the purge; tests).  Idempotent: a missing
+        object is not an error (S3 answers 204 anyway; a NoSuchKey from another server is swallowed).
+        StoreUnavailable when the store is down, StoreRejected/ConfigError when it refuses."""
+        try:
+            with _mapped_errors("delete"):
+                self._client.remove_object(bucket_name=ref.bucket, object_name=ref.key)
+        except NotFound:
+            return
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless the S3 server answers now and the bucket exists."""

@@ -14,7 +14,7 @@ import threading
 from collections import OrderedDict
 
 from hub.envelope import BlobRef
-from hub.errors import IntegrityError
+from hub.errors import ConfigError, IntegrityError
 from hub.ports import BlobStore
 
 
@@ -47,6 +47,16 @@ class RecentBlobs:
 
     def ping(self) -> None:
         self._store.ping()
+
+    def delete(self, ref: BlobRef) -> None:
+        """Forget any cached copy, then delete from the wrapped store (hub.restitution.BlobEraser)."""
+        with self._lock:
+            data = self._entries.pop(ref.key, None)
+            self._size -= len(data) if data is not None else 0
+        delete = getattr(self._store, "delete", None)
+        if delete is None:
+            raise ConfigError("the wrapped object store cannot delete objects")
+        delete(ref)
 
     def _remember(self, key: str, data: bytes) -> None:
         old = self._entries.pop(key, None)

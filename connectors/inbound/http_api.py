@@ -21,13 +21,24 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config.settings import Credential
+from hub.access import PRODUCER_CODES
+from hub.audit import Verification
 from hub.auth import Authenticator
 from hub.envelope import BlobRef, Source
 from hub.errors import HubError, NotFound, RosterRejected, TransientError
 from hub.intake import Intake
 from hub.notices import LetterBatch
-from hub.ports import BlobStore, Index, Mailboxes, MailService, NotificationStore
-from hub.records import DocumentQuery, SubmissionRecord
+from hub.ports import (
+    BlobStore,
+    Index,
+    InsurerService,
+    LifecycleService,
+    Mailboxes,
+    MailService,
+    NotificationStore,
+    RecordService,
+)
+from hub.records import SubmissionRecord
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("meshub.access")
@@ -51,6 +62,10 @@ class ApiContext:
     patient_domain: str = "patient.mssante.fr"
     notices: NotificationStore | None = None  # patient notifications; None: those routes are absent
     print_letters: Callable[[], LetterBatch | None] | None = None  # print due postal notices now
+    records: RecordService | None = None  # the record read through the access rules; None: no record routes
+    verify_trail: Callable[[], Verification] | None = None  # check the audit trail's whole hash chain
+    lifecycle: LifecycleService | None = None  # activation, opposition, closure, restitution
+    insurer: InsurerService | None = None  # reimbursement history batches
 
 
 def api_error(status: int, code: str, en: str, fr: str, headers: dict[str, str] | None = None) -> HTTPException:
@@ -71,8 +86,13 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.add_middleware(AccessLog)
     app.exception_handler(HTTPException)(_http_error)
     _submission_routes(app, ctx)
-    _document_routes(app, ctx)
     _operation_routes(app, ctx)
+    if ctx.records is not None:
+        from connectors.inbound.record_api import record_routes
+        record_routes(app, ctx)
+    if ctx.lifecycle is not None:
+        from connectors.inbound.lifecycle_api import lifecycle_routes
+        lifecycle_routes(app, ctx)
     if ctx.mailboxes is not None and ctx.mail is not None:
         from connectors.inbound.mailbox_api import mailbox_routes
         mailbox_routes(app, ctx)
@@ -132,7 +152,15 @@ def admin(cred: Annotated[Credential, Depends(identify)]) -> Credential:
     return cred
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+def operator(cred: Annotated[Credential, Depends(identify)]) -> Credential:
+    """An admin or the insurer (roster, new codes, operator-made oppositions and closures)."""
+    if cred.role not in ("admin", "insurer"):
+        raise api_error(403, "forbidden", "This operation needs an admin or insurer credential.",
+                        "Cette opération demande un accès administrateur ou Assurance Maladie.")
+    return cred
+
+
+async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
@@ -159,6 +187,18 @@ def _check_media_type(request: Request) -> str:
     return media_type
 
 
+def _masking_codes(header: str) -> tuple[str, ...]:
+    """X-Confidentiality: the XDS masking codes the producer sets beside the document (comma-separated)."""
+    codes = tuple(dict.fromkeys(c.strip().upper() for c in header.split(",") if c.strip()))
+    unknown = [c for c in codes if c not in PRODUCER_CODES]
+    if unknown:
+        raise api_error(400, "bad-confidentiality", "X-Confidentiality takes " + ", ".join(PRODUCER_CODES)
+                        + " (JDV_J08, comma-separated); N/R/V go in the CDA's confidentialityCode.",
+                        "X-Confidentiality accepte " + ", ".join(PRODUCER_CODES) + " (JDV_J08, séparés par des "
+                        "virgules) ; N/R/V se placent dans le confidentialityCode du CDA.")
+    return codes
+
+
 async def _wait_final(index: Index, submission_id: str, wait_s: float) -> SubmissionRecord | None:
     deadline = time.monotonic() + min(wait_s, MAX_WAIT_S)
     delay = 0.02
@@ -176,13 +216,15 @@ def _submission_routes(app: FastAPI, ctx: ApiContext) -> None:
     async def submit(request: Request, response: Response,
                      cred: Annotated[Credential, Depends(identify)]) -> dict[str, Any]:
         media_type = _check_media_type(request)
-        raw = await _read_body(request, ctx.max_body_bytes)
+        raw = await read_body(request, ctx.max_body_bytes)
         if not raw.strip():
             raise api_error(400, "empty-body", "The body is empty: send the CDA XML document.",
                             "Le corps est vide : envoyez le document CDA XML.")
         source = Source(kind="http", producer=cred.name)
+        codes = _masking_codes(request.headers.get("x-confidentiality", ""))
         try:
-            record = await run_in_threadpool(ctx.intake.accept, raw, source, content_type=media_type)
+            record = await run_in_threadpool(ctx.intake.accept, raw, source, content_type=media_type,
+                                             confidentiality=codes)
         except TransientError as exc:
             raise unavailable(exc) from exc
         response.headers["Location"] = f"/v1/submissions/{record.submission_id}"
@@ -202,47 +244,12 @@ def _submission_routes(app: FastAPI, ctx: ApiContext) -> None:
 
 
 
-def _document_routes(app: FastAPI, ctx: ApiContext) -> None:
-    """A patient's documents: list, metadata, exact bytes."""
-
-    @app.get("/v1/patients/{ins}/documents", summary="List a patient's documents")
-    async def patient_documents(ins: str, _cred: Annotated[Credential, Depends(admin)],
-                                category: str | None = None, class_code: Annotated[str | None, Query(
-                                    alias="class")] = None, type_code: Annotated[str | None, Query(
-                                    alias="type")] = None, date_from: Annotated[str | None, Query(
-                                    alias="from", pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
-                                date_to: Annotated[str | None, Query(alias="to",
-                                                                     pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
-                                include_deprecated: bool = False) -> dict[str, Any]:
-        query = DocumentQuery(category=category, class_code=class_code, type_code=type_code,
-                              date_from=date_from, date_to=date_to, include_deprecated=include_deprecated)
-        docs = await run_in_threadpool(ctx.index.documents, ins, query)
-        return {"documents": [d.to_dict() for d in docs]}
-
-    @app.get("/v1/documents/{document_id}", summary="Metadata of one document")
-    async def document(document_id: str, _cred: Annotated[Credential, Depends(admin)]) -> dict[str, Any]:
-        record = await run_in_threadpool(ctx.index.document, document_id)
-        if record is None:
-            raise _no_document()
-        return record.to_dict()
-
-    @app.get("/v1/documents/{document_id}/content", summary="The exact bytes submitted",
-             response_class=Response)
-    async def content(document_id: str, _cred: Annotated[Credential, Depends(admin)]) -> Response:
-        record = await run_in_threadpool(ctx.index.document, document_id)
-        if record is None:
-            raise _no_document()
-        data = await fetch_bytes(ctx, record.blob, _no_document)
-        return Response(data, media_type="text/xml", headers={"X-Content-SHA256": record.sha256})
-
-
-
 def _operation_routes(app: FastAPI, ctx: ApiContext) -> None:
     """Roster import and health."""
 
-    @app.post("/v1/patients/import", summary="Import a roster CSV (admin)")
-    async def import_roster(request: Request, _cred: Annotated[Credential, Depends(admin)]) -> dict[str, Any]:
-        raw = await _read_body(request, ctx.max_body_bytes)
+    @app.post("/v1/patients/import", summary="Import the insurer's roster CSV (admin or insurer)")
+    async def import_roster(request: Request, _cred: Annotated[Credential, Depends(operator)]) -> dict[str, Any]:
+        raw = await read_body(request, ctx.max_body_bytes)
         try:
             return await run_in_threadpool(ctx.import_roster, raw)
         except RosterRejected as exc:

@@ -146,6 +146,11 @@ def classify(header: CdaHeader, tables: ClassificationTables) -> Classification:
     )
 
 
+def class_code_of(type_code: str, tables: ClassificationTables) -> str:
+    """The classCode Rule 1 gives a typeCode, without a document (the habilitation matrix groups types by it)."""
+    return _class_of(type_code, tables)[0]
+
+
 def _class_of(type_code: str, tables: ClassificationTables) -> tuple[str, str, str]:
     for row in tables.classes:
         if type_code in row.type_codes:

@@ -106,7 +106,8 @@ def audience(event: Event, patient: PatientRecord | None, representatives: Seque
     """The patient themself, or a minor's legal representatives, after the confidentiality flags."""
     if patient is None:
         return Audience((), None, "unknown patient")
-    if patient.status in (PatientStatus.OPPOSED, PatientStatus.CLOSED):
+    reversal = patient.status is PatientStatus.OPPOSED and event.kind is EventKind.ACTIVATION_CODE
+    if patient.status in (PatientStatus.OPPOSED, PatientStatus.CLOSED) and not reversal:
         return Audience((), patient.status, f"patient {patient.status}")
     if INVISIBLE_PATIENT in event.confidentiality:
         return Audience((), patient.status, "document invisible to the patient until its author lifts it")

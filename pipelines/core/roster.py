@@ -3,24 +3,31 @@
 Owns: header check, per-line validation (INS structure and key, status, birth
 date) and the all-or-nothing rule: one bad line rejects the whole file, with
 every problem listed by line and column, so a roster is never half-imported.
+An optional `vitale_serial` column carries the serial number of the person's Vitale card (one of the
+activation factors): it is validated and normalised (pipelines.core.lifecycle.normalise_vitale) and
+returned beside the records (`RosterResult.vitale`), never inside a PatientRecord, so it is neither kept
+in the registry nor shown.  Birth dates are kept as YYYY-MM-DD.
 Does not: write anything (storage.index upserts what this returns).  Error
-texts name the line and the rule, never the identity values themselves.
+texts name the line and the rule, never the identity values themselves (nor the serial).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import date
 
 from hub.records import PatientRecord, PatientStatus
 from pipelines.core.ins import check_ins
+from pipelines.core.lifecycle import normalise_vitale
 
 REQUIRED_COLUMNS = ("ins", "oid", "birth_name", "given_names", "birth_date", "sex", "birth_place",
                     "email", "phone", "postal_address", "status")
 INS_OIDS = frozenset({"1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.9", "1.2.250.1.213.1.4.10",
                       "1.2.250.1.213.1.4.11"})
+VITALE_COLUMN = "vitale_serial"  # optional
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +42,11 @@ class RosterProblem:
 
 @dataclass(frozen=True, slots=True)
 class RosterResult:
+    """The valid records, every problem, and the normalised Vitale serial of each INS that had one."""
+
     patients: tuple[PatientRecord, ...]
     problems: tuple[RosterProblem, ...]
+    vitale: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -51,12 +61,17 @@ def parse_roster(text: str) -> RosterResult:
         return RosterResult((), (RosterProblem(1, ",".join(missing), "missing column(s) in the header"),))
     patients: list[PatientRecord] = []
     problems: list[RosterProblem] = []
+    vitale: dict[str, str] = {}
     for line_no, row in enumerate(reader, start=2):
         row_problems = _check_row(row, line_no)
         problems.extend(row_problems)
         if not row_problems:
-            patients.append(_record(row))
-    return RosterResult(tuple(patients), tuple(problems))
+            record = _record(row)
+            patients.append(record)
+            serial = normalise_vitale(row.get(VITALE_COLUMN) or "")
+            if serial:
+                vitale[record.ins] = serial
+    return RosterResult(tuple(patients), tuple(problems), vitale)
 
 
 def _check_row(row: dict[str, str | None], line: int) -> list[RosterProblem]:
@@ -71,9 +86,14 @@ def _check_row(row: dict[str, str | None], line: int) -> list[RosterProblem]:
         found.append(RosterProblem(line, "birth_date", "must be a date written YYYY-MM-DD"))
     if cell["sex"] not in ("M", "F", "U", "1", "2"):
         found.append(RosterProblem(line, "sex", "must be M, F or U (or 1 / 2)"))
+    serial = (row.get(VITALE_COLUMN) or "").strip()
+    if serial and normalise_vitale(serial) is None:
+        found.append(RosterProblem(line, VITALE_COLUMN, "must be the card's serial number: 8 to 20 letters or "
+                                   "digits (spaces and dashes allowed), or empty"))
     return found
 
 
 def _record(row: dict[str, str | None]) -> PatientRecord:
     cell = {k: (row.get(k) or "").strip() for k in REQUIRED_COLUMNS}
+    cell["birth_date"] = date.fromisoformat(cell["birth_date"]).isoformat()
     return PatientRecord(**{k: v for k, v in cell.items() if k != "status"}, status=PatientStatus(cell["status"]))

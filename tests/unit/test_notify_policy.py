@@ -96,12 +96,12 @@ def _one(notices: list[Notice], channel: Channel) -> Notice:
 def _expected(kind: EventKind, status: PatientStatus, *, email: bool, postal: bool, phone: bool, devices: bool,
               email_on: bool, push_on: bool) -> set[tuple[Channel, str]]:
     """The rules, as the hub's users state them (independently of how the TOML is laid out)."""
+    if kind is K.ACTIVATION_CODE:                     # the provisional code, by letter: a new profile, a lost
+        return {(C.POSTAL, POSTAL)} if status is not S.CLOSED and postal else set()  # letter, a reversal, 18
     if status in (S.OPPOSED, S.CLOSED):
         return set()
     if kind is K.ONE_TIME_CODE:                       # SMS, codes only, whatever the preferences
         return {(C.SMS, PHONE)} if phone else set()
-    if kind is K.ACTIVATION_CODE:                     # the provisional code, by letter, before activation
-        return {(C.POSTAL, POSTAL)} if status is S.CREATED and postal else set()
     if status is S.CREATED:                           # not activated: e-mail, else the postal relevé
         if email and email_on:
             return {(C.EMAIL, EMAIL)}
@@ -149,7 +149,9 @@ def test_plan_matrix(kind: EventKind, status: PatientStatus, flags: dict[str, bo
     (K.FIRST_ACCESS, S.CREATED, _reach(prefs=Preferences(email=False)), {(C.POSTAL, POSTAL)}),
     (K.NEW_DOCUMENT, S.CREATED, _reach(email="", postal="  \n "), set()),
     (K.ACTIVATION_CODE, S.CREATED, _reach(), {(C.POSTAL, POSTAL)}),
-    (K.ACTIVATION_CODE, S.ACTIVE, _reach(), set()),
+    (K.ACTIVATION_CODE, S.ACTIVE, _reach(), {(C.POSTAL, POSTAL)}),
+    (K.ACTIVATION_CODE, S.OPPOSED, _reach(), {(C.POSTAL, POSTAL)}),
+    (K.ACTIVATION_CODE, S.CLOSED, _reach(), set()),
     (K.ONE_TIME_CODE, S.ACTIVE, _reach(), {(C.SMS, PHONE)}),
     (K.ONE_TIME_CODE, S.CREATED, _reach(phone=""), set()),
     (K.NEW_DOCUMENT, S.OPPOSED, _reach(), set()),

@@ -39,3 +39,21 @@ def test_every_bad_line_is_reported_and_nothing_is_returned_as_valid_for_them() 
 def test_corsica_ins_is_accepted_with_its_key() -> None:
     corsica = with_key("185072A123456")
     assert parse_roster(ROSTER_HEADER + roster_line(corsica)).ok
+
+
+def test_vitale_serial_column_is_optional_validated_and_kept_out_of_the_record() -> None:
+    header = ROSTER_HEADER.strip() + ",vitale_serial\n"
+    other = with_key("1850799123456")
+    result = parse_roster(header + roster_line().strip() + ",1234 5678 90\n" + roster_line(other).strip() + ",\n")
+    assert result.ok
+    assert dict(result.vitale) == {TEST_INS: "1234567890"}
+    assert all("1234567890" not in str(p.to_dict()) for p in result.patients)
+    bad = parse_roster(header + roster_line().strip() + ",12#SECRET#34\n")
+    assert [(p.line, p.column) for p in bad.problems] == [(2, "vitale_serial")]
+    assert "SECRET" not in str(bad.problems[0])
+    assert parse_roster(ROSTER_HEADER + roster_line()).vitale == {}
+
+
+def test_birth_dates_are_kept_as_yyyy_mm_dd() -> None:
+    line = roster_line().replace("1979-03-01", "19790301")
+    assert parse_roster(ROSTER_HEADER + line).patients[0].birth_date == "1979-03-01"

@@ -1,0 +1,155 @@
+"""Composition of the record's trust layer: access rules, audit trail, lifecycle, restitution, purge and
+the insurer's reimbursement history (the part of the composition root that issue 5 added).
+
+Owns: building the stores beside the index (audit trail, record controls, profiles, purge queue,
+reimbursement holds), loading the habilitation matrix ([records] habilitations: the official export,
+else config/habilitations.toml), and wiring the services on them: RecordAccess, Lifecycle (with
+restitution and purge), InsurerBatches, and one scheduler pass (`sweep`) that runs every timer due.
+Does not: decide anything (pipelines do) or serve anything (meshub.compose starts the threads).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from config.settings import Settings
+from config.tables import load_habilitations, load_official_matrix, load_validation_rules
+from connectors.outbound.receipts import OppositionReceipts
+from hub.access import Habilitations
+from hub.actors import AccessMode, Actor, ActorKind
+from hub.audit import Verification
+from hub.intake import Intake
+from hub.ports import BlobStore
+from hub.records import DocumentRecord
+from pipelines.audit import LifecycleAuditor, verify_trail
+from pipelines.core import access
+from pipelines.lifecycle import Lifecycle, LifecyclePorts
+from pipelines.notify import Notifier
+from pipelines.record_access import RecordAccess, RecordPorts
+from pipelines.reimbursements import InsurerBatches
+from pipelines.restitution import export_record, purge, sweep_erasures
+from storage.audit import SqlAuditTrail
+from storage.controls import SqlRecordControls
+from storage.index import SqlIndex
+from storage.mailbox import SqlMailbox
+from storage.notifications import SqlNotifications
+from storage.objects import MinioBlobStore
+from storage.profiles import SqlProfiles
+from storage.purge import SqlPurge
+from storage.reimbursements import SqlReimbursements
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def derived_secret(key_secret: bytes, purpose: str) -> bytes:
+    """A secret for one purpose from the hub's persistent key secret (codes stay valid across restarts)."""
+    return hmac.new(key_secret, purpose.encode(), hashlib.sha256).digest()
+
+
+def habilitations_for(settings: Settings) -> Habilitations:
+    path = settings.records.habilitations
+    return load_official_matrix(Path(path)) if path else load_habilitations()
+
+
+@dataclass
+class RecordParts:
+    """The stores and services of the record's trust layer, on the hub's index, store and notifier."""
+
+    settings: Settings
+    index: SqlIndex
+    store: MinioBlobStore
+    notices: SqlNotifications
+    mailboxes: SqlMailbox
+    patient_domain: str
+    audit: SqlAuditTrail
+    controls: SqlRecordControls
+    profiles: SqlProfiles
+    purges: SqlPurge
+    holds: SqlReimbursements
+    habilitations: Habilitations
+    clock: Callable[[], datetime] = field(default=_now)
+
+    @classmethod
+    def build(cls, settings: Settings, index: SqlIndex, store: MinioBlobStore, notices: SqlNotifications,
+              mailboxes: SqlMailbox, *, patient_domain: str) -> RecordParts:
+        return cls(settings=settings, index=index, store=store, notices=notices, mailboxes=mailboxes,
+                   patient_domain=patient_domain,
+                   audit=SqlAuditTrail.beside(index), controls=SqlRecordControls.beside(index),
+                   profiles=SqlProfiles.beside(index), purges=SqlPurge.beside(index, patient_domain=patient_domain),
+                   holds=SqlReimbursements.beside(index), habilitations=habilitations_for(settings))
+
+    def record_access(self, notifier: Notifier) -> RecordAccess:
+        return RecordAccess(RecordPorts(index=self.index, controls=self.controls, trail=self.audit,
+                                        habilitations=self.habilitations, representatives=self.notices.representatives,
+                                        announce=notifier.announce, clock=self.clock))
+
+    def lifecycle(self, notifier: Notifier) -> Lifecycle:
+        return Lifecycle(LifecyclePorts(
+            index=self.index, profiles=self.profiles, announce=notifier.announce,
+            representatives=self.notices.representatives,
+            end_representation=lambda ins: self.notices.set_representatives(ins, []),
+            receipts=OppositionReceipts(secret=derived_secret(self.settings.key_secret, "opposition-receipt")),
+            store=self.store, secret=derived_secret(self.settings.key_secret, "activation-codes"),
+            clock=self.clock, purge=self.purge, audit=LifecycleAuditor(self.audit, self.clock),
+            export=self.export))
+
+    def insurer(self, intake: Intake, store: BlobStore, lifecycle: Lifecycle) -> InsurerBatches:
+        return InsurerBatches(intake=intake, index=self.index, store=store, holds=self.holds,
+                              released_after=lifecycle.reimbursement_release_at,
+                              rules=load_validation_rules(max_bytes=self.settings.max_body_bytes),
+                              producer=self.settings.records.insurer, clock=self.clock)
+
+    def verify(self) -> Verification:
+        return verify_trail(self.audit)
+
+    def export(self, ins: str, out: IO[bytes]) -> dict[str, Any]:
+        """Restitution: everything the patient may see, their mailbox, notifications and trail."""
+        summary = export_record(ins, index=self.index, store=self.store, mailboxes=self.mailboxes,
+                                notices=self.notices, out=out, audit_entries=self._trail_of,
+                                now=self.clock(), patient_domain=self.patient_domain,
+                                visible=self._patient_sees)
+        return dict(summary.to_dict())
+
+    def purge(self, ins: str) -> None:
+        """The end of the archive: rows, then stored objects, then the trail's bodies."""
+        report = purge(ins, purge_store=self.purges, eraser=self.store, redact=self.audit.redact)
+        log.info("purge: %s", report.to_dict())
+
+    def sweep(self, lifecycle: Lifecycle, insurer: InsurerBatches) -> dict[str, Any]:
+        """One pass of every timer: openings, majority, purges, reimbursement release, object erasures."""
+        now = self.clock()
+        return {"lifecycle": lifecycle.sweep(now), "reimbursements": insurer.release(now),
+                "erasures": sweep_erasures(purge_store=self.purges, eraser=self.store).to_dict()}
+
+    def _trail_of(self, ins: str) -> list[dict[str, Any]]:
+        entries, after = [], 0
+        while page := self.audit.for_patient(ins, after_seq=after, limit=1000):
+            entries += [e.to_dict() for e in page]
+            after = page[-1].seq
+        return entries
+
+    def _patient_sees(self, record: DocumentRecord) -> bool:
+        """Restitution gives the patient what they may see of their record (not INVISIBLE_PATIENT, not deleted)."""
+        facts = access.facts(record, self.controls.flags([record.document_id]).get(record.document_id))
+        return access.can_see(Actor(ActorKind.PATIENT, record.patient_ins), AccessMode.NORMAL, facts,
+                              habilitations=self.habilitations).allowed
+
+
+def written_then_announced(records: RecordAccess, notifier: Notifier) -> Callable[[DocumentRecord], None]:
+    """What the document pipeline calls for each indexed document: its `write` trail entry, then the
+    patient's notification (both idempotent: a redelivery finds them)."""
+    def done(document: DocumentRecord) -> None:
+        records.record_written(document)
+        notifier.document_indexed(document)
+    return done
