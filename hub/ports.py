@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from hub.access import Change, DocumentFacts
-from hub.actors import Access
+from hub.actors import Access, Actor
 from hub.audit import AuditAction, AuditEntry
 from hub.delivery import RecipientResult
 from hub.envelope import BlobRef, Envelope
@@ -316,18 +316,19 @@ class LifecycleService(Protocol):
 
     def activate(self, ins: str, code: str, vitale_serial: str) -> Profile: ...
 
-    def oppose(self, ins: str, *, code: str | None = None, vitale_serial: str | None = None) -> Profile:
+    def oppose(self, ins: str, *, code: str | None = None, vitale_serial: str | None = None,
+               actor: Actor | None = None) -> Profile:
         """Oppose; `code`/`vitale_serial` given: the person themself, checked like an activation
         (None: an operator acting on a written request)."""
         ...
 
     def receipt(self, ins: str) -> bytes: ...
 
-    def reissue_code(self, ins: str) -> Profile: ...
+    def reissue_code(self, ins: str, *, actor: Actor | None = None) -> Profile: ...
 
-    def close(self, ins: str) -> Profile: ...
+    def close(self, ins: str, *, actor: Actor | None = None) -> Profile: ...
 
-    def export(self, ins: str, out: IO[bytes]) -> dict[str, Any]:
+    def export(self, ins: str, out: IO[bytes], *, actor: Actor | None = None) -> dict[str, Any]:
         """Write the restitution ZIP of the whole record to `out`; a summary (counts, size)."""
         ...
 

@@ -89,22 +89,30 @@ class HeldDocument:
     blob: BlobRef
     received_at: datetime
     filed_submission: str | None = None
+    release_after: datetime | None = None  # when it may be filed (None: the profile is not open yet)
 
 
 class ReimbursementHolds(Protocol):
     """Where acts and insurer documents wait until the patient's history may be filed.  Raises
     IndexUnavailable when the database is down."""
 
-    def hold_acts(self, batch_id: str, acts: Sequence[ReimbursedAct], *, received_at: datetime) -> int:
-        """Keep every act not held yet (by act_ref), in one transaction; how many were new."""
+    def hold_acts(self, batch_id: str, acts: Sequence[ReimbursedAct], *, received_at: datetime,
+                  release_after: Mapping[str, datetime | None] | None = None) -> int:
+        """Keep every act not held yet (by act_ref), in one transaction; how many were new.
+        `release_after`: INS -> when that patient's history may be filed (absent or None: not known yet)."""
+        ...
+
+    def schedule(self, ins: str, release_after: datetime) -> int:
+        """The patient's profile opened: their pending items may be filed from `release_after`; how many."""
         ...
 
     def hold_document(self, document: HeldDocument) -> bool:
         """Keep `document` (its bytes already stored); False when its key was already held (nothing changes)."""
         ...
 
-    def pending_patients(self, limit: int = 500, *, after: str = "") -> list[str]:
-        """INS values with pending acts or documents, ascending, greater than `after` (to page through all)."""
+    def pending_patients(self, limit: int = 500, *, after: str = "", due_before: datetime | None = None) -> list[str]:
+        """INS values with pending acts or documents, ascending, greater than `after` (to page through all);
+        with `due_before`, only those scheduled to be filed by then (an indexed, cheap query)."""
         ...
 
     def pending_acts(self, ins: str) -> list[HeldAct]:

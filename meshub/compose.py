@@ -13,6 +13,7 @@ import logging
 import os
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -79,6 +80,7 @@ from storage.spool import SpoolDrainer
 
 log = logging.getLogger(__name__)
 SWEEP_EVERY_S = 60.0
+FULL_RELEASE_EVERY_S = 3600.0  # the reimbursement release's safety net: every pending patient, hourly
 SWEEP_AGE = timedelta(minutes=15)
 OUTBOUND_WORKERS = 2
 #: submissions from these sources are queued mail, not CDA documents (the sweep republishes them as such)
@@ -122,6 +124,7 @@ class Hub:
                           mailboxes=self.mailboxes, mail=mail, patient_domain=self.rules.patient_domain,
                           notices=self.notices, print_letters=lambda: self.letter_run().run(),
                           records=self.records.record_access(notifier), verify_trail=self.records.verify,
+                          trail_head=self.records.audit.head,
                           lifecycle=lifecycle, insurer=self.insurer(lifecycle))
 
     def lifecycle(self) -> Lifecycle:
@@ -144,9 +147,12 @@ class Hub:
     def _records_loop(self, stop: threading.Event) -> None:
         lifecycle = self.lifecycle()
         insurer = self.insurer(lifecycle)
+        last_full = 0.0
         while not stop.wait(self.settings.records.sweep_every_s):
+            full = time.monotonic() - last_full >= FULL_RELEASE_EVERY_S
             try:
-                log.info("record timers: %s", self.records.sweep(lifecycle, insurer))
+                log.info("record timers: %s", self.records.sweep(lifecycle, insurer, full=full))
+                last_full = time.monotonic() if full else last_full
             except HubError as exc:
                 log.warning("record timers skipped: %s", type(exc).__name__)
 

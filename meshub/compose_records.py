@@ -102,7 +102,7 @@ class RecordParts:
             receipts=OppositionReceipts(secret=derived_secret(self.settings.key_secret, "opposition-receipt")),
             store=self.store, secret=derived_secret(self.settings.key_secret, "activation-codes"),
             clock=self.clock, purge=self.purge, audit=LifecycleAuditor(self.audit, self.clock),
-            export=self.export))
+            export=self.export, opened=self.holds.schedule))
 
     def insurer(self, intake: Intake, store: BlobStore, lifecycle: Lifecycle) -> InsurerBatches:
         return InsurerBatches(intake=intake, index=self.index, store=store, holds=self.holds,
@@ -126,10 +126,11 @@ class RecordParts:
         report = purge(ins, purge_store=self.purges, eraser=self.store, redact=self.audit.redact)
         log.info("purge: %s", report.to_dict())
 
-    def sweep(self, lifecycle: Lifecycle, insurer: InsurerBatches) -> dict[str, Any]:
-        """One pass of every timer: openings, majority, purges, reimbursement release, object erasures."""
+    def sweep(self, lifecycle: Lifecycle, insurer: InsurerBatches, *, full: bool = False) -> dict[str, Any]:
+        """One pass of every timer: openings, majority, purges, reimbursement release (`full`: every
+        pending patient, not only those scheduled), object erasures."""
         now = self.clock()
-        return {"lifecycle": lifecycle.sweep(now), "reimbursements": insurer.release(now),
+        return {"lifecycle": lifecycle.sweep(now), "reimbursements": insurer.release(now, full=full),
                 "erasures": sweep_erasures(purge_store=self.purges, eraser=self.store).to_dict()}
 
     def _trail_of(self, ins: str) -> list[dict[str, Any]]:

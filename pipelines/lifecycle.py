@@ -104,6 +104,9 @@ class LifecyclePorts:
     purge: Callable[[str], None] | None = None
     audit: Callable[[str, str, str], None] | None = None
     export: Callable[[str, IO[bytes]], dict[str, Any]] | None = None  # restitution (pipelines.restitution)
+    #: a profile opened (activation, automatic opening, imported active): (INS, when its reimbursement
+    #: history may be filed), so that what the insurer sent before waits no longer than that
+    opened: Callable[[str, datetime], object] | None = None
 
 
 def actor_ref(actor: Actor) -> str:
@@ -170,6 +173,7 @@ class Lifecycle:
         self._audit(ins, "lifecycle.registered", SYSTEM_REF)
         if code:
             self._send_code(profile, code, now)
+        self._opened(profile)
         return str(profile.status)
 
     def _imported(self, status: PatientStatus, now: datetime) -> dict[str, Any]:
@@ -215,6 +219,7 @@ class Lifecycle:
                 values=activation_values(profile, now), where={"code_sha256": profile.code_sha256})
             if done is not None:
                 self._audit(ins, "lifecycle.activated", who)
+                self._opened(done)
                 return done
         raise Refused(finding("lifecycle.activation-refused"))
 
@@ -299,10 +304,13 @@ class Lifecycle:
             due = self._p.profiles.due_auto_open(now, BATCH)
             before = opened
             for profile in due:
-                if auto_open_due(profile, now) and self._p.profiles.transition(
-                        profile.ins, from_statuses=(PatientStatus.CREATED,), to_status=PatientStatus.ACTIVE,
-                        values=opening_values(now), where={"code_generation": profile.code_generation}):
+                done = self._p.profiles.transition(
+                    profile.ins, from_statuses=(PatientStatus.CREATED,), to_status=PatientStatus.ACTIVE,
+                    values=opening_values(now), where={"code_generation": profile.code_generation},
+                ) if auto_open_due(profile, now) else None
+                if done is not None:
                     self._audit(profile.ins, "lifecycle.opened-automatically", SYSTEM_REF)
+                    self._opened(done)
                     opened += 1
             if len(due) < BATCH or opened == before:
                 return opened
@@ -438,6 +446,11 @@ class Lifecycle:
         born = profile.created_at.isoformat()
         tag = hmac.new(self._p.secret, f"code-event\x1f{profile.ins}\x1f{born}".encode(), hashlib.sha256)
         return f"activation:{tag.hexdigest()[:24]}:{profile.code_generation}"
+
+    def _opened(self, profile: Profile) -> None:
+        at = reimbursement_release_at(profile, self._p.rules)
+        if self._p.opened is not None and at is not None:
+            self._p.opened(profile.ins, at)
 
     def _audit(self, ins: str, action: str, actor: str) -> None:
         if self._p.audit is not None:

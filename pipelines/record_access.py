@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
@@ -78,6 +78,7 @@ class RecordAccess:
     def documents(self, who: Access, ins: str, query: DocumentQuery) -> list[DocumentRecord]:
         """The documents `who` may see, after the record-level decision; one `list` entry."""
         actor = self._open(who, ins)
+        who = replace(who, actor=actor)
         records = self._p.index.documents(ins, query)
         flags = self._p.controls.flags([r.document_id for r in records])
         shown = [r for r in records if self._sees(actor, who.mode, access.facts(r, flags.get(r.document_id))).allowed]
@@ -87,14 +88,10 @@ class RecordAccess:
     def document(self, who: Access, document_id: str, *, action: AuditAction = AuditAction.READ) -> DocumentRecord:
         """One document if `who` may see it (NotFound when it does not exist or is deleted, Refused
         when a rule hides it); traced as `action` (read: metadata, or the content)."""
-        record = self._p.index.document(document_id)
-        if record is None:
-            raise NotFound("document")
-        actor = self._open(who, record.patient_ins)
-        facts = self._facts(record)
+        record, who, facts = self._locate(who, document_id)
         if facts.deleted:
             raise NotFound("document")
-        decision = self._sees(actor, who.mode, facts)
+        decision = self._sees(who.actor, who.mode, facts)
         if not decision.allowed:
             self._refuse(who, record.patient_ins, decision, target=document_id)
         self._trace(who, record.patient_ins, action, document_id)
@@ -105,7 +102,10 @@ class RecordAccess:
         actor = who.actor if who.actor.kind is ActorKind.ADMIN else self.viewer(who.actor, ins)
         if actor.kind not in (ActorKind.PATIENT, ActorKind.REPRESENTATIVE, ActorKind.ADMIN):
             self._refuse(who, ins, access.not_yours())
-        return self._p.trail.for_patient(ins, after_seq=after_seq, limit=limit)
+        entries = self._p.trail.for_patient(ins, after_seq=after_seq, limit=limit)
+        if after_seq == 0:  # reading the trail is traced too (once per reading, not per page)
+            self._trace(replace(who, actor=actor), ins, AuditAction.AUDIT_READ, "")
+        return entries
 
     # -- changing ----------------------------------------------------------------------------------
 
@@ -113,11 +113,8 @@ class RecordAccess:
         """One change on one document: the patient's masks (mask / unmask from professionals, hide /
         show to legal representatives), or the author's deletion, lift of INVISIBLE_PATIENT, or mask
         at the patient's request.  Traced; lifting INVISIBLE_PATIENT tells the patient."""
-        record = self._p.index.document(document_id)
-        if record is None:
-            raise NotFound("document")
-        actor = self._open(who, record.patient_ins)
-        facts = self._facts(record)
+        record, who, facts = self._locate(who, document_id)
+        actor = who.actor
         if facts.deleted and change is not Change.DELETE:
             raise NotFound("document")
         decision = access.can_change(actor, change, facts)
@@ -170,6 +167,14 @@ class RecordAccess:
             key=f"write:{document.document_id}")])
 
     # -- the record-level gate --------------------------------------------------------------------
+
+    def _locate(self, who: Access, document_id: str) -> tuple[DocumentRecord, Access, DocumentFacts]:
+        """The document, the caller as its record sees them (after the record-level gate), its facts."""
+        record = self._p.index.document(document_id)
+        if record is None:
+            raise NotFound("document")
+        who = replace(who, actor=self._open(who, record.patient_ins))
+        return record, who, self._facts(record)
 
     def _open(self, who: Access, ins: str) -> Actor:
         """The caller may open this record at all: its status, then (professionals) blocking and the

@@ -83,7 +83,9 @@ class InsurerBatches:
         result = parse_batch(text, limits=self._limits)
         if not result.ok or result.header is None:
             raise _batch_refused(list(result.problems))
-        new = self._holds.hold_acts(result.header.batch_id, result.acts, received_at=self._clock())
+        release = {ins: self._released_after(ins) for ins in {a.ins for a in result.acts}}
+        new = self._holds.hold_acts(result.header.batch_id, result.acts, received_at=self._clock(),
+                                    release_after=release)
         log.info("insurer batch held: %d act(s), %d new", len(result.acts), new)
         return {"batch_id": result.header.batch_id, "issuer": result.header.issuer, "acts": len(result.acts),
                 "new": new, "known": len(result.acts) - new}
@@ -95,7 +97,8 @@ class InsurerBatches:
         assert header.patient_ins is not None and header.document_id
         ref = self._store.put(raw, kind="cda", content_type="text/xml")
         new = self._holds.hold_document(HeldDocument(document_key=header.document_id, ins=header.patient_ins,
-                                                     blob=ref, received_at=self._clock()))
+                                                     blob=ref, received_at=self._clock(),
+                                                     release_after=self._released_after(header.patient_ins)))
         log.info("insurer document held (new: %s)", new)
         return {"document_id": header.document_id, "new": new}
 
@@ -119,13 +122,17 @@ class InsurerBatches:
 
     # -- out ---------------------------------------------------------------------------------------------
 
-    def release(self, now: datetime) -> dict[str, int]:
+    def release(self, now: datetime, *, full: bool = False) -> dict[str, int]:
         """File the held history of every patient whose `released_after` has passed at `now`.  Counts:
         patients released, still waiting, history documents and insurer documents submitted, acts filed.
+        By default only the items scheduled by then are looked at (each carries the time its profile's
+        opening gave it: an indexed query, whatever the number of profiles still waiting); `full` pages
+        through every pending patient and asks `released_after` (the hourly safety net, for an opening
+        whose schedule was not recorded).
         A TransientError (store, index or bus down) ends the run; the next run goes on from what is pending."""
         counts = {"released": 0, "waiting": 0, "histories": 0, "documents": 0, "acts": 0}
-        after = ""
-        while page := self._holds.pending_patients(self._page, after=after):
+        after, due = "", None if full else now
+        while page := self._holds.pending_patients(self._page, after=after, due_before=due):
             for ins in page:
                 self._release_patient(ins, now, counts)
             after = page[-1]

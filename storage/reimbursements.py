@@ -13,7 +13,7 @@ Does not: parse, decide when to file (pipelines.reimbursements) or log patient d
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,7 +33,9 @@ reimbursed_acts = sa.Table(
     sa.Column("fields", sa.Text, nullable=False),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("filed_submission", sa.String(64)),
+    sa.Column("release_after", sa.DateTime(timezone=True)),
     sa.Index("ix_reimbursed_acts_pending", "filed_submission", "ins"),
+    sa.Index("ix_reimbursed_acts_due", "filed_submission", "release_after"),
     sa.Index("ix_reimbursed_acts_ins", "ins", "received_at"),
 )
 
@@ -47,7 +49,9 @@ insurer_documents = sa.Table(
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("filed_submission", sa.String(64)),
+    sa.Column("release_after", sa.DateTime(timezone=True)),
     sa.Index("ix_insurer_documents_pending", "filed_submission", "ins"),
+    sa.Index("ix_insurer_documents_due", "filed_submission", "release_after"),
 )
 
 TABLES = [reimbursed_acts, insurer_documents]
@@ -75,9 +79,12 @@ class SqlReimbursements:
             metadata.create_all(conn, tables=TABLES, checkfirst=True)
         return cls(index.engine, reader=index.reader_engine)
 
-    def hold_acts(self, batch_id: str, acts: Sequence[ReimbursedAct], *, received_at: datetime) -> int:
+    def hold_acts(self, batch_id: str, acts: Sequence[ReimbursedAct], *, received_at: datetime,
+                  release_after: Mapping[str, datetime | None] | None = None) -> int:
+        release = release_after or {}
         rows = [{"act_ref": a.act_ref, "ins": a.ins, "batch_id": batch_id, "fields": json.dumps(a.to_dict()),
-                 "received_at": received_at, "filed_submission": None} for a in acts]
+                 "received_at": received_at, "filed_submission": None, "release_after": release.get(a.ins)}
+                for a in acts]
         added = 0
         with db_errors(), self._engine.begin() as conn:
             for start in range(0, len(rows), _CHUNK):
@@ -89,17 +96,27 @@ class SqlReimbursements:
     def hold_document(self, document: HeldDocument) -> bool:
         row = {"document_key": document.document_key, "ins": document.ins, "blob_bucket": document.blob.bucket,
                "blob_key": document.blob.key, "sha256": document.blob.sha256, "size": document.blob.size,
-               "received_at": document.received_at, "filed_submission": None}
+               "received_at": document.received_at, "filed_submission": None,
+               "release_after": document.release_after}
         statement = self._insert(insurer_documents).values(row).on_conflict_do_nothing(
             index_elements=["document_key"]).returning(insurer_documents.c.document_key)
         with db_errors(), self._engine.begin() as conn:
             return conn.execute(statement).first() is not None
 
-    def pending_patients(self, limit: int = 500, *, after: str = "") -> list[str]:
-        acts = sa.select(reimbursed_acts.c.ins).where(reimbursed_acts.c.filed_submission.is_(None),
-                                                      reimbursed_acts.c.ins > after)
-        documents = sa.select(insurer_documents.c.ins).where(insurer_documents.c.filed_submission.is_(None),
-                                                             insurer_documents.c.ins > after)
+    def schedule(self, ins: str, release_after: datetime) -> int:
+        changed = 0
+        with db_errors(), self._engine.begin() as conn:
+            for table in (reimbursed_acts, insurer_documents):
+                changed += int(conn.execute(table.update().where(
+                    table.c.ins == ins, table.c.filed_submission.is_(None)).values(
+                    release_after=release_after)).rowcount)
+        return changed
+
+    def pending_patients(self, limit: int = 500, *, after: str = "", due_before: datetime | None = None) -> list[str]:
+        def pending(table: sa.Table) -> sa.Select[Any]:
+            query = sa.select(table.c.ins).where(table.c.filed_submission.is_(None), table.c.ins > after)
+            return query.where(table.c.release_after <= due_before) if due_before is not None else query
+        acts, documents = pending(reimbursed_acts), pending(insurer_documents)
         both = sa.union(acts, documents).subquery()
         query = sa.select(both.c.ins).order_by(both.c.ins).limit(limit)
         with db_errors(), self._reader.connect() as conn:
@@ -153,4 +170,5 @@ def _act_from_row(r: Any) -> HeldAct:
 def _document_from_row(r: Any) -> HeldDocument:
     return HeldDocument(document_key=r.document_key, ins=r.ins,
                         blob=BlobRef(bucket=r.blob_bucket, key=r.blob_key, sha256=r.sha256, size=r.size),
-                        received_at=_when(r.received_at), filed_submission=r.filed_submission)
+                        received_at=_when(r.received_at), filed_submission=r.filed_submission,
+                        release_after=_when(r.release_after) if r.release_after is not None else None)

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,13 +55,25 @@ class DropFolders:
             folder.mkdir(parents=True, exist_ok=True)
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` so that a reader sees all of it or nothing (fsynced, then renamed)."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def poll_until(stop: threading.Event, scan: Callable[[], object], poll_s: float, what: str) -> None:
+    """Run `scan` every `poll_s` until `stop`; a failed pass is logged and the next one retries."""
+    while not stop.is_set():
+        try:
+            scan()
+        except Exception as exc:  # a bad pass must not end the loop
+            # Class name only: file names (in OSError texts) may carry a patient's name.
+            log.error("%s pass failed: %s", what, type(exc).__name__)
+        stop.wait(poll_s)
 
 
 class FileDrop:
@@ -77,13 +90,7 @@ class FileDrop:
         folders.create()
 
     def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                self.scan_once()
-            except Exception as exc:  # a bad pass must not end the loop; the next pass retries
-                # Class name only: file names (in OSError texts) may carry a patient's name.
-                log.error("file-drop pass failed: %s", type(exc).__name__)
-            stop.wait(self._poll_s)
+        poll_until(stop, self.scan_once, self._poll_s, "file-drop")
 
     def scan_once(self) -> None:
         """Claim and submit new files, then settle the ones whose submission is final."""
@@ -116,7 +123,7 @@ class FileDrop:
         except TransientError as exc:
             log.warning("file-drop: hub unavailable (%s), will retry", type(exc).__name__)
             return None
-        _write_atomic(self._marker(claimed), record.submission_id)
+        write_atomic(self._marker(claimed), record.submission_id)
         return record.submission_id
 
     def _settle(self, claimed: Path) -> None:
@@ -136,14 +143,14 @@ class FileDrop:
             self._fail(claimed, {"submission": record.submission_id, "status": str(record.status),
                                  "findings": list(record.findings)})
         else:
-            _write_atomic(self._folders.done / f"{claimed.name}.result.json", json.dumps(record.to_dict(),
+            write_atomic(self._folders.done / f"{claimed.name}.result.json", json.dumps(record.to_dict(),
                                                                                          indent=2))
             os.replace(claimed, self._folders.done / claimed.name)
         self._marker(claimed).unlink(missing_ok=True)
         log.info("file-drop: submission=%s %s", record.submission_id, record.status)
 
     def _fail(self, claimed: Path, reason: dict[str, object]) -> None:
-        _write_atomic(self._folders.failed / f"{claimed.name}.reason.json",
+        write_atomic(self._folders.failed / f"{claimed.name}.reason.json",
                       json.dumps(reason, indent=2, ensure_ascii=False))
         os.replace(claimed, self._folders.failed / claimed.name)
         self._marker(claimed).unlink(missing_ok=True)

@@ -64,6 +64,7 @@ class ApiContext:
     print_letters: Callable[[], LetterBatch | None] | None = None  # print due postal notices now
     records: RecordService | None = None  # the record read through the access rules; None: no record routes
     verify_trail: Callable[[], Verification] | None = None  # check the audit trail's whole hash chain
+    trail_head: Callable[[], tuple[int, str]] | None = None  # the trail's last seq and hash (to publish)
     lifecycle: LifecycleService | None = None  # activation, opposition, closure, restitution
     insurer: InsurerService | None = None  # reimbursement history batches
 

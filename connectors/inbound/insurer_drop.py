@@ -1,10 +1,11 @@
 """Insurer drop folder: the insurer puts reimbursement batches (`*.txt`, `*.csv`) and CNAM-HR CDA documents
-(`*.xml`) in `<dir>/in/`; each ends in `done/` (with `<name>.result.json`) or `rejected/` (with
+(`*.xml`) in `<dir>/incoming/`; each ends in `done/` (with `<name>.result.json`) or `failed/` (with
 `<name>.errors.json`: the rule, where, and what to do; never a value of the file).
 
-Owns: noticing complete files, claiming them by atomic rename (in/ -> processing/), handing their bytes to the
-injected callables (accept_batch, accept_document: pipelines.reimbursements.InsurerBatches in the composition
-root) and moving them once answered.
+Owns: noticing complete files, claiming them by atomic rename (incoming/ -> processing/: the folders of
+the document drop, connectors.inbound.file_drop.DropFolders), handing their bytes to the injected
+callables (accept_batch, accept_document: pipelines.reimbursements.InsurerBatches in the composition root)
+and moving them once answered.
 Rule 1: a half-written file is never read.  A file is taken only once it stopped growing (unchanged for
 `settle_s`, by the injected clock) or when it was renamed in after its last write (its inode changed after
 its content did); names starting with '.' or ending in '.part' / '.tmp' are never taken.
@@ -24,21 +25,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from connectors.inbound.file_drop import DropFolders, poll_until, write_atomic
 from hub.errors import PermanentError, Refused, TransientError
 
 log = logging.getLogger(__name__)
 BATCH_SUFFIXES = frozenset({".txt", ".csv"})
 DOCUMENT_SUFFIXES = frozenset({".xml"})
 Accept = Callable[[bytes], Mapping[str, Any]]
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _free_name(folder: Path, name: str) -> Path:
@@ -51,48 +44,29 @@ def _free_name(folder: Path, name: str) -> Path:
 
 
 class InsurerDrop:
-    """Polls `<root>/in`; one instance per folder (claims are atomic renames, safe across processes)."""
+    """Polls `<root>/incoming`; one instance per folder (claims are atomic renames, safe across processes)."""
 
     def __init__(self, root: Path, *, accept_batch: Accept, accept_document: Accept, max_bytes: int,
                  settle_s: float = 5.0, poll_s: float = 2.0,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.root = root
+        self.folders = DropFolders(root)
         self._accept = {**dict.fromkeys(BATCH_SUFFIXES, accept_batch),
                         **dict.fromkeys(DOCUMENT_SUFFIXES, accept_document)}
         self._max_bytes = max_bytes
         self._settle_s = settle_s
         self._poll_s = poll_s
         self._clock = clock
-        for folder in (self.incoming, self.processing, self.done, self.rejected):
-            folder.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def incoming(self) -> Path:
-        return self.root / "in"
-
-    @property
-    def processing(self) -> Path:
-        return self.root / "processing"
-
-    @property
-    def done(self) -> Path:
-        return self.root / "done"
-
-    @property
-    def rejected(self) -> Path:
-        return self.root / "rejected"
+        self.folders.create()
+        self.incoming, self.processing = self.folders.incoming, self.folders.processing
+        self.done, self.rejected = self.folders.done, self.folders.failed
 
     def run(self, stop: threading.Event) -> None:
         """Scan every `poll_s` until `stop` is set; a failed pass is logged and the next one retries."""
-        while not stop.is_set():
-            try:
-                self.scan_once()
-            except Exception as exc:  # the loop must outlive one bad pass
-                log.error("insurer drop pass failed: %s", type(exc).__name__)
-            stop.wait(self._poll_s)
+        poll_until(stop, self.scan_once, self._poll_s, "insurer drop")
 
     def scan_once(self) -> dict[str, int]:
-        """Answer what processing/ still holds, then claim and answer the complete files of in/."""
+        """Answer what processing/ still holds, then claim and answer the complete files of incoming/."""
         counts = {"done": 0, "rejected": 0, "retry": 0}
         for path in sorted(self.processing.iterdir()):
             if self._ours(path):
@@ -145,15 +119,15 @@ class InsurerDrop:
             return self._reject(claimed, {"rule": "hub.refused", "location": "/", "message_en": type(exc).__name__,
                                           "message_fr": type(exc).__name__})
         target = _free_name(self.done, claimed.name)
-        _write_atomic(target.with_name(f"{target.name}.result.json"), json.dumps(dict(result), indent=2))
+        write_atomic(target.with_name(f"{target.name}.result.json"), json.dumps(dict(result), indent=2))
         os.replace(claimed, target)
         log.info("insurer drop: file accepted")
         return "done"
 
     def _reject(self, claimed: Path, finding: dict[str, Any]) -> str:
-        """Move the file to rejected/ with `<name>.errors.json` beside it."""
+        """Move the file to failed/ with `<name>.errors.json` beside it."""
         target = _free_name(self.rejected, claimed.name)
-        _write_atomic(target.with_name(f"{target.name}.errors.json"),
+        write_atomic(target.with_name(f"{target.name}.errors.json"),
                       json.dumps({"errors": [finding]}, indent=2, ensure_ascii=False))
         os.replace(claimed, target)
         log.info("insurer drop: file rejected (%s)", finding.get("rule"))

@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from config.settings import Credential
 from connectors.inbound.http_api import ApiContext, api_error, identify, operator, read_body, unavailable
+from connectors.inbound.record_api import actor_of
 from hub.errors import NotFound, Refused, TransientError
 from hub.ports import InsurerService, LifecycleService
 
@@ -108,15 +109,15 @@ def _person_routes(app: FastAPI, lifecycle: LifecycleService) -> None:
         return dict(found.to_dict())
 
     @app.post("/v1/patients/{ins}/close", tags=["lifecycle"])
-    async def close(ins: str, _cred: Annotated[Credential, Depends(_self_or_operator)]) -> dict[str, Any]:
+    async def close(ins: str, cred: Annotated[Credential, Depends(_self_or_operator)]) -> dict[str, Any]:
         """Close the profile: its content is no longer reachable; archived 10 years, then purged."""
-        return dict((await _step(lifecycle.close, ins)).to_dict())
+        return dict((await _step(lifecycle.close, ins, actor=actor_of(cred))).to_dict())
 
     @app.get("/v1/patients/{ins}/export", tags=["lifecycle"], summary="Restitution: the whole record as a ZIP")
-    async def export(ins: str, _cred: Annotated[Credential, Depends(_self_or_operator)]) -> StreamingResponse:
+    async def export(ins: str, cred: Annotated[Credential, Depends(_self_or_operator)]) -> StreamingResponse:
         out: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=EXPORT_IN_MEMORY)  # noqa: SIM115 - closed by _chunks
         try:
-            await _step(lifecycle.export, ins, out)
+            await _step(lifecycle.export, ins, out, actor=actor_of(cred))
         except BaseException:
             out.close()
             raise
@@ -135,9 +136,9 @@ def _chunks(out: IO[bytes]) -> Iterator[bytes]:
 
 def _operator_routes(app: FastAPI, lifecycle: LifecycleService) -> None:
     @app.post("/v1/patients/{ins}/oppose", tags=["lifecycle"], response_class=Response)
-    async def oppose_for(ins: str, _cred: Annotated[Credential, Depends(operator)]) -> Response:
+    async def oppose_for(ins: str, cred: Annotated[Credential, Depends(operator)]) -> Response:
         """An operator records an opposition received in writing; the answer is the PDF receipt."""
-        await _step(lifecycle.oppose, ins)
+        await _step(lifecycle.oppose, ins, actor=actor_of(cred))
         return _pdf(await _step(lifecycle.receipt, ins), "justificatif-opposition.pdf")
 
     @app.get("/v1/patients/{ins}/opposition-receipt", tags=["lifecycle"], response_class=Response)
@@ -145,9 +146,9 @@ def _operator_routes(app: FastAPI, lifecycle: LifecycleService) -> None:
         return _pdf(await _step(lifecycle.receipt, ins), "justificatif-opposition.pdf")
 
     @app.post("/v1/patients/{ins}/code", tags=["lifecycle"])
-    async def new_code(ins: str, _cred: Annotated[Credential, Depends(operator)]) -> dict[str, Any]:
+    async def new_code(ins: str, cred: Annotated[Credential, Depends(operator)]) -> dict[str, Any]:
         """A new provisional code, sent by letter: a lost letter, or reversing an opposition."""
-        return dict((await _step(lifecycle.reissue_code, ins)).to_dict())
+        return dict((await _step(lifecycle.reissue_code, ins, actor=actor_of(cred))).to_dict())
 
 
 def _insurer_routes(app: FastAPI, ctx: ApiContext, batches: InsurerService) -> None:

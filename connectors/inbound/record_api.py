@@ -199,13 +199,14 @@ def _trail_routes(app: FastAPI, ctx: ApiContext) -> None:
 
     @app.get("/v1/audit/verify", tags=["audit"], summary="Verify the whole hash chain (admin)")
     async def verify(_cred: Annotated[Credential, Depends(admin)]) -> dict[str, Any]:
-        assert ctx.verify_trail is not None
+        assert ctx.verify_trail is not None and ctx.trail_head is not None
         try:
+            head = await run_in_threadpool(ctx.trail_head)
             result = await run_in_threadpool(ctx.verify_trail)
         except TransientError as exc:
             raise unavailable(exc) from exc
         return {"ok": result.ok, "checked": result.checked, "broken_seq": result.broken_seq,
-                "reason": result.reason, "message": str(result)}
+                "reason": result.reason, "message": str(result), "head": {"seq": head[0], "hash": head[1]}}
 
 
 def _idnps(value: str) -> str:

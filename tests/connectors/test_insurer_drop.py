@@ -63,7 +63,7 @@ def drop(tmp_path: Path, calls: Calls, clock: Clock) -> InsurerDrop:
 
 
 def write_in_place(path: Path, data: bytes) -> None:
-    """A producer writing straight into in/ (content and inode change together)."""
+    """A producer writing straight into incoming/ (content and inode change together)."""
     with open(path, "wb") as fh:
         fh.write(data)
 

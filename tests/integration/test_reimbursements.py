@@ -4,7 +4,7 @@ CNAM-HR example held and filed; each history indexed under category REMB."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -53,14 +53,18 @@ class CrashOnce:
         self.inner = inner
         self.crashed = False
 
-    def hold_acts(self, batch_id: str, acts: Sequence[ReimbursedAct], *, received_at: datetime) -> int:
-        return self.inner.hold_acts(batch_id, acts, received_at=received_at)
+    def hold_acts(self, batch_id: str, acts: Sequence[ReimbursedAct], *, received_at: datetime,
+                  release_after: Mapping[str, datetime | None] | None = None) -> int:
+        return self.inner.hold_acts(batch_id, acts, received_at=received_at, release_after=release_after)
+
+    def schedule(self, ins: str, release_after: datetime) -> int:
+        return self.inner.schedule(ins, release_after)
 
     def hold_document(self, document: HeldDocument) -> bool:
         return self.inner.hold_document(document)
 
-    def pending_patients(self, limit: int = 500, *, after: str = "") -> list[str]:
-        return self.inner.pending_patients(limit, after=after)
+    def pending_patients(self, limit: int = 500, *, after: str = "", due_before: datetime | None = None) -> list[str]:
+        return self.inner.pending_patients(limit, after=after, due_before=due_before)
 
     def pending_acts(self, ins: str) -> list[HeldAct]:
         return self.inner.pending_acts(ins)
@@ -83,6 +87,11 @@ class Feed:
     lifecycle: Lifecycle
     batches: InsurerBatches
     now: list[datetime]
+
+    def activate(self, ins: str) -> None:
+        """What the lifecycle does when a profile opens: its release time known, and scheduled."""
+        self.lifecycle.activated[ins] = ACTIVATED
+        self.holds.schedule(ins, ACTIVATED + timedelta(hours=48))
 
     def remb(self, ins: str = TEST_INS) -> list[DocumentRecord]:
         return self.hub.hub.index.documents(ins, DocumentQuery(category="REMB"))
@@ -131,14 +140,14 @@ def test_acts_are_held_until_48_hours_after_activation_then_filed_exactly_once(f
 
     # Before activation, and 1 minute before activation + 48 h: nothing is filed.
     assert feed.batches.release(ACTIVATED)["histories"] == 0
-    feed.lifecycle.activated[TEST_INS] = ACTIVATED
+    feed.activate(TEST_INS)
     early = feed.batches.release(ACTIVATED + timedelta(hours=47, minutes=59))
-    assert (early["released"], early["waiting"], early["histories"]) == (0, 2, 0)
+    assert (early["released"], early["histories"]) == (0, 0)
     assert feed.remb() == [] and len(feed.holds.pending_acts(TEST_INS)) == 3
 
     # At activation + 48 h: one history document with the three acts, indexed under REMB.
     done = feed.batches.release(ACTIVATED + timedelta(hours=48))
-    assert (done["released"], done["waiting"], done["histories"], done["acts"]) == (1, 1, 1, 3)
+    assert (done["released"], done["histories"], done["acts"]) == (1, 1, 3)
     [submission] = feed.filed_submissions(refs)
     assert feed.final(submission).status == "indexed"
     [document] = feed.remb()
@@ -153,7 +162,7 @@ def test_acts_are_held_until_48_hours_after_activation_then_filed_exactly_once(f
 
 
 def test_a_redelivered_batch_adds_nothing_and_an_overlapping_one_only_its_new_acts(feed: Feed) -> None:
-    feed.lifecycle.activated[TEST_INS] = ACTIVATED
+    feed.activate(TEST_INS)
     first = batch("B1", act_line("R-1"), act_line("R-2"))
     assert feed.batches.accept_batch(first)["new"] == 2
     feed.batches.release(ACTIVATED + timedelta(hours=48))
@@ -176,7 +185,7 @@ def test_the_ans_cnam_hr_example_is_held_and_filed(feed: Feed) -> None:
     assert feed.batches.accept_document(raw) == {"document_id": FIXTURE_ID, "new": True}
     assert feed.batches.accept_document(raw) == {"document_id": FIXTURE_ID, "new": False}  # re-delivered
     assert feed.batches.release(ACTIVATED + timedelta(days=10))["documents"] == 0  # not activated
-    feed.lifecycle.activated[TEST_INS] = ACTIVATED
+    feed.activate(TEST_INS)
     assert feed.batches.release(ACTIVATED + timedelta(hours=48))["documents"] == 1
     held = feed.holds.held_document(FIXTURE_ID)
     assert held is not None and held.filed_submission is not None
@@ -190,7 +199,7 @@ def test_the_ans_cnam_hr_example_is_held_and_filed(feed: Feed) -> None:
 def test_a_crash_between_intake_and_mark_filed_files_nothing_twice(stack: RunningHub) -> None:
     crashing = CrashOnce(SqlReimbursements.beside(stack.hub.index))
     feed = make_feed(stack, crashing)
-    feed.lifecycle.activated[TEST_INS] = ACTIVATED
+    feed.activate(TEST_INS)
     feed.batches.accept_batch(batch("B1", act_line("R-1"), act_line("R-2")))
     with pytest.raises(RuntimeError):
         feed.batches.release(ACTIVATED + timedelta(hours=48))

@@ -208,7 +208,22 @@ def test_patients_not_released_are_paged_through_and_wait(index: SqlIndex, rules
     parts = Parts(index, rules)
     others = [with_key(f"17903991234{n:02d}") for n in range(5)]
     parts.feed.accept_batch(batch(line("A0"), *(line(f"O{n}", ins) for n, ins in enumerate(others))))
-    assert parts.feed.release(RELEASE - timedelta(seconds=1)) == {
+    assert parts.feed.release(RELEASE - timedelta(seconds=1), full=True) == {
         "released": 0, "waiting": 6, "histories": 0, "documents": 0, "acts": 0}
     parts.activated[others[0]] = ACTIVATED  # activated, but not in the registry: waits too
-    assert parts.feed.release(RELEASE) == {"released": 1, "waiting": 5, "histories": 1, "documents": 0, "acts": 1}
+    assert parts.feed.release(RELEASE, full=True) == {
+        "released": 1, "waiting": 5, "histories": 1, "documents": 0, "acts": 1}
+
+
+def test_the_routine_release_looks_only_at_what_an_opening_scheduled(index: SqlIndex, rules: ValidationRules) -> None:
+    parts = Parts(index, rules)
+    waiting = with_key("1790399123400")
+    del parts.activated[TEST_INS]  # nobody is open when the batch arrives
+    parts.feed.accept_batch(batch(line("A0"), line("W0", waiting)))
+    parts.activated[TEST_INS] = ACTIVATED  # opened since, but its schedule was never recorded
+    quiet = {"released": 0, "waiting": 0, "histories": 0, "documents": 0, "acts": 0}
+    assert parts.feed.release(RELEASE) == quiet  # the routine pass reads no unscheduled patient
+    assert parts.holds.schedule(TEST_INS, RELEASE) == 1  # what the lifecycle records when a profile opens
+    assert parts.feed.release(RELEASE - timedelta(seconds=1)) == quiet
+    assert parts.feed.release(RELEASE) == {"released": 1, "waiting": 0, "histories": 1, "documents": 0, "acts": 1}
+    assert parts.feed.release(RELEASE, full=True)["waiting"] == 1  # the hourly net still sees the other one
