@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from hub.access import PRODUCER_CODES
 from hub.envelope import BlobRef, Envelope, Source
 from hub.intake import Intake
 from hub.mailqueue import MAIL_CONTENT_TYPE, Reply, SmtpEnvelope, SmtpRecipient, pack, unpack
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 FINAL = (DeliveryState.DELIVERED, DeliveryState.BOUNCED)
 MASKED = Reply(550, "5.7.1", "Document non transmissible a ce destinataire (confidentialite) / Document may not "
                              "be sent to this recipient (confidentiality codes)")
+#: one CDA document a mail files: its bytes and the producer's masking codes from the XDM metadata
+Filed = tuple[bytes, tuple[str, ...]]
 UNROUTABLE = Reply(550, "5.1.2", "Destinataire non routable / Recipient cannot be routed")
 
 
@@ -143,11 +146,11 @@ class MailPipeline:
         if rcpt.wants("SUCCESS"):
             self._p.reports.delivered(q.smtp, q.message, rcpt, remote_host="", about=q.envelope.submission_id)
 
-    def _file_documents(self, q: Queued, filing: MailFiling, documents: tuple[bytes, ...]) -> None:
+    def _file_documents(self, q: Queued, filing: MailFiling, documents: tuple[Filed, ...]) -> None:
         """Submit the CDA documents of the plan under their derived ids (the CDA pipeline does the rest)."""
         source = Source(kind="mss", producer=q.smtp.auth or _domain(q.smtp.mail_from))
-        for filed, data in zip(filing.documents, documents, strict=True):
-            self._p.intake.accept(data, source, submission_id=filed.submission_id)
+        for filed, (data, codes) in zip(filing.documents, documents, strict=True):
+            self._p.intake.accept(data, source, submission_id=filed.submission_id, confidentiality=codes)
         if filing.findings:
             log.warning("mail submission=%s: %d XDM problem(s), first %s", q.envelope.submission_id,
                         len(filing.findings), filing.findings[0].get("rule"))
@@ -256,13 +259,14 @@ def derived_submission_id(identity: str, at: datetime) -> str:
 
 
 def _filing_plan(q: Queued, message_id: str, mailbox: str, xdm: XdmReport, ins: str
-                 ) -> tuple[MailFiling, tuple[bytes, ...]]:
+                 ) -> tuple[MailFiling, tuple[Filed, ...]]:
     """What this mail files for this patient: each CDA of the XDM that names them, under a submission id
-    derived from the mailbox copy and its place in the XDM (so filing again submits nothing twice), and
-    what kept documents out (an unreadable or hostile XDM, another patient's INS)."""
+    derived from the mailbox copy and its place in the XDM (so filing again submits nothing twice), with
+    the masking codes its XDS metadata gives, and what kept documents out (an unreadable or hostile XDM,
+    another patient's INS)."""
     errors = [f for f in xdm.findings if f.severity is Severity.ERROR]
     filed: list[FiledDocument] = []
-    data: list[bytes] = []
+    data: list[Filed] = []
     for n, document in enumerate(xdm.documents):
         entry = document.entry
         if entry.patient_ins and entry.patient_ins != ins:
@@ -270,7 +274,7 @@ def _filing_plan(q: Queued, message_id: str, mailbox: str, xdm: XdmReport, ins: 
             continue
         submission_id = derived_submission_id(f"mss-document:{message_id}:{n}", q.envelope.received_at)
         filed.append(FiledDocument(submission_id, f"{entry.subset}#{entry.entry_id}"[:200]))
-        data.append(document.data)
+        data.append((document.data, tuple(c for c in entry.confidentiality if c in PRODUCER_CODES)))
     return MailFiling(message_id=message_id, mail_submission_id=q.envelope.submission_id, mailbox=mailbox,
                       received_at=q.envelope.received_at, documents=tuple(filed),
                       findings=tuple(f.to_dict() for f in errors)), tuple(data)

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
+from typing import NoReturn
 from zoneinfo import ZoneInfo
 
 from hub.access import CHANGE_FLAGS, INVISIBLE_PATIENT, Change, Decision, DocumentFacts, Habilitations, RecordControls
@@ -71,7 +72,6 @@ class RecordAccess:
         if patient is not None and actor.id in self._p.representatives(ins) and is_minor(patient, self._today()):
             return Actor(ActorKind.REPRESENTATIVE, actor.id)
         self._refuse(Access(actor), ins, access.not_yours())
-        raise AssertionError("unreachable")
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -227,7 +227,7 @@ class RecordAccess:
             self._tell(EventKind.PROFESSIONAL_ACTION, ins, f"audit:{entry.seq}", entry.at)
         return entry
 
-    def _refuse(self, who: Access, ins: str, decision: Decision, *, target: str = "") -> None:
+    def _refuse(self, who: Access, ins: str, decision: Decision, *, target: str = "") -> NoReturn:
         """Trace the refusal, then raise it: a refused access is in the patient's trail."""
         self._trace(who, ins, AuditAction.REFUSED, target, outcome="refused", detail={"rule": decision.rule})
         log.info("access refused: rule=%s actor=%s", decision.rule, who.actor.kind)

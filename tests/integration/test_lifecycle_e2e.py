@@ -21,6 +21,7 @@ import pytest
 
 from config.settings import Credential, Settings
 from hub.auth import token_sha256
+from hub.errors import NotFound
 from meshub import cli
 from tests import builders
 from tests.integration.hub_harness import ADMIN_TOKEN, CREDENTIALS, RunningHub, running_hub
@@ -182,3 +183,42 @@ def test_reimbursement_history_is_held_then_filed_48_hours_after_activation(hub:
         def remb() -> list[str]:
             return [d["category"] for d in admin.get(f"/v1/patients/{ACTIVE}/documents").json()["documents"]]
         assert eventually(lambda: (found := remb()) and len(found) == 2 and found) == ["REMB", "REMB"]
+
+
+def later(hub: RunningHub, delta: timedelta) -> dict[str, Any]:
+    """One pass of the record's timers, as the scheduler runs it, with the clock moved `delta` ahead."""
+    records = hub.hub.records
+    records.clock = lambda: datetime.now(UTC) + delta
+    lifecycle = hub.hub.lifecycle()
+    return records.sweep(lifecycle, hub.hub.insurer(lifecycle), full=True)
+
+
+def profile(hub: RunningHub, ins: str) -> dict[str, Any]:
+    with hub.admin() as admin:
+        return dict(admin.get(f"/v1/patients/{ins}/profile").json())
+
+
+def test_without_activation_or_opposition_the_profile_opens_after_six_weeks(hub: RunningHub) -> None:
+    assert later(hub, timedelta(weeks=6) - timedelta(minutes=1))["lifecycle"]["opened"] == 0
+    assert profile(hub, NEW)["status"] == "created"
+    assert later(hub, timedelta(weeks=6, minutes=1))["lifecycle"]["opened"] == 2  # NEW and LOCKED
+    opened = profile(hub, NEW)
+    assert (opened["status"], opened["activation"]) == ("active", "automatic")
+
+
+def test_ten_years_after_closure_the_record_is_purged_and_the_trail_still_verifies(
+        hub: RunningHub, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = file(hub, document(extension="purge-1"))
+    stored = hub.hub.index.document(doc)
+    assert stored is not None
+    with hub.client("t-patient") as patient:
+        assert patient.post(f"/v1/patients/{ACTIVE}/close").json()["status"] == "closed"
+    assert later(hub, timedelta(days=365 * 10))["lifecycle"]["purged"] == 0  # not quite 10 calendar years
+    assert later(hub, timedelta(days=365 * 10 + 4))["lifecycle"]["purged"] == 1
+    assert hub.hub.index.document(doc) is None
+    with pytest.raises(NotFound):
+        hub.hub.store.get(stored.blob)  # the exact bytes are erased from the object store too
+    patient_row = hub.hub.index.patient(ACTIVE)
+    assert patient_row is not None and (patient_row.status, patient_row.birth_name) == ("closed", "")
+    code, out = run_cli(capsys, hub, "audit", "verify")
+    assert code == 0 and "intact" in out  # the purged entries lost their bodies, not their hashes

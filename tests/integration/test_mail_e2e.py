@@ -461,3 +461,17 @@ def test_a_configured_lower_xdm_limit_takes_effect(mail_hub: RunningHub, ca: tru
     [receipt] = eventually(lambda: _receipts(sink, sender))
     assert b"processed/Error" in receipt and b"^xdm.too-many-members" in receipt
     assert mail_hub.admin().get(f"/v1/patients/{INS}/documents").json()["documents"] == []
+
+
+def test_the_xdm_masking_codes_are_kept_with_the_filed_document(mail_hub: RunningHub, ca: trustme.CA) -> None:
+    # Given a hospital mailing a CDA whose XDS metadata masks it from professionals (MASQUE_PS)
+    xdm = mail_builders.make_xdm_zip([BIO.read_bytes()], confidentiality=("N", "MASQUE_PS"))
+    message = crlf(mail_builders.make_mail_with_xdm([], to=PATIENT, from_=DOCTOR, xdm=xdm))
+    with smtp_client(mail_hub, ca) as client:
+        assert client.sendmail(DOCTOR, [PATIENT], message) == {}
+    # Then the document in the record carries the code, so professionals other than its author do not see it
+    messages = eventually(lambda: patient(mail_hub).get(f"/v1/patients/{INS}/messages").json()["messages"])
+    [submission] = messages[0]["documents"]
+    outcome = mail_hub.admin().get(f"/v1/submissions/{submission}", params={"wait": 30}).json()
+    document = mail_hub.admin().get(f"/v1/documents/{outcome['document_id']}").json()
+    assert document["confidentiality"] == ["N", "MASQUE_PS"]
