@@ -26,8 +26,10 @@ ACCESS_KEY = "hub-test"
 
 def start_server(data_dir: Path, *, fsync: bool = True) -> SeaweedServer:
     """Start a SeaweedServer in `data_dir` on a free port, or skip/fail the test."""
+    # Every test gets buckets of its own and a bucket is a SeaweedFS collection with volumes of its own:
+    # the session's server needs room for all of them (volumes grow as written; nothing is preallocated).
     server = SeaweedServer(data_dir, s3_port=free_port(), access_key=ACCESS_KEY,
-                           secret_key=secrets.token_hex(16), fsync=fsync)
+                           secret_key=secrets.token_hex(16), fsync=fsync, max_volumes=2000)
     try:
         server.start(timeout_s=60)
     except (ConfigError, StoreUnavailable, OSError) as exc:
