@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from config.settings import Credential
 
@@ -24,10 +24,13 @@ def new_token() -> str:
 
 
 class Authenticator:
-    """Maps a presented bearer token to its credential, or None."""
+    """Maps a presented bearer token to its credential, or None: the configured credentials first, then
+    (`issued`) those the hub handed out itself, looked up by the token's digest."""
 
-    def __init__(self, credentials: Iterable[Credential]) -> None:
+    def __init__(self, credentials: Iterable[Credential],
+                 issued: Callable[[str], Credential | None] | None = None) -> None:
         self._credentials = tuple(credentials)
+        self._issued = issued
 
     def identify(self, token: str | None) -> Credential | None:
         if not token:
@@ -37,6 +40,8 @@ class Authenticator:
         for cred in self._credentials:  # no early exit: same work whichever token matches
             if hmac.compare_digest(cred.token_sha256, digest):
                 found = cred
+        if found is None and self._issued is not None:
+            found = self._issued(digest)
         return found
 
     def login(self, name: str, secret: str) -> Credential | None:

@@ -118,14 +118,15 @@ class Hub:
                            rules=self.rules, reports=self.reports())
         notifier, lifecycle = Notifier(self.notify_ports), self.lifecycle()
         return ApiContext(intake=self.intake, index=self.index, store=self.store,
-                          auth=Authenticator(self.settings.credentials),
+                          auth=Authenticator(self.settings.credentials, issued=self.records.tokens.lookup),
                           max_body_bytes=self.settings.max_body_bytes,
                           import_roster=lambda raw: import_roster(raw, self.index, lifecycle),
                           mailboxes=self.mailboxes, mail=mail, patient_domain=self.rules.patient_domain,
                           notices=self.notices, print_letters=lambda: self.letter_run().run(),
                           records=self.records.record_access(notifier), verify_trail=self.records.verify,
                           trail_head=self.records.audit.head,
-                          lifecycle=lifecycle, insurer=self.insurer(lifecycle))
+                          lifecycle=lifecycle, insurer=self.insurer(lifecycle),
+                          issue_token=self.records.issue_token, revoke_tokens=self.records.tokens.revoke)
 
     def lifecycle(self) -> Lifecycle:
         return self.records.lifecycle(Notifier(self.notify_ports))

@@ -19,12 +19,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from config.settings import Settings
+from config.settings import Credential, Settings
 from config.tables import load_habilitations, load_official_matrix, load_validation_rules
 from connectors.outbound.receipts import OppositionReceipts
 from hub.access import Habilitations
 from hub.actors import AccessMode, Actor, ActorKind
 from hub.audit import Verification
+from hub.auth import new_token, token_sha256
 from hub.intake import Intake
 from hub.ports import BlobStore
 from hub.records import DocumentRecord
@@ -44,6 +45,7 @@ from storage.objects import MinioBlobStore
 from storage.profiles import SqlProfiles
 from storage.purge import SqlPurge
 from storage.reimbursements import SqlReimbursements
+from storage.tokens import SqlTokens
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,7 @@ class RecordParts:
     profiles: SqlProfiles
     purges: SqlPurge
     holds: SqlReimbursements
+    tokens: SqlTokens
     habilitations: Habilitations
     clock: Callable[[], datetime] = field(default=_now)
 
@@ -87,7 +90,8 @@ class RecordParts:
                    patient_domain=patient_domain,
                    audit=SqlAuditTrail.beside(index), controls=SqlRecordControls.beside(index),
                    profiles=SqlProfiles.beside(index), purges=SqlPurge.beside(index, patient_domain=patient_domain),
-                   holds=SqlReimbursements.beside(index), habilitations=habilitations_for(settings))
+                   holds=SqlReimbursements.beside(index), tokens=SqlTokens.beside(index),
+                   habilitations=habilitations_for(settings))
 
     def record_access(self, notifier: Notifier) -> RecordAccess:
         return RecordAccess(RecordPorts(index=self.index, controls=self.controls, trail=self.audit,
@@ -109,6 +113,13 @@ class RecordParts:
                               released_after=lifecycle.reimbursement_release_at,
                               rules=load_validation_rules(max_bytes=self.settings.max_body_bytes),
                               producer=self.settings.records.insurer, clock=self.clock)
+
+    def issue_token(self, ins: str) -> str:
+        """A new bearer token for the patient `ins` (after their activation); only its digest is kept."""
+        token = new_token()
+        name = "patient-" + hashlib.sha256(ins.encode()).hexdigest()[:12]  # no INS in names that get logged
+        self.tokens.issue(Credential(name=name, role="patient", token_sha256=token_sha256(token), ins=ins))
+        return token
 
     def verify(self) -> Verification:
         return verify_trail(self.audit)

@@ -67,6 +67,8 @@ class ApiContext:
     trail_head: Callable[[], tuple[int, str]] | None = None  # the trail's last seq and hash (to publish)
     lifecycle: LifecycleService | None = None  # activation, opposition, closure, restitution
     insurer: InsurerService | None = None  # reimbursement history batches
+    issue_token: Callable[[str], str] | None = None  # a new bearer token for a patient (INS), after activation
+    revoke_tokens: Callable[[str], int] | None = None  # a closed profile's issued tokens stop working
 
 
 def api_error(status: int, code: str, en: str, fr: str, headers: dict[str, str] | None = None) -> HTTPException:
@@ -138,7 +140,10 @@ def identify(request: Request) -> Credential:
     ctx: ApiContext = request.app.state.ctx
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    cred = ctx.auth.identify(token.strip()) if scheme.lower() == "bearer" else None
+    try:
+        cred = ctx.auth.identify(token.strip()) if scheme.lower() == "bearer" else None
+    except TransientError as exc:  # the issued tokens' store is down: say so, do not pretend 401
+        raise unavailable(exc) from exc
     if cred is None:
         raise api_error(401, "unauthenticated", "Missing or unknown bearer token (Authorization: Bearer ...).",
                         "Jeton d'accès absent ou inconnu (Authorization: Bearer ...).",

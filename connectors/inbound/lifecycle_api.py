@@ -55,7 +55,7 @@ def _self_or_operator(ins: str, cred: Annotated[Credential, Depends(identify)]) 
 def lifecycle_routes(app: FastAPI, ctx: ApiContext) -> None:
     """Register the lifecycle routes (ctx.lifecycle is set) and, when set, the insurer's batches."""
     assert ctx.lifecycle is not None
-    _person_routes(app, ctx.lifecycle)
+    _person_routes(app, ctx, ctx.lifecycle)
     _operator_routes(app, ctx.lifecycle)
     if ctx.insurer is not None:
         _insurer_routes(app, ctx, ctx.insurer)
@@ -85,13 +85,17 @@ async def _step(fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise unavailable(exc) from exc
 
 
-def _person_routes(app: FastAPI, lifecycle: LifecycleService) -> None:
+def _person_routes(app: FastAPI, ctx: ApiContext, lifecycle: LifecycleService) -> None:
     @app.post("/v1/activation", tags=["lifecycle"], summary="Activate a profile with the letter's code")
     async def activate(body: Factors) -> dict[str, Any]:
         """The provisional code, the INS and the Vitale card serial number, checked together; wrong
-        attempts are counted and lock activation for a while (429)."""
+        attempts are counted and lock activation for a while (429).  The answer carries the patient's
+        own bearer token (`token`, shown this once): their access to their record and mailbox."""
         profile = await _step(lifecycle.activate, body.ins, body.code, body.vitale_serial)
-        return dict(profile.to_dict())
+        answer = dict(profile.to_dict())
+        if ctx.issue_token is not None:
+            answer["token"] = await _step(ctx.issue_token, body.ins)
+        return answer
 
     @app.post("/v1/opposition", tags=["lifecycle"], summary="Oppose the creation of the profile",
               response_class=Response)
@@ -110,8 +114,12 @@ def _person_routes(app: FastAPI, lifecycle: LifecycleService) -> None:
 
     @app.post("/v1/patients/{ins}/close", tags=["lifecycle"])
     async def close(ins: str, cred: Annotated[Credential, Depends(_self_or_operator)]) -> dict[str, Any]:
-        """Close the profile: its content is no longer reachable; archived 10 years, then purged."""
-        return dict((await _step(lifecycle.close, ins, actor=actor_of(cred))).to_dict())
+        """Close the profile: its content is no longer reachable (and the patient's issued tokens stop
+        working); archived 10 years, then purged.  Ask for the restitution ZIP first."""
+        closed = await _step(lifecycle.close, ins, actor=actor_of(cred))
+        if ctx.revoke_tokens is not None:
+            await _step(ctx.revoke_tokens, ins)
+        return dict(closed.to_dict())
 
     @app.get("/v1/patients/{ins}/export", tags=["lifecycle"], summary="Restitution: the whole record as a ZIP")
     async def export(ins: str, cred: Annotated[Credential, Depends(_self_or_operator)]) -> StreamingResponse:

@@ -96,6 +96,11 @@ def test_the_letters_code_activates_with_the_vitale_serial_and_wrong_guesses_loc
         done = anonymous.post("/v1/activation", json=factors(NEW, code))
     assert done.status_code == 200, done.text
     assert done.json()["status"] == "active" and done.json()["activation"] == "code"
+    with hub.client(done.json()["token"]) as own:  # activation hands the person their own access
+        assert own.get(f"/v1/patients/{NEW}/documents").json() == {"documents": []}
+        assert own.get(f"/v1/patients/{ACTIVE}/documents").status_code == 403
+        assert own.post(f"/v1/patients/{NEW}/close").json()["status"] == "closed"
+        assert own.get(f"/v1/patients/{NEW}/profile").status_code == 401  # closing ends that access
     with hub.admin() as admin:
         actions = [e["action"] for e in admin.get(f"/v1/patients/{NEW}/audit").json()["entries"]]
     assert actions[:1] == ["register"] and "refused" in actions and "activate" in actions
