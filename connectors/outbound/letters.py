@@ -36,7 +36,7 @@ ADDRESS_LINES = 6                     # the norm's maximum, the name included
 TITLE_LINES = 2
 
 
-def _fonts() -> tuple[str, str, str]:
+def fonts() -> tuple[str, str, str]:
     """(regular, bold, mono): DejaVu when installed (every accent), else the PDF base-14 fonts."""
     names = {"MesSans": "DejaVuSans.ttf", "MesSans-Bold": "DejaVuSans-Bold.ttf", "MesMono": "DejaVuSansMono.ttf"}
     if all((DEJAVU / file).exists() for file in names.values()):
@@ -57,12 +57,21 @@ def qr_png(payload: str) -> bytes:
     return out.getvalue()
 
 
+
+def sender_block(c: Canvas, lines: Sequence[str], *, bold: str, regular: str) -> None:
+    """The sender's block at the top left of a page: its first line in bold (letters and receipts)."""
+    y = HEIGHT - 20 * mm
+    for n, line in enumerate(lines):
+        c.setFont(bold if n == 0 else regular, 10)
+        c.drawString(MARGIN, y, line)
+        y -= 4.8 * mm
+
 class PdfLetterPrinter:
     """hub.ports.LetterPrinter: one deterministic A4 PDF per batch."""
 
     def __init__(self, sender_lines: Sequence[str] = DEFAULT_SENDER) -> None:
         self._sender = tuple(sender_lines)
-        self._regular, self._bold, self._mono = _fonts()
+        self._regular, self._bold, self._mono = fonts()
 
     def render(self, letters: Sequence[Letter]) -> bytes:
         out = io.BytesIO()
@@ -99,22 +108,17 @@ class PdfLetterPrinter:
         self._qr(c, letter.qr_payload)
 
     def _sender_block(self, c: Canvas) -> None:
-        c.setFont(self._bold, 10)
-        y = HEIGHT - 20 * mm
-        for n, line in enumerate(self._sender):
-            c.setFont(self._bold if n == 0 else self._regular, 10)
-            c.drawString(MARGIN, y, line)
-            y -= 4.8 * mm
+        sender_block(c, self._sender, bold=self._bold, regular=self._regular)
 
     def _address_block(self, c: Canvas, letter: Letter) -> None:
         lines = address_lines(letter)
-        fonts = [self._bold, *([self._regular] * (len(lines) - 1))]
+        faces = [self._bold, *([self._regular] * (len(lines) - 1))]
         width = WINDOW_W - 8 * mm
         size = 11.0
-        while size > 7 and any(_width(line, font, size) > width for line, font in zip(lines, fonts, strict=True)):
+        while size > 7 and any(_width(line, font, size) > width for line, font in zip(lines, faces, strict=True)):
             size -= 0.5
         y = HEIGHT - WINDOW_TOP - 8 * mm
-        for line, font in zip(lines, fonts, strict=True):
+        for line, font in zip(lines, faces, strict=True):
             c.setFont(font, size)
             c.drawString(WINDOW_X + 4 * mm, y, _fit(line, font, size, width))
             y -= size * 1.35

@@ -21,7 +21,7 @@ from reportlab.lib.units import mm
 from reportlab.lib.utils import ImageReader, simpleSplit
 from reportlab.pdfgen.canvas import Canvas
 
-from connectors.outbound.letters import DEFAULT_SENDER, _fonts, qr_png
+from connectors.outbound.letters import DEFAULT_SENDER, fonts, qr_png, sender_block
 from hub.errors import NotFound
 from hub.records import PatientRecord
 from hub.restitution import PARIS, receipt_reference
@@ -81,7 +81,7 @@ class PdfReceiptPrinter:
 
     def __init__(self, issuer_lines: Sequence[str] = DEFAULT_SENDER) -> None:
         self._issuer = tuple(issuer_lines)
-        self._regular, self._bold, self._mono = _fonts()
+        self._regular, self._bold, self._mono = fonts()
 
     def render(self, patient: PatientRecord, *, opposed_at: datetime, reference: str) -> bytes:
         """The receipt of `patient`'s opposition registered at `opposed_at`, under `reference`."""
@@ -101,11 +101,7 @@ class PdfReceiptPrinter:
         return out.getvalue()
 
     def _issuer_block(self, c: Canvas) -> None:
-        y = HEIGHT - 20 * mm
-        for n, line in enumerate(self._issuer):
-            c.setFont(self._bold if n == 0 else self._regular, 10)
-            c.drawString(MARGIN, y, line)
-            y -= 4.8 * mm
+        sender_block(c, self._issuer, bold=self._bold, regular=self._regular)
 
     def _title(self, c: Canvas, y: float) -> float:
         c.setFont(self._bold, 15)
