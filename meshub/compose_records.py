@@ -37,6 +37,7 @@ from pipelines.record_access import RecordAccess, RecordPorts
 from pipelines.reimbursements import InsurerBatches
 from pipelines.restitution import export_record, purge, sweep_erasures
 from storage.audit import SqlAuditTrail
+from storage.audit_batching import GroupCommitTrail
 from storage.controls import SqlRecordControls
 from storage.index import SqlIndex
 from storage.mailbox import SqlMailbox
@@ -74,7 +75,7 @@ class RecordParts:
     notices: SqlNotifications
     mailboxes: SqlMailbox
     patient_domain: str
-    audit: SqlAuditTrail
+    audit: GroupCommitTrail
     controls: SqlRecordControls
     profiles: SqlProfiles
     purges: SqlPurge
@@ -88,7 +89,7 @@ class RecordParts:
               mailboxes: SqlMailbox, *, patient_domain: str) -> RecordParts:
         return cls(settings=settings, index=index, store=store, notices=notices, mailboxes=mailboxes,
                    patient_domain=patient_domain,
-                   audit=SqlAuditTrail.beside(index), controls=SqlRecordControls.beside(index),
+                   audit=GroupCommitTrail(SqlAuditTrail.beside(index)), controls=SqlRecordControls.beside(index),
                    profiles=SqlProfiles.beside(index), purges=SqlPurge.beside(index, patient_domain=patient_domain),
                    holds=SqlReimbursements.beside(index), tokens=SqlTokens.beside(index),
                    habilitations=habilitations_for(settings))
