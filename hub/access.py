@@ -250,6 +250,10 @@ class RecordControls(Protocol):
         """Lift a block (idempotent)."""
         ...
 
+    def first_access(self, ins: str, idnps: str) -> datetime | None:
+        """When this professional first opened the record (None: never); a read, no write."""
+        ...
+
     def note_access(self, ins: str, idnps: str, at: datetime) -> bool:
         """Record that a professional opened the record; True only the first time."""
         ...

@@ -201,7 +201,8 @@ class RecordAccess:
         if who.mode is not AccessMode.NORMAL:
             entry = self._trace(who, patient.ins, AuditAction.EMERGENCY, "", detail={"reason": who.reason})
             self._tell(EventKind.PROFESSIONAL_ACTION, patient.ins, f"audit:{entry.seq}", now)
-        if self._p.controls.note_access(patient.ins, who.actor.id, now):
+        known = self._p.controls.first_access(patient.ins, who.actor.id) is not None  # a read: no commit
+        if not known and self._p.controls.note_access(patient.ins, who.actor.id, now):
             self._trace(who, patient.ins, AuditAction.FIRST_ACCESS, "")
             self._tell(EventKind.FIRST_ACCESS, patient.ins, f"first_access:{patient.ins}:{who.actor.id}", now)
 
