@@ -254,7 +254,3 @@ class RecordAccess:
     def _today(self) -> date:
         return self._p.clock().astimezone(PARIS).date()
 
-
-def professional_actor(idnps: str, profession: str, specialty: str = "", *, regulator: bool = False) -> Actor:
-    """The Actor of a professional credential."""
-    return Actor(ActorKind.PROFESSIONAL, idnps, profession=profession, specialty=specialty, regulator=regulator)
