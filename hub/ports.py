@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import Future
 from datetime import datetime
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, Any, Protocol
 
 from hub.access import Change, DocumentFacts
 from hub.actors import Access, Actor
 from hub.audit import AuditAction, AuditEntry
 from hub.delivery import RecipientResult
 from hub.envelope import BlobRef, Envelope
+from hub.lifecycle import Profile
 from hub.mailqueue import Reply, SmtpRecipient
 from hub.notices import Channel, Letter, LetterBatch, Notice, NoticeState, Outgoing, Preferences, SendResult
 from hub.records import (
@@ -28,9 +29,6 @@ from hub.records import (
     PatientRecord,
     SubmissionRecord,
 )
-
-if TYPE_CHECKING:  # written beside this file in the same change
-    from hub.lifecycle import Profile
 
 
 class BlobStore(Protocol):
