@@ -36,7 +36,7 @@ from storage.objects import MinioBlobStore
 from storage.seaweed import SeaweedServer
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT.parent / "shared" / "fixtures" / "cda" / "BIO-CR-BIO_2024.01_TSH_1.xml"
+FIXTURE = ROOT / "examples" / "cda" / "BIO-CR-BIO_2024.01_TSH_1.xml"
 OID = "1.2.250.1.213.1.4.10"
 TOKEN, ADMIN = "bench-producer-token", "bench-admin-token"
 

@@ -40,7 +40,7 @@ _CONFIDENTIALITY_SYSTEMS = {"N": "2.16.840.1.113883.5.25", "R": "2.16.840.1.1138
 
 
 def fixture_cda(name: str) -> bytes:
-    """An ANS example CDA from the shared fixtures (skips locally, fails in CI, when absent)."""
+    """An ANS example CDA from examples/cda (shipped with the project; skips locally, fails in CI, when absent)."""
     path = Path(FIXTURES_CDA) / name
     if not path.is_file():
         missing(f"CDA fixture missing: {path}")

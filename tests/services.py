@@ -10,8 +10,11 @@ from typing import Any
 
 import pytest
 
-SHARED = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared"
-FIXTURES_CDA = SHARED / "fixtures" / "cda"
+#: what the project ships for examples and tests (examples/SOURCE.md): the ANS example CDA documents
+#: and a roster of their patients; in the repository, so a fresh clone has them.
+EXAMPLES = __import__("pathlib").Path(__file__).resolve().parents[1] / "examples"
+FIXTURES_CDA = EXAMPLES / "cda"
+EXAMPLE_ROSTER = EXAMPLES / "roster.csv"
 
 
 def in_ci() -> bool:

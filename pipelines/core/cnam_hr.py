@@ -1,7 +1,7 @@
 """Build a CNAM-HR_2021.01 "Données de remboursement" CDA from reimbursed acts (pure, lxml).
 
 Owns: the header (templateIds of the CNAM-HR model, code REMB, author ALIM_AM, custodian Assurance Maladie,
-as in the ANS example ../shared/fixtures/cda/CNAM-HR_2021.01.xml), the recordTarget from the registry's
+as in the ANS example examples/cda/CNAM-HR_2021.01.xml), the recordTarget from the registry's
 PatientRecord, and the body: the model's eight sections in its order, each with a human-readable table
 and one coded entry per act, modelled on the example's entries:
   Médicaments (CIP13: FR-Traitement substanceAdministration), Dispositifs médicaux (LPP: FR-Dispositif-

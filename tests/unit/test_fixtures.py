@@ -1,22 +1,19 @@
-"""Every ANS example CDA in ../shared/fixtures/cda gets the outcome we defend, with its reason.
+"""Every ANS example CDA in examples/cda gets the outcome we defend, with its reason.
 
-The fixtures come from ansforge/TestContenuCDA-3-0 (commit 7cd489b3).  All 18 are well-formed and valid
+The fixtures come from ansforge/TestContenuCDA-3-0 (commit 7cd489b3, see examples/SOURCE.md) and ship
+with the project, so these tests run on a fresh clone (a missing folder fails, it never skips).  All 18 are well-formed and valid
 against config/cda/CDA_extended.xsd (the extended schema already imports sdtc, IHE pharmacy, IHE LAB and
 DICOM), so the outcome is decided by our header, INS and typeCode rules.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from config.tables import load_classification, load_validation_rules
 from pipelines.core.classification import ClassificationTables, classify
 from pipelines.core.validation import ValidationRules, validate
-
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "cda"
+from tests.services import FIXTURES_CDA as FIXTURES
 
 Accept = tuple[str, str, str]  # ("accept", category, classCode)
 Reject = tuple[str, str]  # ("reject", rule)
@@ -64,8 +61,6 @@ EXPECTED: dict[str, Accept | Reject] = {
 
 
 def _fixture_names() -> list[str]:
-    if not FIXTURES.is_dir():
-        return []
     return sorted(p.name for p in FIXTURES.glob("*.xml"))
 
 
@@ -79,22 +74,13 @@ def tables() -> ClassificationTables:
     return load_classification()
 
 
-def _require_fixtures() -> None:
-    if FIXTURES.is_dir():
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"fixture folder missing: {FIXTURES}")
-    pytest.skip(f"fixture folder missing: {FIXTURES}")
-
-
 def test_every_fixture_has_an_expected_outcome() -> None:
-    _require_fixtures()
+    assert FIXTURES.is_dir(), f"the examples ship with the project: {FIXTURES} is missing"
     assert set(_fixture_names()) == set(EXPECTED)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_fixture_outcome(name: str, rules: ValidationRules, tables: ClassificationTables) -> None:
-    _require_fixtures()
     report = validate((FIXTURES / name).read_bytes(), rules)
     expected = EXPECTED[name]
     if expected[0] == "reject":
