@@ -55,7 +55,8 @@ def test_the_roster_holds_exactly_the_valid_patients_of_the_examples_with_their_
     result = parse_roster(EXAMPLE_ROSTER.read_text())
     assert result.ok, [str(p) for p in result.problems]  # the whole file imports
     roster = {p.ins: p for p in result.patients}
-    valid, wrong = {}, set()
+    valid: dict[str, dict[str, str]] = {}
+    wrong: set[str] = set()
     for path in sorted(FIXTURES_CDA.glob("*.xml")):
         target = _record_target(path)
         if check_ins(target["ins"], target["oid"], location="recordTarget", accepted_oids=INS_OIDS):

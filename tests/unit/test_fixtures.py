@@ -1,9 +1,10 @@
 """Every ANS example CDA in examples/cda gets the outcome we defend, with its reason.
 
-The fixtures come from ansforge/TestContenuCDA-3-0 (commit 7cd489b3, see examples/SOURCE.md) and ship
-with the project, so these tests run on a fresh clone (a missing folder fails, it never skips).  All 18 are well-formed and valid
-against config/cda/CDA_extended.xsd (the extended schema already imports sdtc, IHE pharmacy, IHE LAB and
-DICOM), so the outcome is decided by our header, INS and typeCode rules.
+The fixtures come from ansforge/TestContenuCDA-3-0 (commit 7cd489b3, see examples/cda/SOURCE.md) and
+ship with the project, so these tests run on a fresh clone (a missing folder fails, it never skips).
+All 18 are well-formed and valid against config/cda/CDA_extended.xsd (the extended schema already
+imports sdtc, IHE pharmacy, IHE LAB and DICOM), so the outcome is decided by our header, INS and
+typeCode rules.
 """
 
 from __future__ import annotations
