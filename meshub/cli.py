@@ -4,7 +4,7 @@ Commands: run, submit, status, documents, get, messages, mailbox, notifications,
 meshub.cli_records) patients, audit, insurer.  Client commands
 find the hub's URL and development credentials in --data-dir (written by
 `meshub run`) unless --url / --token (or MESHUB_URL / MESHUB_TOKEN) are given.
-Exit codes: 0 success; 1 a submission was rejected or something asked for is
+Exit codes: 0 success; 1 a submission was rejected or refused (403: its rule is printed), or something asked for is
 missing; 2 usage, connection or server errors.
 """
 
@@ -97,18 +97,32 @@ def _submit_one(c: httpx.Client, path: Path, wait: bool) -> dict[str, Any]:
     except OSError as exc:
         return {"file": str(path), "submission": None, "status": "error", "document_id": None,
                 "category": None, "findings": [{"rule": "file.unreadable", "message_en": str(exc)}]}
-    record = check(c.post("/v1/documents", content=body, headers={"Content-Type": "application/xml"}))
+    response = c.post("/v1/documents", content=body, headers={"Content-Type": "application/xml"})
+    if response.status_code == 403:  # refused before anything was stored: the rule, as a finding
+        return {"file": str(path), "submission": None, "status": "refused", "document_id": None,
+                "category": None, "findings": [_refusal(response)]}
+    record = check(response)
     while wait and record["status"] == "pending":
         record = check(c.get(f"/v1/submissions/{record['submission']}", params={"wait": 30}))
     return {"file": str(path), **{k: record.get(k) for k in (
         "submission", "status", "document_id", "category", "findings")}}
 
 
+def _refusal(response: httpx.Response) -> dict[str, Any]:
+    """A 403's rule and messages, shaped like a finding."""
+    try:
+        err = response.json().get("error", {})
+    except ValueError:
+        err = {}
+    return {"rule": err.get("code", "forbidden"), "location": "request",
+            "message_en": err.get("message_en", response.text[:300]), "message_fr": err.get("message_fr", "")}
+
+
 def _print_submission(row: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(row, ensure_ascii=False), flush=True)
         return
-    print(f"{row['file']}: {row['status']} (submission {row['submission']})"
+    print(f"{row['file']}: {row['status']}" + (f" (submission {row['submission']})" if row.get("submission") else "")
           + (f" document {row['document_id']} category {row['category']}" if row.get("document_id") else ""))
     for finding in row.get("findings") or []:
         print(f"  - [{finding.get('rule')}] {finding.get('location', '')}: {finding.get('message_en')}")
@@ -120,7 +134,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         for path in args.files:
             row = _submit_one(c, path, args.wait)
             _print_submission(row, args.json)
-            if row["status"] in ("rejected", "error"):
+            if row["status"] in ("rejected", "refused", "error"):
                 worst = EXIT_FAILED
     return worst
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import uvicorn
 
-from config.settings import MailSettings, Settings
+from config.settings import Credential, MailSettings, Settings
 from config.tables import load_classification, load_notify_policy, load_validation_rules
 from connectors.inbound.file_drop import DropFolders, FileDrop
 from connectors.inbound.http_api import ApiContext, create_app
@@ -70,6 +70,7 @@ from pipelines.reimbursements import InsurerBatches
 from pipelines.roster_import import import_roster
 from pipelines.router import Router
 from pipelines.runner import DocumentPipeline
+from pipelines.write_gate import HeaderWriteGate
 from storage.index import SqlIndex
 from storage.mailbox import SqlMailbox
 from storage.notifications import SqlNotifications
@@ -126,7 +127,12 @@ class Hub:
                           records=self.records.record_access(notifier), verify_trail=self.records.verify,
                           trail_head=self.records.audit.head,
                           lifecycle=lifecycle, insurer=self.insurer(lifecycle),
-                          issue_token=self.records.issue_token, revoke_tokens=self.records.tokens.revoke)
+                          issue_token=self.records.issue_token, revoke_tokens=self.records.tokens.revoke,
+                          write_gate=self.write_gate())
+
+    def write_gate(self) -> HeaderWriteGate:
+        """Who may write what, checked at the doors before anything is stored (refusals traced)."""
+        return HeaderWriteGate(index=self.index, trail=self.records.audit)
 
     def lifecycle(self) -> Lifecycle:
         return self.records.lifecycle(Notifier(self.notify_ports))
@@ -297,8 +303,12 @@ class Hub:
 
     def start_filedrop(self) -> None:
         assert self.settings.filedrop_dir is not None
+        writer = drop_writer(self.settings)
+        if writer.role != "producer":
+            log.error("file drop: [filedrop] producer names a %s credential; only a producer feeds a drop, "
+                      "every file will be refused (write.role)", writer.role)
         drop = FileDrop(DropFolders(self.settings.filedrop_dir), intake=self.intake, index=self.index,
-                        producer=self.settings.filedrop_producer, max_bytes=self.settings.max_body_bytes)
+                        writer=writer, gate=self.write_gate(), max_bytes=self.settings.max_body_bytes)
         self.spawn("filedrop", drop.run)
 
     def start_sweep(self) -> None:
@@ -339,6 +349,14 @@ class Hub:
         self.notify_publisher.close()
         self.index.dispose()
         self.exit_stack.close()
+
+
+def drop_writer(settings: Settings) -> Credential:
+    """Who writes through the file drop: the credential named by `[filedrop] producer`, or, when no
+    credential has that name, a producer of that name (the drop folder's owner, an establishment's system)."""
+    name = settings.filedrop_producer
+    named = [c for c in settings.credentials if c.name == name]
+    return named[0] if named else Credential(name=name, role="producer", token_sha256="")
 
 
 def parse_limits(mail: MailSettings) -> tuple[MailLimits, XdmLimits]:

@@ -7,7 +7,10 @@ Rule: a file is claimed before it is read, and its submission id is written
 (atomically) before anything else, so a restart resumes without losing or
 re-submitting it.  Files whose name starts with '.' or ends in '.part' are
 ignored, so producers can write under a temporary name and rename when done.
-Does not: parse documents.
+Rule: the drop writes as one credential (`[filedrop] producer`, named on every submission) and each
+file passes the same write gate as the HTTP door before anything is stored: a drop whose identity is
+not a producer fails every file (`write.role` in its reason.json).
+Does not: parse documents (the gate reads the header, the pipeline validates).
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from config.settings import Credential
 from hub.envelope import Source
 from hub.errors import HubError, TransientError
 from hub.intake import Intake
 from hub.ports import Index
 from hub.records import SubmissionRecord, SubmissionStatus
+from hub.writes import FILEDROP_DOOR, ProducersOnly, WriteGate
 
 log = logging.getLogger(__name__)
 MARKER = ".submission"
@@ -79,12 +84,13 @@ def poll_until(stop: threading.Event, scan: Callable[[], object], poll_s: float,
 class FileDrop:
     """Polls the drop folder; one instance per folder (claims are safe across processes)."""
 
-    def __init__(self, folders: DropFolders, *, intake: Intake, index: Index, producer: str,
-                 max_bytes: int, poll_s: float = 0.5) -> None:
+    def __init__(self, folders: DropFolders, *, intake: Intake, index: Index, writer: Credential,
+                 max_bytes: int, poll_s: float = 0.5, gate: WriteGate | None = None) -> None:
         self._folders = folders
         self._intake = intake
         self._index = index
-        self._producer = producer
+        self._writer = writer
+        self._gate: WriteGate = gate if gate is not None else ProducersOnly()
         self._max_bytes = max_bytes
         self._poll_s = poll_s
         folders.create()
@@ -117,9 +123,14 @@ class FileDrop:
             self._fail(claimed, {"rule": "file.too-large", "message_en": f"file exceeds {self._max_bytes} bytes",
                                  "message_fr": f"le fichier dépasse {self._max_bytes} octets"})
             return None
+        raw = claimed.read_bytes()
         try:
+            refusal = self._gate.admit(self._writer, raw, door=FILEDROP_DOOR)
+            if refusal is not None:
+                self._fail(claimed, refusal.finding("document"))
+                return None
             # The file name stays here (it may name the patient): the envelope only says "filedrop".
-            record = self._intake.accept(claimed.read_bytes(), Source(kind="filedrop", producer=self._producer))
+            record = self._intake.accept(raw, Source(kind="filedrop", producer=self._writer.name))
         except TransientError as exc:
             log.warning("file-drop: hub unavailable (%s), will retry", type(exc).__name__)
             return None

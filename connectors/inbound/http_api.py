@@ -1,7 +1,8 @@
 """The HTTP API (FastAPI): submit documents, follow submissions, list and fetch a patient's documents.
 
 Owns: HTTP semantics only: authentication, content type, body size, status codes
-(202 only once intake returned; 503 with Retry-After when a dependency is down),
+(403 with the write rule when the write gate refuses, before anything is stored;
+202 only once intake returned; 503 with Retry-After when a dependency is down),
 and a redacted access log (route templates, never INS values from paths).
 Does not: parse or validate documents (the pipeline does) or pick adapters.
 """
@@ -12,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
@@ -39,6 +40,7 @@ from hub.ports import (
     RecordService,
 )
 from hub.records import SubmissionRecord
+from hub.writes import HTTP_DOOR, ProducersOnly, WriteGate
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("meshub.access")
@@ -69,6 +71,7 @@ class ApiContext:
     insurer: InsurerService | None = None  # reimbursement history batches
     issue_token: Callable[[str], str] | None = None  # a new bearer token for a patient (INS), after activation
     revoke_tokens: Callable[[str], int] | None = None  # a closed profile's issued tokens stop working
+    write_gate: WriteGate = field(default_factory=ProducersOnly)  # who may submit what (before storing)
 
 
 def api_error(status: int, code: str, en: str, fr: str, headers: dict[str, str] | None = None) -> HTTPException:
@@ -228,6 +231,12 @@ def _submission_routes(app: FastAPI, ctx: ApiContext) -> None:
                             "Le corps est vide : envoyez le document CDA XML.")
         source = Source(kind="http", producer=cred.name)
         codes = _masking_codes(request.headers.get("x-confidentiality", ""))
+        try:  # the writer's rights first: a refusal stores nothing (no object, submission or message)
+            refusal = await run_in_threadpool(ctx.write_gate.admit, cred, raw, door=HTTP_DOOR)
+        except TransientError as exc:
+            raise unavailable(exc) from exc
+        if refusal is not None:
+            raise api_error(403, refusal.rule, refusal.message_en, refusal.message_fr)
         try:
             record = await run_in_threadpool(ctx.intake.accept, raw, source, content_type=media_type,
                                              confidentiality=codes)
