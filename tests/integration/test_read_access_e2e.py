@@ -192,6 +192,9 @@ def test_the_patients_trail_and_export_redact_what_they_may_not_see_and_the_chai
     assert {e["seq"] for e in audit if e.get("redacted")} >= about_hidden
     code = cli.main(["audit", "verify", "--url", hub.url, "--token", ADMIN_TOKEN])
     assert code == 0 and "intact" in capsys.readouterr().out  # the stored chain is unchanged
+    code = cli.main(["audit", PATIENT, "--url", hub.url, "--token", "t-patient"])  # the patient's own view
+    out = capsys.readouterr().out
+    assert code == 0 and "(redacted)" in out and hidden not in out
     with as_(hub, "author") as author:  # once the author lifts the flag, the patient sees it all
         assert author.post(f"/v1/documents/{hidden}/lift-invisible").status_code == 200
     with as_(hub, "patient") as patient:
