@@ -7,19 +7,20 @@ storage/ (object store, index) and hub/bus/ (publisher); the composition root
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from datetime import datetime
 from typing import IO, Any, Protocol
 
 from hub.access import Change, DocumentFacts
 from hub.actors import Access, Actor
-from hub.audit import AuditAction, AuditEntry
+from hub.audit import AuditAction
 from hub.delivery import RecipientResult
 from hub.envelope import BlobRef, Envelope
 from hub.lifecycle import Profile
 from hub.mailqueue import Reply, SmtpRecipient
 from hub.notices import Channel, Letter, LetterBatch, Notice, NoticeState, Outgoing, Preferences, SendResult
+from hub.reading import Reading
 from hub.records import (
     DeliveryRecord,
     DocumentQuery,
@@ -289,9 +290,16 @@ class RecordService(Protocol):
 
     def documents(self, who: Access, ins: str, query: DocumentQuery) -> list[DocumentRecord]: ...
 
-    def document(self, who: Access, document_id: str, *, action: AuditAction = ...) -> DocumentRecord: ...
+    def gate(self, who: Access, ins: str, reading: Reading, *, target: str = "") -> Actor:
+        """The read table for one part of a profile (403 `read.role`, 404 closed); the caller as seen."""
+        ...
 
-    def trail(self, who: Access, ins: str, *, after_seq: int = 0, limit: int = 500) -> list[AuditEntry]: ...
+    def document(self, who: Access, document_id: str, *, action: AuditAction = ...,
+                 detail: Mapping[str, str] | None = None) -> DocumentRecord: ...
+
+    def trail(self, who: Access, ins: str, *, after_seq: int = 0, limit: int = 500) -> list[dict[str, Any]]:
+        """The trail as this viewer is shown it (entries about documents they may not see redacted)."""
+        ...
 
     def change(self, who: Access, document_id: str, change: Change) -> DocumentFacts:
         """The patient's masks, or the author's deletion / lift of INVISIBLE_PATIENT / mask."""

@@ -135,6 +135,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _audit_line(e: dict[str, Any]) -> str:
+    """One entry; a redacted one (a document hidden from the viewer) shows only its place in time."""
+    if e.get("redacted") and "actor_kind" not in e:
+        return f"#{e['seq']:<6} {e['at'][:19]}  {'(redacted)':<14} {'':<15} {e['action']:<14}".rstrip()
     detail = " ".join(f"{k}={v}" for k, v in sorted((e.get("detail") or {}).items()))
     return (f"#{e['seq']:<6} {e['at'][:19]}  {e['actor_kind']:<14} {e['actor_id']:<15} {e['action']:<14} "
             f"{e['outcome']:<8} {e['target']}  {detail}").rstrip()

@@ -115,16 +115,17 @@ class Hub:
     exit_stack: ExitStack = field(default_factory=ExitStack)
 
     def api_context(self) -> ApiContext:
-        mail = PatientMail(store=self.store, index=self.index, mailboxes=self.mailboxes, intake=self.intake,
-                           rules=self.rules, reports=self.reports())
         notifier, lifecycle = Notifier(self.notify_ports), self.lifecycle()
+        records = self.records.record_access(notifier)
+        mail = PatientMail(store=self.store, index=self.index, mailboxes=self.mailboxes, intake=self.intake,
+                           rules=self.rules, reports=self.reports(), records=records)
         return ApiContext(intake=self.intake, index=self.index, store=self.store,
                           auth=Authenticator(self.settings.credentials, issued=self.records.tokens.lookup),
                           max_body_bytes=self.settings.max_body_bytes,
                           import_roster=lambda raw: import_roster(raw, self.index, lifecycle),
                           mailboxes=self.mailboxes, mail=mail, patient_domain=self.rules.patient_domain,
                           notices=self.notices, print_letters=lambda: self.letter_run().run(),
-                          records=self.records.record_access(notifier), verify_trail=self.records.verify,
+                          records=records, verify_trail=self.records.verify,
                           trail_head=self.records.audit.head,
                           lifecycle=lifecycle, insurer=self.insurer(lifecycle),
                           issue_token=self.records.issue_token, revoke_tokens=self.records.tokens.revoke,

@@ -31,9 +31,10 @@ from hub.ports import BlobStore
 from hub.records import DocumentRecord
 from pipelines.audit import LifecycleAuditor, verify_trail
 from pipelines.core import access
+from pipelines.core.trail_view import shown
 from pipelines.lifecycle import Lifecycle, LifecyclePorts
 from pipelines.notify import Notifier
-from pipelines.record_access import RecordAccess, RecordPorts
+from pipelines.record_access import RecordAccess, RecordPorts, hidden_documents
 from pipelines.reimbursements import InsurerBatches
 from pipelines.restitution import export_record, purge, sweep_erasures
 from storage.audit import SqlAuditTrail
@@ -146,9 +147,12 @@ class RecordParts:
                 "erasures": sweep_erasures(purge_store=self.purges, eraser=self.store).to_dict()}
 
     def _trail_of(self, ins: str) -> list[dict[str, Any]]:
+        """The export's audit.json: the trail as the patient is shown it (entries about documents they
+        may not see redacted, as GET /v1/patients/{ins}/audit shows them)."""
+        hidden = hidden_documents(self.index, self.controls, self.habilitations, Actor(ActorKind.PATIENT, ins), ins)
         entries, after = [], 0
         while page := self.audit.for_patient(ins, after_seq=after, limit=1000):
-            entries += [e.to_dict() for e in page]
+            entries += shown(page, hidden)
             after = page[-1].seq
         return entries
 

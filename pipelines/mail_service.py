@@ -4,7 +4,9 @@ Owns: hub.ports.MailService.  Each action checks the MSSanté rules (pipelines.c
 writes only to a professional who wrote first and did not close the exchange, or to a pharmacy
 listed for first contact; a document masked from professionals is never mailed to one), composes
 the message (pipelines.core.reports, with a QR code for an e-prescription) and queues it through
-intake exactly as the SMTP gateway does, so the mail pipeline routes and records it.
+intake exactly as the SMTP gateway does, so the mail pipeline routes and records it.  A document sent on
+is read through the record's access rules (hub.ports.RecordService.document, as the patient): one
+hidden from the patient (INVISIBLE_PATIENT), deleted, or in another record is NotFound, and traced.
 Does not: speak HTTP (connectors.inbound.mailbox_api) or deliver anything itself.
 """
 
@@ -14,11 +16,13 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from hub.actors import Access, Actor, ActorKind
+from hub.audit import AuditAction
 from hub.envelope import Source
 from hub.errors import NotFound, Refused
 from hub.intake import Intake
 from hub.mailqueue import MAIL_CONTENT_TYPE, SmtpEnvelope, SmtpRecipient, pack
-from hub.ports import BlobStore, Index, Mailboxes
+from hub.ports import BlobStore, Index, Mailboxes, RecordService
 from hub.records import MessageRecord
 from pipelines.core.findings import Finding, Severity
 from pipelines.core.mime import Attachment, ParsedMail, find_xdm, parse_mail
@@ -36,8 +40,10 @@ class PatientMail:
     """hub.ports.MailService over the stores, the index and intake."""
 
     def __init__(self, *, store: BlobStore, index: Index, mailboxes: Mailboxes, intake: Intake, rules: MssRules,
-                 reports: ReportSender, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 reports: ReportSender, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 records: RecordService | None = None) -> None:
         self._reports = reports
+        self._records = records
         self._store = store
         self._index = index
         self._mailboxes = mailboxes
@@ -72,6 +78,13 @@ class PatientMail:
         document = self._index.document(document_id)
         if document is None or document.patient_ins != ins:
             raise NotFound("no such document in this patient's record")
+        if self._records is not None:  # the same access decision as reading it (traced, with the recipient)
+            try:
+                document = self._records.document(Access(Actor(ActorKind.PATIENT, ins)), document_id,
+                                                  action=AuditAction.READ,
+                                                  detail={"purpose": "send-document", "to": to[:256]})
+            except NotFound:
+                raise NotFound("no such document in this patient's record") from None
         target = classify_recipient(to, self._rules)
         if target.kind not in (RecipientKind.LOCAL_ORG, RecipientKind.REMOTE):
             raise Refused(_finding("mss.send.not-a-professional-mailbox"))

@@ -3,6 +3,10 @@
 Owns: the one path every read and change of a record takes after authentication:
 * who the caller is to this record (the patient, a minor's legal representative, a professional in a
   given mode, an admin), from pipelines.core.access;
+* the read table first (pipelines.core.read_rules, `gate`): which role reads which part of a profile in
+  which state (403 `read.role`, 404 for a closed profile's content, the operator's reads traced);
+* the trail as the viewer is shown it: entries about documents they may not see are redacted
+  (pipelines.core.trail_view);
 * the decision for the record and for each document (habilitation matrix, confidentiality codes,
   the patient's and author's flags), and the refusal raised as hub.errors.Refused;
 * one audit-trail entry per read, change, refusal and emergency access (hub.audit), written before
@@ -17,7 +21,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
-from typing import NoReturn
+from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
 from hub.access import CHANGE_FLAGS, INVISIBLE_PATIENT, Change, Decision, DocumentFacts, Habilitations, RecordControls
@@ -26,9 +30,11 @@ from hub.audit import AuditAction, AuditEntry, AuditTrail, NewAuditEntry
 from hub.errors import NotFound, Refused
 from hub.notices import Event, EventKind
 from hub.ports import Index
-from hub.records import DocumentQuery, DocumentRecord, PatientRecord, PatientStatus
-from pipelines.core import access
+from hub.reading import Reading
+from hub.records import DocumentQuery, DocumentRecord, PatientRecord
+from pipelines.core import access, read_rules
 from pipelines.core.notify import is_minor
+from pipelines.core.trail_view import shown
 
 log = logging.getLogger(__name__)
 PARIS = ZoneInfo("Europe/Paris")
@@ -40,6 +46,12 @@ AUDIT_OF: Mapping[Change, AuditAction] = {
     Change.MASK_AT_PATIENT_REQUEST: AuditAction.MASK}
 
 ADMIN_READ = Decision.allow("access.operator")
+#: refusals answered "no such document" (404): the patient or representative must not learn it exists
+UNSEEN = frozenset({"access.deleted", "access.invisible", "access.invisible-representatives",
+                    "access.hidden-by-patient"})
+#: the parts whose reads are traced where they are read (documents, the trail, the lifecycle's export)
+TRACED_ELSEWHERE = frozenset({Reading.DOCUMENTS, Reading.AUDIT, Reading.EXPORT})
+PAGE = 500  # documents per index page when finding what a viewer may not see
 
 
 @dataclass
@@ -73,6 +85,33 @@ class RecordAccess:
             return Actor(ActorKind.REPRESENTATIVE, actor.id)
         self._refuse(Access(actor), ins, access.not_yours())
 
+    def gate(self, who: Access, ins: str, reading: Reading, *, target: str = "") -> Actor:
+        """The read table (pipelines.core.read_rules) for one part of a profile: the caller as this
+        profile sees them, or Refused (403 `read.role`, traced) or NotFound (404: unknown profile, or a
+        closed profile's content; traced when the profile exists).  An operator's read is traced here,
+        unless it is of a part traced where it is read (documents, the trail, the export)."""
+        return self._gate(who, ins, reading, target=target)[0]
+
+    def _gate(self, who: Access, ins: str, reading: Reading, *, target: str = "",
+              ) -> tuple[Actor, PatientRecord | None]:
+        actor = self.viewer(who.actor, ins)
+        who = replace(who, actor=actor)
+        patient = self._p.index.patient(ins)
+        rule = read_rules.may_read(actor.kind, reading, None if patient is None else str(patient.status))
+        detail = {"scope": str(reading)}
+        if not rule.decision.allowed and not rule.not_found:
+            if patient is None:  # no profile, no trail: the same 403, nothing said about which INS exist
+                raise Refused(rule.decision.finding())
+            self._refuse(who, ins, rule.decision, target=target, detail=detail)
+        if rule.not_found:
+            if patient is not None:  # a closed profile's content: the attempt is in its trail
+                self._trace(who, ins, AuditAction.REFUSED, target, outcome="refused",
+                            detail={"rule": rule.decision.rule, **detail})
+            raise NotFound("patient")
+        if rule.traced and reading not in TRACED_ELSEWHERE:
+            self._trace(who, ins, AuditAction.READ if target else AuditAction.LIST, target, detail=detail)
+        return actor, patient
+
     # -- reading -----------------------------------------------------------------------------------
 
     def documents(self, who: Access, ins: str, query: DocumentQuery) -> list[DocumentRecord]:
@@ -85,27 +124,38 @@ class RecordAccess:
         self._trace(who, ins, AuditAction.LIST, "", detail={"shown": str(len(shown))})
         return shown
 
-    def document(self, who: Access, document_id: str, *, action: AuditAction = AuditAction.READ) -> DocumentRecord:
-        """One document if `who` may see it (NotFound when it does not exist or is deleted, Refused
-        when a rule hides it); traced as `action` (read: metadata, or the content)."""
+    def document(self, who: Access, document_id: str, *, action: AuditAction = AuditAction.READ,
+                 detail: Mapping[str, str] | None = None) -> DocumentRecord:
+        """One document if `who` may see it, traced as `action` (read: metadata, the content, or a
+        document the patient sends on, `detail` saying to whom).  Every route reading a document comes
+        here.  NotFound when it does not exist, is deleted, or is hidden from the patient or
+        representative asking (INVISIBLE_*, hidden by the patient: its existence must not leak);
+        Refused when another rule hides it.  Both refusals are traced."""
         record, who, facts = self._locate(who, document_id)
-        if facts.deleted:
-            raise NotFound("document")
         decision = self._sees(who.actor, who.mode, facts)
         if not decision.allowed:
+            if decision.rule in UNSEEN:
+                self._trace(who, record.patient_ins, AuditAction.REFUSED, document_id, outcome="refused",
+                            detail={"rule": decision.rule})
+                raise NotFound("document")
             self._refuse(who, record.patient_ins, decision, target=document_id)
-        self._trace(who, record.patient_ins, action, document_id)
+        self._trace(who, record.patient_ins, action, document_id, detail=detail)
         return record
 
-    def trail(self, who: Access, ins: str, *, after_seq: int = 0, limit: int = 500) -> list[AuditEntry]:
-        """The audit trail of `ins`: for the patient, a representative of a minor, or an admin."""
-        actor = who.actor if who.actor.kind is ActorKind.ADMIN else self.viewer(who.actor, ins)
-        if actor.kind not in (ActorKind.PATIENT, ActorKind.REPRESENTATIVE, ActorKind.ADMIN):
-            self._refuse(who, ins, access.not_yours())
+    def trail(self, who: Access, ins: str, *, after_seq: int = 0, limit: int = 500) -> list[dict[str, Any]]:
+        """The audit trail of `ins` as this viewer is shown it: for the patient, a representative of a
+        minor (entries about documents they may not see redacted), or an admin (the legal archive,
+        whole, closed profiles included).  The stored chain is unchanged."""
+        actor = self.gate(who, ins, Reading.AUDIT)
         entries = self._p.trail.for_patient(ins, after_seq=after_seq, limit=limit)
         if after_seq == 0:  # reading the trail is traced too (once per reading, not per page)
             self._trace(replace(who, actor=actor), ins, AuditAction.AUDIT_READ, "")
-        return entries
+        hidden = frozenset() if actor.kind is ActorKind.ADMIN else self.hidden_documents(actor, ins)
+        return shown(entries, hidden)
+
+    def hidden_documents(self, viewer: Actor, ins: str) -> frozenset[str]:
+        """The ids of the record's documents `viewer` (the patient, a representative) may not see."""
+        return hidden_documents(self._p.index, self._p.controls, self._p.habilitations, viewer, ins)
 
     # -- changing ----------------------------------------------------------------------------------
 
@@ -179,16 +229,14 @@ class RecordAccess:
     def _open(self, who: Access, ins: str) -> Actor:
         """The caller may open this record at all: its status, then (professionals) blocking and the
         emergency modes; the first access and every emergency are announced to the patient."""
-        patient = self._p.index.patient(ins)
-        if patient is None or patient.status is PatientStatus.CLOSED or (
-                patient.status is PatientStatus.OPPOSED and who.actor.kind is not ActorKind.ADMIN):
-            raise NotFound("patient")
-        if who.actor.kind is ActorKind.ADMIN:
-            return who.actor
-        if not who.actor.is_professional:
+        actor, patient = self._gate(who, ins, Reading.DOCUMENTS)
+        if actor.kind is ActorKind.ADMIN:
+            return actor
+        if not actor.is_professional:
             if who.mode is not AccessMode.NORMAL:
                 self._refuse(who, ins, access.emergency_for_professionals())
-            return self.viewer(who.actor, ins)
+            return actor
+        assert patient is not None  # the read table answers 404 for an unknown profile
         decision = access.open_record(who.actor, who.mode, status=str(patient.status),
                                       controls=self._p.controls.controls(ins), reason=who.reason)
         if not decision.allowed:
@@ -210,7 +258,7 @@ class RecordAccess:
         if who.actor.kind is not ActorKind.PATIENT or who.actor.id != ins:
             self._refuse(who, ins, access.patient_only())
         patient = self._p.index.patient(ins)
-        if patient is None or patient.status in (PatientStatus.CLOSED, PatientStatus.OPPOSED):
+        if patient is None or str(patient.status) in (read_rules.CLOSED, read_rules.OPPOSED):
             raise NotFound("patient")
 
     # -- tracing and telling ----------------------------------------------------------------------
@@ -228,9 +276,11 @@ class RecordAccess:
             self._tell(EventKind.PROFESSIONAL_ACTION, ins, f"audit:{entry.seq}", entry.at)
         return entry
 
-    def _refuse(self, who: Access, ins: str, decision: Decision, *, target: str = "") -> NoReturn:
+    def _refuse(self, who: Access, ins: str, decision: Decision, *, target: str = "",
+                detail: Mapping[str, str] | None = None) -> NoReturn:
         """Trace the refusal, then raise it: a refused access is in the patient's trail."""
-        self._trace(who, ins, AuditAction.REFUSED, target, outcome="refused", detail={"rule": decision.rule})
+        self._trace(who, ins, AuditAction.REFUSED, target, outcome="refused",
+                    detail={"rule": decision.rule, **(detail or {})})
         log.info("access refused: rule=%s actor=%s", decision.rule, who.actor.kind)
         raise Refused({"rule": decision.rule, "location": "record", "message_en": decision.message_en,
                        "message_fr": decision.message_fr})
@@ -254,3 +304,20 @@ class RecordAccess:
     def _today(self) -> date:
         return self._p.clock().astimezone(PARIS).date()
 
+
+
+def hidden_documents(index: Index, controls: RecordControls, habilitations: Habilitations, viewer: Actor,
+                     ins: str) -> frozenset[str]:
+    """The ids of `ins`'s documents (every version) that `viewer`, the patient or a minor's
+    representative, may not see (pipelines.core.access.can_see): what their trail must not reveal."""
+    hidden: set[str] = set()
+    offset = 0
+    while True:
+        page = index.documents(ins, DocumentQuery(include_deprecated=True, limit=PAGE, offset=offset))
+        flags = controls.flags([d.document_id for d in page])
+        hidden.update(d.document_id for d in page if not access.can_see(
+            viewer, AccessMode.NORMAL, access.facts(d, flags.get(d.document_id)), habilitations=habilitations,
+            represented_minor=viewer.kind is ActorKind.REPRESENTATIVE).allowed)
+        if len(page) < PAGE:
+            return frozenset(hidden)
+        offset += PAGE

@@ -21,9 +21,11 @@ from starlette.concurrency import run_in_threadpool
 
 from config.settings import Credential
 from connectors.inbound.http_api import ApiContext, api_error, identify, operator, read_body, unavailable
+from connectors.inbound.read_gate import gated
 from connectors.inbound.record_api import actor_of
 from hub.errors import NotFound, Refused, TransientError
 from hub.ports import InsurerService, LifecycleService
+from hub.reading import Reading
 
 EXPORT_CHUNK = 256 * 1024
 EXPORT_IN_MEMORY = 8 * 1024 * 1024  # a bigger ZIP spills to a temporary file
@@ -106,7 +108,10 @@ def _person_routes(app: FastAPI, ctx: ApiContext, lifecycle: LifecycleService) -
         return _pdf(await _step(lifecycle.receipt, body.ins), "justificatif-opposition.pdf")
 
     @app.get("/v1/patients/{ins}/profile", tags=["lifecycle"])
-    async def profile(ins: str, _cred: Annotated[Credential, Depends(_self_or_operator)]) -> dict[str, Any]:
+    async def profile(ins: str, request: Request,
+                      _cred: Annotated[Credential, Depends(_self_or_operator)]) -> dict[str, Any]:
+        """The profile's state: the patient, the insurer, an admin (closed profiles too; traced)."""
+        await gated(request, _cred, ins, Reading.PROFILE)
         found = await _step(lifecycle.profile, ins)
         if found is None:
             raise api_error(404, "unknown-patient", "No profile for this INS.", "Aucun profil pour cet INS.")
@@ -122,7 +127,11 @@ def _person_routes(app: FastAPI, ctx: ApiContext, lifecycle: LifecycleService) -
         return dict(closed.to_dict())
 
     @app.get("/v1/patients/{ins}/export", tags=["lifecycle"], summary="Restitution: the whole record as a ZIP")
-    async def export(ins: str, cred: Annotated[Credential, Depends(_self_or_operator)]) -> StreamingResponse:
+    async def export(ins: str, request: Request,
+                     cred: Annotated[Credential, Depends(_self_or_operator)]) -> StreamingResponse:
+        """The patient's restitution (or an admin's, for them): 403 `read.role` for the insurer, 404 once
+        the profile is closed; its audit.json is the trail as the patient is shown it."""
+        await gated(request, cred, ins, Reading.EXPORT)
         out: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=EXPORT_IN_MEMORY)  # noqa: SIM115 - closed by _chunks
         try:
             await _step(lifecycle.export, ins, out, actor=actor_of(cred))

@@ -1,7 +1,9 @@
 """HTTP routes of a patient's MSSanté mailbox: list, read, reply, file attachments, send a document.
 
-Owns: who may touch which mailbox (the patient themself with a `patient` credential bound to
-their INS, or an admin), HTTP status codes, and reading message bytes back from storage.
+Owns: who may touch which mailbox (the read table first, connectors.inbound.read_gate: 403 `read.role`
+for the insurer and professionals, 404 once the profile is closed, the admin's reads traced; then the
+patient themself with a `patient` credential bound to their INS, or an admin), HTTP status codes, and
+reading message bytes back from storage.
 Does not: decide whether a reply is allowed or compose mail (hub.ports.MailService does, in
 pipelines.mail); a refusal comes back as hub.errors.Refused and becomes 403 with its finding.
 """
@@ -10,14 +12,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from config.settings import Credential
 from connectors.inbound.http_api import ApiContext, admin, api_error, fetch_bytes, identify, unavailable
+from connectors.inbound.read_gate import gated, reading_of, target_of
 from hub.errors import NotFound, Refused, TransientError
+from hub.reading import Reading
 from hub.records import MessageRecord
 
 
@@ -31,11 +35,13 @@ class SendDocumentBody(BaseModel):
     text: str = Field(default="", max_length=100_000)
 
 
-def _mailbox_owner(ins: str, cred: Annotated[Credential, Depends(identify)]) -> Credential:
-    """The patient themself, or an admin; anyone else gets 403 (and no hint whether the INS exists)."""
+async def _mailbox_owner(ins: str, request: Request, cred: Annotated[Credential, Depends(identify)]) -> Credential:
+    """The read table for this route's part (the mailbox, or the notifications), then the patient
+    themself or an admin; anyone else gets 403 (and no hint whether the INS exists)."""
+    await gated(request, cred, ins, reading_of(request), target=target_of(request))
     if cred.role == "admin" or (cred.role == "patient" and cred.ins == ins):
         return cred
-    raise api_error(403, "forbidden", "Only the patient (or an administrator) may use this mailbox.",
+    raise api_error(403, "read.role", "Only the patient (or an administrator) may use this mailbox.",
                     "Seul le patient (ou un administrateur) peut utiliser cette messagerie.")
 
 
@@ -60,6 +66,13 @@ def mailbox_routes(app: FastAPI, ctx: ApiContext) -> None:
 
 def _address(ctx: ApiContext, ins: str) -> str:
     return f"{ins}@{ctx.patient_domain}"
+
+
+def _patient_of(ctx: ApiContext, address: str) -> str:
+    """The INS of a patient mailbox address (`<INS>@<patient domain>`), else ""."""
+    local, _, domain = address.strip().lower().rpartition("@")
+    return local if domain == ctx.patient_domain.lower() and len(local) == 15 and local.isascii() \
+        and local.isalnum() else ""
 
 
 async def _owned(ctx: ApiContext, ins: str, message_id: str) -> MessageRecord:
@@ -90,8 +103,15 @@ def _read_routes(app: FastAPI, ctx: ApiContext) -> None:
         return Response(data, media_type="message/rfc822")
 
     @app.get("/v1/mailboxes/{address}/deliveries", summary="What the hub delivered to an address (admin)")
-    async def deliveries_to(address: str, _cred: Annotated[Credential, Depends(admin)],
+    async def deliveries_to(address: str, request: Request, _cred: Annotated[Credential, Depends(admin)],
                             limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict[str, Any]:
+        ins = _patient_of(ctx, address)
+        if ins:  # a patient's mailbox: the admin's read is in the patient's trail (closed profiles too)
+            try:
+                await gated(request, _cred, ins, Reading.DELIVERIES)
+            except HTTPException as exc:  # no profile for that INS: no trail to write, the states still shown
+                if exc.status_code != 404:
+                    raise
         rows = await run_in_threadpool(mailboxes.deliveries_to, address, limit=limit)
         return {"deliveries": [r.to_dict() for r in rows]}
 
@@ -122,6 +142,11 @@ def _write_routes(app: FastAPI, ctx: ApiContext) -> None:
     @app.post("/v1/patients/{ins}/send-document", status_code=202,
               summary="Send a document of the record (e.g. a prescription) to a pharmacy's mailbox")
     async def send_document(ins: str, body: SendDocumentBody, _cred: Owner) -> dict[str, Any]:
+        """The patient's own act: the document is read through the record's access rules (a document
+        hidden from them, deleted or not theirs is 404, traced); an admin does not send as the patient."""
+        if _cred.role != "patient":
+            raise api_error(403, "access.patient-only", "Only the patient sends a document of their record.",
+                            "Seul le patient envoie un document de son dossier.")
         return {"submission": await _call(mail.send_document, ins, body.document_id, body.to, body.text)}
 
 

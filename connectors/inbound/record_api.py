@@ -55,7 +55,7 @@ def actor_of(cred: Credential) -> Actor:
         return Actor(ActorKind.ADMIN, cred.name)
     if cred.role == "insurer":
         return Actor(ActorKind.INSURER, cred.name)
-    raise api_error(403, "forbidden", "This credential cannot read patient records.",
+    raise api_error(403, "read.role", "This credential cannot read patient records.",
                     "Cet accès ne permet pas de consulter les dossiers des patients.")
 
 
@@ -76,7 +76,8 @@ Caller = Annotated[Access, Depends(caller)]
 
 
 def refused(exc: Refused) -> HTTPException:
-    return HTTPException(403, detail={"code": "refused", "finding": exc.finding,
+    """403 with the rule as the error's code (`read.role`, `access.habilitation`...) and its finding."""
+    return HTTPException(403, detail={"code": str(exc.finding.get("rule") or "refused"), "finding": exc.finding,
                                       "message_en": exc.finding.get("message_en", ""),
                                       "message_fr": exc.finding.get("message_fr", "")})
 
@@ -195,7 +196,7 @@ def _trail_routes(app: FastAPI, ctx: ApiContext) -> None:
                     limit: Annotated[int, Query(ge=1, le=1000)] = 500) -> dict[str, Any]:
         """The record's audit trail: every read, write, mask, deletion, refusal and emergency access."""
         entries = await guarded(records.trail, who, ins, after_seq=after, limit=limit, what="patient")
-        return {"entries": [e.to_dict() for e in entries]}
+        return {"entries": entries}  # as the caller is shown it (pipelines.core.trail_view)
 
     @app.get("/v1/audit/verify", tags=["audit"], summary="Verify the whole hash chain (admin)")
     async def verify(_cred: Annotated[Credential, Depends(admin)]) -> dict[str, Any]:

@@ -152,7 +152,9 @@ def test_restitution_zip_then_closure_through_the_cli(hub: RunningHub, tmp_path:
     with hub.client("t-patient") as patient:
         assert patient.get(f"/v1/patients/{ACTIVE}/documents").status_code == 404  # no longer reachable
     code, _ = run_cli(capsys, hub, "patients", "export", ACTIVE, "-o", str(tmp_path / "archive.zip"))
-    assert code == 0 and zipfile.is_zipfile(tmp_path / "archive.zip")  # restitution after closure: the operator
+    assert code != 0 and not zipfile.is_zipfile(tmp_path / "archive.zip")  # closed: content 404, admin included
+    with hub.admin() as admin:
+        assert admin.get(f"/v1/patients/{ACTIVE}/export").status_code == 404
     code, out = run_cli(capsys, hub, "patients", "oppose", ACTIVE)
     assert code == 2 and out == ""  # a closed profile cannot oppose any more
 

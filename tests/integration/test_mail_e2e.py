@@ -278,6 +278,22 @@ def test_a_prescription_reaches_the_pharmacy_mailbox_in_dovecot_with_its_qr_code
     assert refused.status_code == 403 and refused.json()["error"]["finding"]["rule"] == "mss.reply.not-initiated"
 
 
+def test_a_document_invisible_to_the_patient_is_never_sent_to_the_pharmacy(mail_hub: RunningHub,
+                                                                          pharmacy: str) -> None:
+    submitted = mail_hub.client().post("/v1/documents", content=EP.read_bytes(), headers={
+        "Content-Type": "application/xml", "X-Confidentiality": "INVISIBLE_PATIENT"}).json()
+    outcome = mail_hub.client().get(f"/v1/submissions/{submitted['submission']}", params={"wait": 30}).json()
+    assert outcome["status"] == "indexed", outcome
+    sent = patient(mail_hub).post(f"/v1/patients/{INS}/send-document",
+                                  json={"document_id": outcome["document_id"], "to": pharmacy, "text": ""})
+    assert sent.status_code == 404, sent.text  # as reading it: the patient must not learn it exists
+    time.sleep(1.0)
+    assert mail_hub.admin().get(f"/v1/mailboxes/{pharmacy}/deliveries").json()["deliveries"] == []
+    trail = mail_hub.admin().get(f"/v1/patients/{INS}/audit").json()["entries"]
+    assert ("refused", "access.invisible") in {(e["outcome"], e["detail"].get("rule")) for e in trail
+                                               if e["target"] == outcome["document_id"]}
+
+
 async def _fetch_first(dovecot: Dovecot, address: str) -> bytes:
     client = aioimaplib.IMAP4(host=dovecot.host, port=dovecot.imap_port, timeout=10)
     await client.wait_hello_from_server()

@@ -153,7 +153,7 @@ def test_invisible_patient_waits_for_its_author_to_lift_it_then_the_patient_is_t
     doc = file(hub, document(extension="annonce-1"), codes="INVISIBLE_PATIENT")
     with as_(hub, "patient") as patient, as_(hub, "doctor") as doctor, as_(hub, "author") as author:
         assert listed(patient) == []
-        assert refusal(patient.get(f"/v1/documents/{doc}")) == "access.invisible"
+        assert patient.get(f"/v1/documents/{doc}").status_code == 404  # its existence must not leak
         assert listed(doctor) == [doc]  # professionals are not concerned by INVISIBLE_PATIENT
         assert "new_document" not in notice_kinds(hub)
         assert refusal(doctor.post(f"/v1/documents/{doc}/lift-invisible")) == "access.not-author"
@@ -162,6 +162,8 @@ def test_invisible_patient_waits_for_its_author_to_lift_it_then_the_patient_is_t
         assert listed(patient) == [doc]
     eventually(lambda: "new_document" in notice_kinds(hub), what="the patient told once lifted")
     assert any(e["action"] == "lift_invisible" and e["actor_id"] == AUTHOR for e in trail(hub))
+    assert [(e["actor_id"], e["detail"]["rule"]) for e in trail(hub) if e["outcome"] == "refused"][:1] == [
+        (PATIENT, "access.invisible")]  # the 404 is traced with its rule
 
 
 def test_a_professionals_first_access_and_every_action_are_traced_and_announced(hub: RunningHub) -> None:
@@ -249,10 +251,12 @@ def test_a_minors_representative_sees_what_is_not_hidden_from_them(hub: RunningH
     hidden = file(hub, document(extension="minor-2", ins=MINOR), codes="INVISIBLE_REPRESENTANTS_LEGAUX")
     with as_(hub, "parent") as parent, as_(hub, "other") as other:
         assert listed(parent, MINOR) == [shown]
-        assert refusal(parent.get(f"/v1/documents/{hidden}")) == "access.invisible-representatives"
+        assert parent.get(f"/v1/documents/{hidden}").status_code == 404  # its existence must not leak
         assert refusal(other.get(f"/v1/patients/{MINOR}/documents")) == "access.not-own-record"
         assert parent.get(f"/v1/patients/{MINOR}/audit").status_code == 200
     assert any(e["actor_kind"] == "representative" and e["actor_id"] == PARENT for e in trail(hub, MINOR))
+    assert ("refused", "access.invisible-representatives") in {
+        (e["outcome"], e["detail"].get("rule")) for e in trail(hub, MINOR) if e["target"] == hidden}
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], hub: RunningHub, *args: str) -> tuple[int, str]:
