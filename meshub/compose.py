@@ -126,7 +126,8 @@ class Hub:
                           records=self.records.record_access(notifier), verify_trail=self.records.verify,
                           trail_head=self.records.audit.head,
                           lifecycle=lifecycle, insurer=self.insurer(lifecycle),
-                          issue_token=self.records.issue_token, revoke_tokens=self.records.tokens.revoke)
+                          issue_token=self.records.issue_token, revoke_tokens=self.records.tokens.revoke,
+                          contacts=self.records.contacts(notifier))
 
     def lifecycle(self) -> Lifecycle:
         return self.records.lifecycle(Notifier(self.notify_ports))

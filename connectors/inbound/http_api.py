@@ -30,6 +30,7 @@ from hub.intake import Intake
 from hub.notices import LetterBatch
 from hub.ports import (
     BlobStore,
+    ContactService,
     Index,
     InsurerService,
     LifecycleService,
@@ -69,6 +70,7 @@ class ApiContext:
     insurer: InsurerService | None = None  # reimbursement history batches
     issue_token: Callable[[str], str] | None = None  # a new bearer token for a patient (INS), after activation
     revoke_tokens: Callable[[str], int] | None = None  # a closed profile's issued tokens stop working
+    contacts: ContactService | None = None  # the patient's own contact addresses; None: those routes are absent
 
 
 def api_error(status: int, code: str, en: str, fr: str, headers: dict[str, str] | None = None) -> HTTPException:
