@@ -23,9 +23,10 @@ import sqlalchemy as sa
 
 from config.settings import Credential, Settings
 from hub.auth import token_sha256
+from meshub import cli
 from storage.notifications import notices as notices_table
 from tests import builders
-from tests.integration.hub_harness import CREDENTIALS, RunningHub, running_hub
+from tests.integration.hub_harness import ADMIN_TOKEN, CREDENTIALS, RunningHub, running_hub
 from tests.integration.test_intake_e2e import submit, variant
 from tests.integration.test_lifecycle_e2e import later
 from tests.integration.test_notifications_e2e import MINIMAL, body_text, mails, no_quiet_hours, notify_settings
@@ -233,3 +234,15 @@ def test_the_patient_changes_their_contact_with_a_code_sent_to_the_new_address(h
     told = eventually(lambda: [m for m in mail_to(sink, "new@example.org") if not CODE.search(body_text(m))],
                       what="the e-mail at the new address")
     assert LEGAL in body_text(told[0])
+
+
+def test_the_cli_asks_for_a_code_and_gets_the_uniform_answer(hub: RunningHub, sink: Running,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    outputs = []
+    for ins, serial in ((UNKNOWN, "80250000000000"), (LOCKED, VITALE[LOCKED])):
+        code = cli.main(["patients", "request-code", ins, "--vitale", serial, "--channel", "email",
+                         "--url", hub.url, "--token", ADMIN_TOKEN])
+        outputs.append((code, capsys.readouterr().out))
+    assert outputs[0] == outputs[1] and outputs[0][0] == 0 and "code" in outputs[0][1]
+    [sent] = eventually(lambda: mail_to(sink, "lea@insurer.example.org"), what="the code by e-mail")
+    assert CODE.search(body_text(sent))
