@@ -108,7 +108,7 @@ class RecordParts:
             receipts=OppositionReceipts(secret=derived_secret(self.settings.key_secret, "opposition-receipt")),
             store=self.store, secret=derived_secret(self.settings.key_secret, "activation-codes"),
             clock=self.clock, purge=self.purge, audit=LifecycleAuditor(self.audit, self.clock),
-            export=self.export, opened=self.holds.schedule))
+            export=self.export, opened=self.holds.schedule, withdraw_codes=self.notices.withdraw_codes))
 
     def contacts(self, notifier: Notifier) -> Contacts:
         """The patients' own contact addresses (confirmation codes keyed by their own derived secret)."""

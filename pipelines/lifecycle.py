@@ -114,6 +114,9 @@ class LifecyclePorts:
     #: a profile opened (activation, automatic opening, imported active): (INS, when its reimbursement
     #: history may be filed), so that what the insurer sent before waits no longer than that
     opened: Callable[[str, datetime], object] | None = None
+    #: the notification store's withdraw_codes: codes still waiting to be sent are dead (a new code, an
+    #: activation, an opposition, a closure, an automatic opening), so none stays in clear
+    withdraw_codes: Callable[[str], object] | None = None
 
 
 def actor_ref(actor: Actor) -> str:
@@ -228,6 +231,7 @@ class Lifecycle:
                 ins, from_statuses=(profile.status,), to_status=PatientStatus.ACTIVE,
                 values=activation_values(profile, now), where={"code_sha256": profile.code_sha256})
             if done is not None:
+                self._withdraw(ins)
                 self._audit(ins, "lifecycle.activated", who)
                 self._opened(done)
                 return done
@@ -311,6 +315,7 @@ class Lifecycle:
             done = self._p.profiles.transition(ins, from_statuses=(profile.status,), to_status=PatientStatus.CLOSED,
                                                values=closure_values(now, self._p.rules))
             if done is not None:
+                self._withdraw(ins)
                 self._audit(ins, "lifecycle.closed", actor_ref(actor) if actor else "operator")
                 return done
         raise Refused(finding("lifecycle.closed"))
@@ -345,6 +350,7 @@ class Lifecycle:
                     values=opening_values(now), where={"code_generation": profile.code_generation},
                 ) if auto_open_due(profile, now) else None
                 if done is not None:
+                    self._withdraw(profile.ins)
                     self._audit(profile.ins, "lifecycle.opened-automatically", SYSTEM_REF)
                     self._opened(done)
                     opened += 1
@@ -442,6 +448,7 @@ class Lifecycle:
             profile.ins, from_statuses=(PatientStatus.CREATED,), to_status=PatientStatus.OPPOSED,
             values={**values, **_receipt_values(ref)}, where={"code_generation": profile.code_generation})
         if done is not None:
+            self._withdraw(profile.ins)
             self._audit(profile.ins, "lifecycle.opposed", who)
         return done
 
@@ -472,6 +479,7 @@ class Lifecycle:
                                     expires_at=reissue_expiry(profile, now, request, p.rules),
                                     from_statuses=(profile.status,), now=now)
         if issued is not None:
+            self._withdraw(profile.ins)  # the previous code stopped working: its letter is not printed
             self._send_code(issued, code, now, channel)
         return issued
 
@@ -495,6 +503,10 @@ class Lifecycle:
         at = reimbursement_release_at(profile, self._p.rules)
         if self._p.opened is not None and at is not None:
             self._p.opened(profile.ins, at)
+
+    def _withdraw(self, ins: str) -> None:
+        if self._p.withdraw_codes is not None:
+            self._p.withdraw_codes(ins)
 
     def _audit(self, ins: str, action: str, actor: str) -> None:
         if self._p.audit is not None:

@@ -231,6 +231,16 @@ class SqlNotifications:
                 state=str(NoticeState.SENT), sent_at=batch.created_at, batch_id=batch.batch_id, lease_until=None,
                 code=""))
 
+    def withdraw_codes(self, about_ins: str) -> int:
+        """The codes about `about_ins` still waiting (queued activation-code notices) are dead: failed, code
+        blanked; how many."""
+        with db_errors(), self._engine.begin() as conn:
+            return int(conn.execute(notices.update().where(
+                notices.c.about_ins == about_ins, notices.c.kind == str(EventKind.ACTIVATION_CODE),
+                notices.c.state == str(NoticeState.QUEUED)).values(
+                state=str(NoticeState.FAILED), code="", lease_until=None,
+                last_error="code no longer valid (superseded, used or profile opened)")).rowcount or 0)
+
     def batches(self, *, limit: int = 100) -> list[LetterBatch]:
         query = letter_batches.select().order_by(letter_batches.c.created_at.desc()).limit(limit)
         with db_errors(), self._reader.connect() as conn:

@@ -19,4 +19,4 @@ def test_professional_access_and_mail_intake_treat_opened_like_active(status: Pa
     assert decision.allowed is (status in OPEN_STATUSES)
     assert (PATIENT_STATUS_REASONS[str(status)] is None) is (status is not PatientStatus.OPPOSED
                                                              and status is not PatientStatus.CLOSED)
-    assert OPEN_STATUSES == {PatientStatus.ACTIVE, PatientStatus.OPENED}
+    assert {PatientStatus.ACTIVE, PatientStatus.OPENED} == OPEN_STATUSES
