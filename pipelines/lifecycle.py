@@ -304,7 +304,7 @@ class Lifecycle:
         raise Refused(finding("lifecycle.no-code"))
 
     def close(self, ins: str, *, actor: Actor | None = None) -> Profile:
-        """Close (created or active): the content is no longer reachable (patients.status closed), kept in
+        """Close (created, opened or active): the content is no longer reachable (patients.status closed), kept in
         archive until purge_after, then purged by the sweep.  Closing a closed profile returns it."""
         for _ in range(MAX_RACES):
             profile = self._require(ins)

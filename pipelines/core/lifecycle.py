@@ -276,6 +276,8 @@ def check_code_request(profile: Profile, *, vitale_ok: bool, now: datetime,
         return Decision(False, locked(profile.locked_until, now))
     step = next_status(profile.status, Request.REQUEST_CODE)
     refusal = step if isinstance(step, dict) else None if vitale_ok else finding("lifecycle.activation-refused")
+    if refusal is None and profile.status is PatientStatus.CREATED and code_expired(profile, now):
+        refusal = finding("lifecycle.expired-code")  # it opens now; once opened, a code can be asked for
     counted = refused_attempt(profile.failed_attempts, refusal or finding("lifecycle.activation-refused"), now, rules)
     if refusal is None:
         return replace(counted, allowed=True, finding=None)

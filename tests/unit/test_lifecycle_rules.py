@@ -208,6 +208,12 @@ def test_a_code_request_counts_one_attempt_whatever_its_outcome(status: PatientS
     assert fifth.allowed is allowed and fifth.locked_until == NOW + timedelta(minutes=15)
 
 
+def test_a_created_profile_past_its_six_weeks_gets_no_code_until_it_is_opened() -> None:
+    late = lc.check_code_request(created(), vitale_ok=True, now=NOW + SIX_WEEKS)
+    assert not late.allowed and late.count_failure
+    assert late.finding is not None and late.finding["rule"] == "lifecycle.expired-code"
+
+
 def test_an_unknown_ins_meets_the_same_refusals_and_lockout_as_a_profile() -> None:
     strangers = lc.StrangerAttempts(capacity=2)
     refusals = [strangers.attempt("k1", NOW) for _ in range(5)]
