@@ -23,8 +23,9 @@ from hub.records import PatientRecord, PatientStatus
 
 
 class Activation(StrEnum):
-    """How a profile became active: not through the hub ("": still created, or imported already
-    active from the roster), with the letter's code, or automatically after the 6 weeks."""
+    """How a profile was opened: not through the hub ("": still created, or imported already active from
+    the roster), with a code (status `active`), or automatically after the 6 weeks (status `opened`, until
+    its holder activates it with a code they asked for: then `code`, with the first `activated_at` kept)."""
 
     NONE = ""
     CODE = "code"

@@ -25,8 +25,9 @@ class EventKind(StrEnum):
     FIRST_ACCESS = "first_access"            # a professional opened the record for the first time
     PROFESSIONAL_ACTION = "professional_action"
     REMINDER = "reminder"                    # e.g. "you have not activated your profile yet"
-    ACTIVATION_CODE = "activation_code"      # a provisional code, valid 6 weeks (letter or SMS)
+    ACTIVATION_CODE = "activation_code"      # a provisional code, valid 6 weeks (letter, SMS or e-mail)
     ONE_TIME_CODE = "one_time_code"          # a login code (SMS only)
+    CONTACT_CHECK = "contact_check"          # the code confirming a new contact address, sent to it
 
 
 class Channel(StrEnum):
@@ -66,6 +67,8 @@ class Event:
     urgent: bool = False                       # codes: never held by quiet hours or digests
     code: str = ""
     code_expires: datetime | None = None
+    channel: str = ""                          # the channel the person asked for ("": the policy's order)
+    address: str = ""                          # with `channel`: exactly this address (a contact to confirm)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -82,7 +85,8 @@ class Event:
                    subject_id=str(data.get("subject_id", "")),
                    confidentiality=tuple(data.get("confidentiality") or ()), urgent=bool(data.get("urgent")),
                    code=str(data.get("code", "")),
-                   code_expires=datetime.fromisoformat(expires) if expires else None)
+                   code_expires=datetime.fromisoformat(expires) if expires else None,
+                   channel=str(data.get("channel", "")), address=str(data.get("address", "")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +197,30 @@ class Preferences:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """Where the patient themself wants to be told (given at activation, changed later): it replaces the
+    registry's (the insurer's) e-mail and phone for their notifications.  A change waits in `pending_*`
+    until confirmed with the code sent to the new address (`pending_sha256`: its keyed digest)."""
+
+    ins: str
+    email: str = ""
+    phone: str = ""
+    pending_email: str = ""
+    pending_phone: str = ""
+    pending_expires: datetime | None = None
+    pending_attempts: int = 0
+    pending_sha256: str = field(default="", repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The patient's view: the addresses in use and the change waiting for its confirmation."""
+        pending = bool(self.pending_sha256)
+        return {"email": self.email, "phone": self.phone,
+                "pending": {"email": self.pending_email, "phone": self.pending_phone,
+                            "expires": self.pending_expires.isoformat() if self.pending_expires else None}
+                if pending else None}
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from hub.delivery import RecipientResult
 from hub.envelope import BlobRef, Envelope
 from hub.lifecycle import Profile
 from hub.mailqueue import Reply, SmtpRecipient
-from hub.notices import Channel, Letter, LetterBatch, Notice, NoticeState, Outgoing, Preferences, SendResult
+from hub.notices import Channel, Contact, Letter, LetterBatch, Notice, NoticeState, Outgoing, Preferences, SendResult
 from hub.reading import Reading
 from hub.records import (
     DeliveryRecord,
@@ -264,6 +264,11 @@ class NotificationStore(Protocol):
         """Keep a printed batch and mark its notices sent, in one transaction."""
         ...
 
+    def withdraw_codes(self, about_ins: str) -> int:
+        """Queued activation-code notices about `about_ins` become failed, their code blanked (the code
+        was superseded, used, or the profile opened); how many."""
+        ...
+
     def batches(self, *, limit: int = 100) -> list[LetterBatch]: ...
 
     def batch(self, batch_id: str) -> LetterBatch | None: ...
@@ -279,6 +284,28 @@ class NotificationStore(Protocol):
     def representatives(self, ins: str) -> list[str]: ...
 
     def set_representatives(self, ins: str, representatives: Sequence[str]) -> None: ...
+
+    def contact(self, ins: str) -> Contact | None:
+        """The patient's own contact addresses (None: never given; the registry's apply)."""
+        ...
+
+    def set_contact(self, ins: str, *, email: str, phone: str) -> Contact:
+        """Set the addresses in use at once (given at activation); drops any pending change."""
+        ...
+
+    def set_pending_contact(self, ins: str, *, email: str, phone: str, code_sha256: str,
+                            expires: datetime) -> Contact:
+        """Keep a change waiting for its confirmation code (replaces a previous pending change)."""
+        ...
+
+    def confirm_contact(self, ins: str, *, code_sha256: str) -> Contact | None:
+        """Apply the pending change if its digest is still `code_sha256` (one transaction); None if not."""
+        ...
+
+    def count_contact_attempt(self, ins: str, *, seen: int, drop: bool) -> bool:
+        """One more wrong confirmation code (compare-and-set on the count `seen`); `drop`: forget the
+        pending change.  False when another attempt was counted meanwhile."""
+        ...
 
 
 class RecordService(Protocol):
@@ -332,11 +359,30 @@ class LifecycleService(Protocol):
 
     def reissue_code(self, ins: str, *, actor: Actor | None = None) -> Profile: ...
 
+    def request_code(self, ins: str, vitale_serial: str, channel: Channel = ...) -> None:
+        """The holder asks for a code (INS + Vitale serial); no outcome is told (Refused: locked only)."""
+        ...
+
     def close(self, ins: str, *, actor: Actor | None = None) -> Profile: ...
 
     def export(self, ins: str, out: IO[bytes], *, actor: Actor | None = None) -> dict[str, Any]:
         """Write the restitution ZIP of the whole record to `out`; a summary (counts, size)."""
         ...
+
+
+class ContactService(Protocol):
+    """The patient's own contact addresses (pipelines.contacts implements it).  Refused `contact.email` /
+    `contact.phone` for a malformed address, `contact.code` for a wrong or expired confirmation code."""
+
+    def check(self, email: str, phone: str) -> None: ...
+
+    def current(self, ins: str) -> Contact: ...
+
+    def given_at_activation(self, ins: str, email: str, phone: str) -> Contact | None: ...
+
+    def request_change(self, ins: str, email: str, phone: str) -> Contact: ...
+
+    def confirm(self, ins: str, code: str) -> Contact: ...
 
 
 class InsurerService(Protocol):

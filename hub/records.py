@@ -24,12 +24,19 @@ class SubmissionStatus(StrEnum):
 
 
 class PatientStatus(StrEnum):
-    """A patient profile's state in Mon espace santé."""
+    """A patient profile's state in Mon espace santé.  `opened`: opened automatically after the code's 6
+    weeks, never activated by its holder (an open record for intake and professionals, like `active`;
+    notified like `created`); `active`: activated by its holder with a code."""
 
     CREATED = "created"
+    OPENED = "opened"
     ACTIVE = "active"
     OPPOSED = "opposed"
     CLOSED = "closed"
+
+
+#: the statuses of an open record (intake and professional access treat them alike)
+OPEN_STATUSES = frozenset({PatientStatus.ACTIVE, PatientStatus.OPENED})
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """`meshub patients ...`, `meshub audit ...` and `meshub insurer ...`: profiles, the audit trail and
 reimbursement history, over the running hub's HTTP API.
 
-Commands: patients import|activate|oppose|close|code|profile|export, audit INS [--json],
+Commands: patients import|activate|request-code|oppose|close|code|profile|export, audit INS [--json],
 audit verify (exit 0 only when the whole chain verifies, else 1 and the first broken entry),
 insurer send FILE... (a batch of reimbursed acts, or a CNAM-HR CDA document).
 """
@@ -26,6 +26,12 @@ def add_parsers(sub: Any) -> None:
     activate = psub.add_parser("activate", help="activate a profile with the letter's code and the Vitale serial")
     activate.add_argument("--code", required=True)
     activate.add_argument("--vitale", required=True, help="serial number of the Vitale card")
+    activate.add_argument("--email", default="", help="where the patient wants to be told (optional)")
+    activate.add_argument("--phone", default="", help="a phone for codes by SMS (optional)")
+    request = psub.add_parser("request-code", help="the holder asks for a code (created or opened profile): "
+                                                   "the answer is the same whatever happens")
+    request.add_argument("--vitale", required=True, help="serial number of the Vitale card")
+    request.add_argument("--channel", choices=("sms", "email", "post"), default="post")
     oppose = psub.add_parser("oppose", help="record an opposition (operator); writes the PDF receipt")
     oppose.add_argument("-o", "--output", type=Path, help="receipt file (default: opposition-<INS>.pdf)")
     psub.add_parser("close", help="close a profile: content unreachable, archived 10 years, then purged")
@@ -62,8 +68,17 @@ def _import(args: argparse.Namespace) -> int:
 def _activate(args: argparse.Namespace) -> int:
     with client(args, "admin") as c:
         profile = check(c.post("/v1/activation", json={"ins": args.ins, "code": args.code,
-                                                       "vitale_serial": args.vitale}))
+                                                       "vitale_serial": args.vitale, "email": args.email,
+                                                       "phone": args.phone}))
     return _print_profile(profile, args.json)
+
+
+def _request_code(args: argparse.Namespace) -> int:
+    with client(args, "admin") as c:
+        answer = check(c.post("/v1/activation/code-request", json={"ins": args.ins, "vitale_serial": args.vitale,
+                                                                   "channel": args.channel}))
+    print(json.dumps(answer, ensure_ascii=False) if args.json else answer["message_en"])
+    return EXIT_OK
 
 
 def _oppose(args: argparse.Namespace) -> int:
@@ -111,7 +126,7 @@ def _print_profile(profile: dict[str, Any], as_json: bool) -> int:
 
 
 PATIENT_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "import": _import, "activate": _activate, "oppose": _oppose,
+    "import": _import, "activate": _activate, "request-code": _request_code, "oppose": _oppose,
     "close": _simple("POST", "/v1/patients/{ins}/close"), "code": _simple("POST", "/v1/patients/{ins}/code"),
     "profile": _simple("GET", "/v1/patients/{ins}/profile"), "export": _export}
 

@@ -129,6 +129,7 @@ class Hub:
                           trail_head=self.records.audit.head,
                           lifecycle=lifecycle, insurer=self.insurer(lifecycle),
                           issue_token=self.records.issue_token, revoke_tokens=self.records.tokens.revoke,
+                          contacts=self.records.contacts(notifier),
                           write_gate=self.write_gate())
 
     def write_gate(self) -> HeaderWriteGate:

@@ -30,6 +30,7 @@ from hub.intake import Intake
 from hub.ports import BlobStore
 from hub.records import DocumentRecord
 from pipelines.audit import LifecycleAuditor, verify_trail
+from pipelines.contacts import ContactPorts, Contacts
 from pipelines.core import access
 from pipelines.core.trail_view import shown
 from pipelines.lifecycle import Lifecycle, LifecyclePorts
@@ -108,7 +109,13 @@ class RecordParts:
             receipts=OppositionReceipts(secret=derived_secret(self.settings.key_secret, "opposition-receipt")),
             store=self.store, secret=derived_secret(self.settings.key_secret, "activation-codes"),
             clock=self.clock, purge=self.purge, audit=LifecycleAuditor(self.audit, self.clock),
-            export=self.export, opened=self.holds.schedule))
+            export=self.export, opened=self.holds.schedule, withdraw_codes=self.notices.withdraw_codes))
+
+    def contacts(self, notifier: Notifier) -> Contacts:
+        """The patients' own contact addresses (confirmation codes keyed by their own derived secret)."""
+        return Contacts(ContactPorts(notices=self.notices, announce=notifier.announce,
+                                     secret=derived_secret(self.settings.key_secret, "contact-codes"),
+                                     clock=self.clock, audit=LifecycleAuditor(self.audit, self.clock)))
 
     def insurer(self, intake: Intake, store: BlobStore, lifecycle: Lifecycle) -> InsurerBatches:
         return InsurerBatches(intake=intake, index=self.index, store=store, holds=self.holds,

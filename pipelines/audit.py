@@ -44,6 +44,7 @@ LIFECYCLE_ACTIONS: Mapping[str, AuditAction] = {
     "registered": AuditAction.REGISTER, "activated": AuditAction.ACTIVATE,
     "opened-automatically": AuditAction.ACTIVATE, "wrong-factors": AuditAction.REFUSED,
     "opposed": AuditAction.OPPOSE, "code-reissued": AuditAction.REOPEN, "adult-invited": AuditAction.REOPEN,
+    "code-requested": AuditAction.REOPEN, "code-request-refused": AuditAction.REFUSED,
     "representation-ended": AuditAction.REVOKE, "closed": AuditAction.CLOSE, "exported": AuditAction.EXPORT,
     "purged": AuditAction.PURGE}
 

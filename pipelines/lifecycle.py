@@ -9,12 +9,17 @@ Owns: the order of the steps around the pure rules (pipelines.core.lifecycle) an
   `closed` are registered in that state, without a code.  A profile that exists keeps its status: the
   roster's status column only seeds new profiles (admit() rewrites the records before the upsert and
   registered() re-syncs patients.status after it).
-* activate()/oppose() with the letter's factors: a wrong attempt is recorded durably before the refusal is
-  raised; the conditional transition makes one of two concurrent successes win.
+* activate()/oppose() with the letter's factors: a refused attempt is recorded durably before the refusal
+  is raised; the conditional transition makes one of two concurrent successes win.  An INS without a
+  profile is counted in memory (StrangerAttempts), so it meets the same refusals and the same lockout.
+* request_code(): the holder of a created or opened profile asks for a code with INS + Vitale serial, by
+  SMS (the phone the insurer knows), e-mail or letter; it says nothing of the outcome (None, or the
+  lockout), and each request counts one attempt.
 * oppose(): the PDF receipt is rendered (ReceiptPrinter) and stored (BlobStore) BEFORE the transition that
   records its key, so an opposed profile always has its receipt; opposing again returns the same profile
   and receipt.
-* sweep(): each step pages through what is due and changes each profile in its own transaction, so a
+* sweep(): automatic opening makes a created profile `opened` (never `active`: only its holder's
+  activation does that).  Each step pages through what is due and changes each profile in its own transaction, so a
   crash loses nothing and a second run does nothing twice (a purge hook must be idempotent: it is called
   again if the crash falls between the purge and its mark).
 Every change calls the `audit(ins, action, actor)` hook (actor "kind:id", e.g. "patient:<INS>",
@@ -38,8 +43,8 @@ from typing import IO, Any
 from hub.actors import SYSTEM, Actor, ActorKind
 from hub.envelope import BlobRef
 from hub.errors import NotFound, Refused
-from hub.lifecycle import LifecycleStore, Profile, ReceiptPrinter
-from hub.notices import Event, EventKind
+from hub.lifecycle import Activation, LifecycleStore, Profile, ReceiptPrinter
+from hub.notices import Channel, Event, EventKind
 from hub.ports import BlobStore, Index
 from hub.records import PatientRecord, PatientStatus
 from pipelines.core.lifecycle import (
@@ -47,10 +52,12 @@ from pipelines.core.lifecycle import (
     Decision,
     LifecycleRules,
     Request,
+    StrangerAttempts,
     activation_values,
     add_years,
     adult_since,
     auto_open_due,
+    check_code_request,
     check_factors,
     closure_values,
     code_digest,
@@ -107,6 +114,9 @@ class LifecyclePorts:
     #: a profile opened (activation, automatic opening, imported active): (INS, when its reimbursement
     #: history may be filed), so that what the insurer sent before waits no longer than that
     opened: Callable[[str, datetime], object] | None = None
+    #: the notification store's withdraw_codes: codes still waiting to be sent are dead (a new code, an
+    #: activation, an opposition, a closure, an automatic opening), so none stays in clear
+    withdraw_codes: Callable[[str], object] | None = None
 
 
 def actor_ref(actor: Actor) -> str:
@@ -121,6 +131,7 @@ class Lifecycle:
         if not ports.secret:
             raise ValueError("the lifecycle secret must not be empty")
         self._p = ports
+        self._strangers = StrangerAttempts(ports.rules)
 
     # -- reads -----------------------------------------------------------------------------------------
 
@@ -180,6 +191,8 @@ class Lifecycle:
         """The dates of a profile the roster brings in a state other than created."""
         if status is PatientStatus.ACTIVE:
             return {"activated_at": now}
+        if status is PatientStatus.OPENED:
+            return {"activated_at": now, "activation": Activation.AUTOMATIC}
         if status is PatientStatus.OPPOSED:
             return {"opposed_at": now}
         if status is PatientStatus.CLOSED:
@@ -208,7 +221,7 @@ class Lifecycle:
         for _ in range(MAX_RACES):
             profile = self._p.profiles.profile(ins)
             if profile is None:
-                raise Refused(finding("lifecycle.activation-refused"))
+                raise Refused(self._stranger(ins))
             now = self._p.clock()
             decision = self._check(profile, Request.ACTIVATE, code, vitale_serial, now)
             if not decision.allowed:
@@ -218,6 +231,7 @@ class Lifecycle:
                 ins, from_statuses=(profile.status,), to_status=PatientStatus.ACTIVE,
                 values=activation_values(profile, now), where={"code_sha256": profile.code_sha256})
             if done is not None:
+                self._withdraw(ins)
                 self._audit(ins, "lifecycle.activated", who)
                 self._opened(done)
                 return done
@@ -233,7 +247,7 @@ class Lifecycle:
         for _ in range(MAX_RACES):
             profile = self._p.profiles.profile(ins)
             if profile is None:
-                raise Refused(finding("lifecycle.activation-refused")) if person else NotFound("no profile")
+                raise Refused(self._stranger(ins)) if person else NotFound("no profile")
             now = self._p.clock()
             if person:
                 decision = self._check(profile, Request.OPPOSE, code or "", vitale_serial or "", now)
@@ -247,6 +261,32 @@ class Lifecycle:
             if done is not None:
                 return done
         raise Refused(finding("lifecycle.activation-refused"))
+
+    def request_code(self, ins: str, vitale_serial: str, channel: Channel = Channel.POSTAL) -> None:
+        """The holder asks for a code (INS + Vitale serial): sent on `channel` (SMS to the phone the insurer
+        knows, e-mail, or letter; the letter when that channel cannot be used).  Says nothing of the
+        outcome: returns None whether a code was sent or not; Refused only for the lockout (429)."""
+        who = actor_ref(Actor(ActorKind.PATIENT, ins))
+        for _ in range(MAX_RACES):
+            profile = self._p.profiles.profile(ins)
+            now = self._p.clock()
+            if profile is None:
+                _raise_if_locked(self._stranger(ins))
+                return
+            vitale_ok = digest_matches(profile.vitale_sha256, vitale_digest(self._p.secret, ins, vitale_serial))
+            decision = check_code_request(profile, vitale_ok=vitale_ok, now=now, rules=self._p.rules)
+            if decision.count_failure:
+                counted = self._p.profiles.record_failure(ins, now=now, seen=profile.failed_attempts,
+                                                          locked_until=decision.locked_until)
+                if counted is None:
+                    continue  # another attempt was counted meanwhile: decide again
+            if not decision.allowed:
+                self._audit(ins, "lifecycle.code-request-refused", who)
+                _raise_if_locked(decision.finding or {})
+                return
+            if self._new_code(profile, now, Request.REQUEST_CODE, channel=channel) is not None:
+                self._audit(ins, "lifecycle.code-requested", who)
+            return
 
     def reissue_code(self, ins: str, *, actor: Actor | None = None) -> Profile:
         """A new code by letter: a lost letter (created: same deadline) or the reversal of an opposition
@@ -264,7 +304,7 @@ class Lifecycle:
         raise Refused(finding("lifecycle.no-code"))
 
     def close(self, ins: str, *, actor: Actor | None = None) -> Profile:
-        """Close (created or active): the content is no longer reachable (patients.status closed), kept in
+        """Close (created, opened or active): the content is no longer reachable (patients.status closed), kept in
         archive until purge_after, then purged by the sweep.  Closing a closed profile returns it."""
         for _ in range(MAX_RACES):
             profile = self._require(ins)
@@ -275,6 +315,7 @@ class Lifecycle:
             done = self._p.profiles.transition(ins, from_statuses=(profile.status,), to_status=PatientStatus.CLOSED,
                                                values=closure_values(now, self._p.rules))
             if done is not None:
+                self._withdraw(ins)
                 self._audit(ins, "lifecycle.closed", actor_ref(actor) if actor else "operator")
                 return done
         raise Refused(finding("lifecycle.closed"))
@@ -305,10 +346,11 @@ class Lifecycle:
             before = opened
             for profile in due:
                 done = self._p.profiles.transition(
-                    profile.ins, from_statuses=(PatientStatus.CREATED,), to_status=PatientStatus.ACTIVE,
+                    profile.ins, from_statuses=(PatientStatus.CREATED,), to_status=PatientStatus.OPENED,
                     values=opening_values(now), where={"code_generation": profile.code_generation},
                 ) if auto_open_due(profile, now) else None
                 if done is not None:
+                    self._withdraw(profile.ins)
                     self._audit(profile.ins, "lifecycle.opened-automatically", SYSTEM_REF)
                     self._opened(done)
                     opened += 1
@@ -377,6 +419,11 @@ class Lifecycle:
         vitale_ok = digest_matches(profile.vitale_sha256, vitale_digest(secret, ins, serial))
         return check_factors(profile, request, code_ok=code_ok, vitale_ok=vitale_ok, now=now, rules=self._p.rules)
 
+    def _stranger(self, ins: str) -> dict[str, object]:
+        """An attempt on an INS without a profile: counted like a profile's; the refusal to raise."""
+        key = hmac.new(self._p.secret, f"stranger\x1f{ins}".encode(), hashlib.sha256).hexdigest()
+        return self._strangers.attempt(key, self._p.clock())
+
     def _refuse(self, profile: Profile, decision: Decision, now: datetime, who: str) -> None:
         """Raise the refusal, after counting the wrong attempt durably; return (decide again) only when
         another attempt was counted meanwhile."""
@@ -401,6 +448,7 @@ class Lifecycle:
             profile.ins, from_statuses=(PatientStatus.CREATED,), to_status=PatientStatus.OPPOSED,
             values={**values, **_receipt_values(ref)}, where={"code_generation": profile.code_generation})
         if done is not None:
+            self._withdraw(profile.ins)
             self._audit(profile.ins, "lifecycle.opposed", who)
         return done
 
@@ -421,22 +469,26 @@ class Lifecycle:
         pdf = self._p.receipts.render(patient, profile)
         return self._p.store.put(pdf, kind=RECEIPT_KIND, content_type=PDF)
 
-    def _new_code(self, profile: Profile, now: datetime, request: Request) -> Profile | None:
-        """Issue a new code (generation + 1) and announce it; None when the profile changed meanwhile."""
+    def _new_code(self, profile: Profile, now: datetime, request: Request,
+                  channel: Channel | None = None) -> Profile | None:
+        """Issue a new code (generation + 1) and announce it (on `channel` when the person chose one);
+        None when the profile changed meanwhile."""
         p = self._p
         code = new_code(p.random_bytes)
         issued = p.profiles.reissue(profile.ins, code_sha256=code_digest(p.secret, profile.ins, code),
                                     expires_at=reissue_expiry(profile, now, request, p.rules),
                                     from_statuses=(profile.status,), now=now)
         if issued is not None:
-            self._send_code(issued, code, now)
+            self._withdraw(profile.ins)  # the previous code stopped working: its letter is not printed
+            self._send_code(issued, code, now, channel)
         return issued
 
-    def _send_code(self, profile: Profile, code: str, now: datetime) -> None:
-        """The letter's event (id deterministic per code generation), then its mark as handed over."""
+    def _send_code(self, profile: Profile, code: str, now: datetime, channel: Channel | None = None) -> None:
+        """The code's event (id deterministic per code generation), then its mark as handed over."""
         self._p.announce(Event(event_id=self.code_event_id(profile),
                                kind=EventKind.ACTIVATION_CODE, ins=profile.ins, occurred_at=now, urgent=True,
-                               code=code, code_expires=profile.code_expires_at))
+                               code=code, code_expires=profile.code_expires_at,
+                               channel=str(channel) if channel else ""))
         self._p.profiles.mark_announced(profile.ins, profile.code_generation)
 
     def code_event_id(self, profile: Profile) -> str:
@@ -452,6 +504,10 @@ class Lifecycle:
         if self._p.opened is not None and at is not None:
             self._p.opened(profile.ins, at)
 
+    def _withdraw(self, ins: str) -> None:
+        if self._p.withdraw_codes is not None:
+            self._p.withdraw_codes(ins)
+
     def _audit(self, ins: str, action: str, actor: str) -> None:
         if self._p.audit is not None:
             self._p.audit(ins, action, actor)
@@ -460,6 +516,11 @@ class Lifecycle:
 def _receipt_values(ref: BlobRef) -> dict[str, Any]:
     return {"receipt_key": ref.key, "receipt_bucket": ref.bucket, "receipt_sha256": ref.sha256,
             "receipt_size": ref.size}
+
+
+def _raise_if_locked(refusal: dict[str, object]) -> None:
+    if refusal.get("retry_after_s") is not None:
+        raise Refused(refusal)
 
 
 def _raise_if_refused(step: PatientStatus | dict[str, object]) -> None:

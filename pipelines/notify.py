@@ -8,6 +8,8 @@ Owns: the three moving parts around the pure policy (pipelines.core.notify):
   sends it, records the outcome.  A channel that is down: the notice stays queued and its wake-up is
   re-published with backoff (hub.retry) for up to `give_up_after`, then it fails; a permanent
   refusal falls back to the next channel (e-mail -> postal).
+* The patient's own e-mail and phone (given at activation or changed with a confirmation) replace the
+  registry's (the insurer's) for every announcement (own_contact).
 * LetterRun: every queued postal notice that is due, grouped by addressee, as one PDF per run.
 Does not: choose adapters (meshub.compose) or build texts (pipelines.core.notify.render).
 """
@@ -24,7 +26,7 @@ from hub.envelope import BlobRef, Envelope, Source
 from hub.errors import ChannelRefused, ChannelUnavailable, NotFound
 from hub.notices import Addressee, Channel, Event, EventKind, Letter, LetterBatch, Notice, NoticeState
 from hub.ports import BlobStore, Index, LetterPrinter, NotificationChannel, NotificationStore, Publisher
-from hub.records import DocumentRecord, PatientRecord
+from hub.records import DocumentRecord, PatientRecord, PatientStatus
 from hub.retry import RetryPolicy
 from pipelines.core.notify import NotifyPolicy, Reach, addressee_of, audience, fallback, plan, render
 
@@ -68,8 +70,9 @@ class Notifier:
     def announce(self, event: Event) -> list[Notice]:
         """Idempotent: the same event again finds its notices and wakes those still queued."""
         p, now = self._p, self._p.clock()
-        patient = p.index.patient(event.ins)
-        reps = [r for r in (p.index.patient(i) for i in p.notices.representatives(event.ins)) if r is not None]
+        patient = own_contact(p.notices, p.index.patient(event.ins))
+        reps = [r for r in (own_contact(p.notices, p.index.patient(i)) for i in p.notices.representatives(event.ins))
+                if r is not None]
         who = audience(event, patient, reps)
         if not who.addressees:
             log.info("event=%s kind=%s: nobody to tell (%s)", _ref(event.event_id), event.kind, who.reason)
@@ -102,6 +105,17 @@ class Notifier:
         notices = self._p.notices
         return Reach(addressee=addressee, status=profile.status, preferences=notices.preferences(ins),
                      devices=tuple(notices.devices(ins)), last_email_at=notices.last_sent(ins, Channel.EMAIL))
+
+
+def own_contact(notices: NotificationStore, patient: PatientRecord | None) -> PatientRecord | None:
+    """The registry's profile with the e-mail and phone the patient gave themself, where they gave one
+    (the insurer's otherwise)."""
+    if patient is None:
+        return None
+    mine = notices.contact(patient.ins)
+    if mine is None:
+        return patient
+    return replace(patient, email=mine.email or patient.email, phone=mine.phone or patient.phone)
 
 
 def _delivered_if_inapp(notice: Notice, now: datetime) -> Notice:
@@ -189,7 +203,7 @@ class NoticeSender:
 
     def _fallback_for(self, notice: Notice, now: datetime) -> Notice | None:
         p = self._p
-        profile = p.index.patient(notice.ins)
+        profile = own_contact(p.notices, p.index.patient(notice.ins))
         if profile is None:
             return None
         addressee = addressee_of(profile, representative_of=notice.about_ins if notice.about_ins != notice.ins else "")
@@ -268,16 +282,26 @@ class LetterRun:
 
     def _activation(self, notice: Notice, now: datetime) -> Letter:
         until = french_date(notice.code_expires) if notice.code_expires else ""
+        patient = self.index.patient(notice.about_ins)
+        if patient is not None and patient.status is PatientStatus.OPENED:  # the code its holder asked for
+            paragraphs: tuple[str, ...] = (
+                "Votre profil Mon espace santé est ouvert. Vous avez demandé un code pour l'activer : "
+                f"rendez-vous sur {self.link} avec le code ci-dessous, votre numéro de sécurité sociale et le "
+                "numéro de série de votre carte Vitale.",
+                "Une fois votre profil activé, vous choisissez l'adresse e-mail à laquelle vous êtes informé. "
+                "Si vous n'avez pas fait cette demande, ignorez ce courrier.")
+        else:
+            paragraphs = (
+                "Votre profil Mon espace santé a été créé. Pour l'activer, rendez-vous sur "
+                f"{self.link} avec le code provisoire ci-dessous, votre numéro de sécurité sociale et "
+                "le numéro de série de votre carte Vitale.",
+                "Vous pouvez aussi vous opposer à sa création pendant la même période. Sans action de "
+                "votre part, votre profil sera ouvert automatiquement à la fin de ce délai de six semaines.")
         return Letter(
             letter_id=notice.notice_id, recipient_name=self._name(notice.ins),
             address_lines=address_lines(notice.address), title="Activez votre profil Mon espace santé",
-            paragraphs=("Votre profil Mon espace santé a été créé. Pour l'activer, rendez-vous sur "
-                        f"{self.link} avec le code provisoire ci-dessous, votre numéro de sécurité sociale et "
-                        "le numéro de série de votre carte Vitale.",
-                        "Vous pouvez aussi vous opposer à sa création pendant la même période. Sans action de "
-                        "votre part, votre profil sera ouvert automatiquement à la fin de ce délai de six semaines."),
-            qr_payload=f"{self.link}?ref={notice.notice_id}", sent_on=french_date(now), code=notice.code,
-            code_valid_until=until)
+            paragraphs=paragraphs, qr_payload=f"{self.link}?ref={notice.notice_id}", sent_on=french_date(now),
+            code=notice.code, code_valid_until=until)
 
     def _releve(self, ins: str, group: Sequence[Notice], now: datetime) -> Letter:
         counts: dict[EventKind, int] = {}

@@ -1,10 +1,14 @@
-"""Notices, preferences, push devices, legal representatives and letter batches, on the index's database.
+"""Notices, preferences, push devices, legal representatives, letter batches and the patients' own contact
+addresses, on the index's database.
 
 Owns: the tables and transactions behind hub.ports.NotificationStore.
 Rule 1: a notice is inserted once per (event, channel, addressee, address): the notice id is derived
 from them (pipelines.core.notify.notice_id), and the insert is ON CONFLICT DO NOTHING.
 Rule 2: a notice is sent by whoever holds its lease: `claim` is one conditional UPDATE, so two workers
 woken for the same notice never both send it.
+Rule 3: a code (activation, confirmation) lives in a notice row only while the notice waits: the same
+UPDATE that marks it printed (record_batch) or finished (finish: sent, delivered, bounced or failed; a
+fallback took its own copy first) blanks `code`, so no code is kept in clear once it is out.
 Does not: decide who is told what (pipelines.core.notify) or send anything (connectors.outbound).
 """
 
@@ -19,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from hub.notices import Channel, EventKind, LetterBatch, Notice, NoticeState, Preferences
+from hub.notices import Channel, Contact, EventKind, LetterBatch, Notice, NoticeState, Preferences
 from storage.index import SqlIndex, db_errors, metadata
 
 notices = sa.Table(
@@ -81,7 +85,22 @@ letter_batches = sa.Table(
     sa.Column("size", sa.BigInteger, nullable=False),
 )
 
-TABLES = [notices, preferences, devices, representatives, letter_batches]
+contacts = sa.Table(
+    "notification_contacts", metadata,
+    sa.Column("ins", sa.String(15), primary_key=True),
+    sa.Column("email", sa.Text, nullable=False, default=""),
+    sa.Column("phone", sa.String(32), nullable=False, default=""),
+    sa.Column("pending_email", sa.Text, nullable=False, default=""),
+    sa.Column("pending_phone", sa.String(32), nullable=False, default=""),
+    sa.Column("pending_sha256", sa.String(64), nullable=False, default=""),
+    sa.Column("pending_expires", sa.DateTime(timezone=True)),
+    sa.Column("pending_attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+TABLES = [notices, preferences, devices, representatives, letter_batches, contacts]
+_NO_PENDING: dict[str, Any] = {"pending_email": "", "pending_phone": "", "pending_sha256": "",
+                               "pending_expires": None, "pending_attempts": 0}
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -175,7 +194,7 @@ class SqlNotifications:
     def finish(self, notice_ids: Sequence[str], state: NoticeState, *, at: datetime, batch_id: str = "",
                provider_ref: str = "", error: str = "") -> None:
         values: dict[str, Any] = {"state": str(state), "lease_until": None, "batch_id": batch_id,
-                                  "provider_ref": provider_ref, "last_error": error[:500]}
+                                  "provider_ref": provider_ref, "last_error": error[:500], "code": ""}
         if state in (NoticeState.SENT, NoticeState.DELIVERED):
             values["sent_at"] = at
         with db_errors(), self._engine.begin() as conn:
@@ -209,7 +228,18 @@ class SqlNotifications:
                 index_elements=["batch_id"]))
             conn.execute(notices.update().where(notices.c.notice_id.in_(list(notice_ids)),
                                                 notices.c.state == str(NoticeState.QUEUED)).values(
-                state=str(NoticeState.SENT), sent_at=batch.created_at, batch_id=batch.batch_id, lease_until=None))
+                state=str(NoticeState.SENT), sent_at=batch.created_at, batch_id=batch.batch_id, lease_until=None,
+                code=""))
+
+    def withdraw_codes(self, about_ins: str) -> int:
+        """The codes about `about_ins` still waiting (queued activation-code notices) are dead: failed, code
+        blanked; how many."""
+        with db_errors(), self._engine.begin() as conn:
+            return int(conn.execute(notices.update().where(
+                notices.c.about_ins == about_ins, notices.c.kind == str(EventKind.ACTIVATION_CODE),
+                notices.c.state == str(NoticeState.QUEUED)).values(
+                state=str(NoticeState.FAILED), code="", lease_until=None,
+                last_error="code no longer valid (superseded, used or profile opened)")).rowcount or 0)
 
     def batches(self, *, limit: int = 100) -> list[LetterBatch]:
         query = letter_batches.select().order_by(letter_batches.c.created_at.desc()).limit(limit)
@@ -255,6 +285,57 @@ class SqlNotifications:
             conn.execute(representatives.delete().where(representatives.c.ins == ins))
             if reps:
                 conn.execute(representatives.insert(), [{"ins": ins, "representative_ins": r} for r in reps])
+
+
+    # -- the patient's own contact addresses -------------------------------------------------------
+
+    def contact(self, ins: str) -> Contact | None:
+        with db_errors(), self._reader.connect() as conn:
+            row = conn.execute(contacts.select().where(contacts.c.ins == ins)).first()
+        return _contact_from_row(row) if row is not None else None
+
+    def set_contact(self, ins: str, *, email: str, phone: str) -> Contact:
+        return self._upsert_contact(ins, {"email": email, "phone": phone, **_NO_PENDING})
+
+    def set_pending_contact(self, ins: str, *, email: str, phone: str, code_sha256: str,
+                            expires: datetime) -> Contact:
+        return self._upsert_contact(ins, {"pending_email": email, "pending_phone": phone,
+                                          "pending_sha256": code_sha256, "pending_expires": expires,
+                                          "pending_attempts": 0})
+
+    def confirm_contact(self, ins: str, *, code_sha256: str) -> Contact | None:
+        if not code_sha256:
+            return None
+        update = contacts.update().where(contacts.c.ins == ins, contacts.c.pending_sha256 == code_sha256).values(
+            email=contacts.c.pending_email, phone=contacts.c.pending_phone, updated_at=datetime.now(UTC),
+            **_NO_PENDING).returning(*contacts.c)
+        with db_errors(), self._engine.begin() as conn:
+            row = conn.execute(update).first()
+        return _contact_from_row(row) if row is not None else None
+
+    def count_contact_attempt(self, ins: str, *, seen: int, drop: bool) -> bool:
+        values = dict(_NO_PENDING) if drop else {"pending_attempts": seen + 1}
+        update = contacts.update().where(contacts.c.ins == ins, contacts.c.pending_attempts == seen).values(
+            updated_at=datetime.now(UTC), **values)
+        with db_errors(), self._engine.begin() as conn:
+            return bool(conn.execute(update).rowcount)
+
+    def _upsert_contact(self, ins: str, values: dict[str, Any]) -> Contact:
+        row = {"ins": ins, "email": "", "phone": "", **_NO_PENDING, **values, "updated_at": datetime.now(UTC)}
+        insert = self._insert(contacts).values(row)
+        statement = insert.on_conflict_do_update(
+            index_elements=["ins"], set_={k: insert.excluded[k] for k in {*values, "updated_at"}}
+        ).returning(*contacts.c)
+        with db_errors(), self._engine.begin() as conn:
+            stored = conn.execute(statement).first()
+        assert stored is not None
+        return _contact_from_row(stored)
+
+
+def _contact_from_row(r: Any) -> Contact:
+    return Contact(ins=r.ins, email=r.email, phone=r.phone, pending_email=r.pending_email,
+                   pending_phone=r.pending_phone, pending_sha256=r.pending_sha256,
+                   pending_expires=_aware(r.pending_expires), pending_attempts=r.pending_attempts)
 
 
 def _batch_from_row(r: Any) -> LetterBatch:

@@ -31,6 +31,7 @@ from hub.intake import Intake
 from hub.notices import LetterBatch
 from hub.ports import (
     BlobStore,
+    ContactService,
     Index,
     InsurerService,
     LifecycleService,
@@ -72,6 +73,7 @@ class ApiContext:
     issue_token: Callable[[str], str] | None = None  # a new bearer token for a patient (INS), after activation
     revoke_tokens: Callable[[str], int] | None = None  # a closed profile's issued tokens stop working
     write_gate: WriteGate = field(default_factory=ProducersOnly)  # who may submit what (before storing)
+    contacts: ContactService | None = None  # the patient's own contact addresses; None: those routes are absent
 
 
 def api_error(status: int, code: str, en: str, fr: str, headers: dict[str, str] | None = None) -> HTTPException:

@@ -6,7 +6,8 @@ actions), facts (a DocumentRecord merged with its flags), and every rule's name 
 Does not: read or store anything (the record service does, through hub.ports and hub.access.RecordControls),
 authenticate, or audit.
 
-Rule 1 (open_record): only a professional with an IDNPS opens a record, only an `active` one.
+Rule 1 (open_record): only a professional with an IDNPS opens a record, only an open one (`active`, or
+  `opened`: opened automatically and not yet activated by its holder, an open record all the same).
   A professional the patient blocked is refused in every mode, bris de glace and regulation included:
   blocking is the patient's explicit opposition to one named person (CSP L.1111-15 / L.1111-17), which
   an emergency mode does not override; another professional can still be called in.
@@ -57,6 +58,8 @@ __all__ = [
 
 MIN_REASON_CHARS = 15
 ACTIVE = "active"
+#: the statuses of an open record (hub.records.OPEN_STATUSES)
+OPEN = frozenset({ACTIVE, "opened"})
 
 #: every rule: name -> (English, French).  Refusals say what to do; allowed rules explain the access.
 RULES: dict[str, tuple[str, str]] = {
@@ -201,7 +204,7 @@ def open_record(actor: Actor, mode: AccessMode, *, status: str, controls: Patien
         return _refuse("access.professional-only")
     if not valid_idnps(actor.id):
         return _refuse("access.idnps")
-    if str(status) != ACTIVE:
+    if str(status) not in OPEN:
         return _refuse("access.record-inactive")
     if actor.id in controls.blocked:
         return _refuse("access.blocked")

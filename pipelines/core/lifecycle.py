@@ -7,10 +7,12 @@ the values each transition writes, and the due-date helpers (automatic opening, 
 reimbursement release).  Nothing here reads a clock: every function takes `now` (UTC) or a Paris date.
 
 Decisions (documented here because the service and the API rely on them):
-* States: created -> active (activated with the code, or opened automatically once the code's 6 weeks
-  are over), created -> opposed (within the 6 weeks only: once the profile is open, the person closes it
-  instead), opposed -> active (reversal: only with a new code, issued by `reissue`), created|active ->
-  closed (then archived `archive_years` and purged).  `closed` is final.
+* States: created -> active (activated with the code), created -> opened (opened automatically once the
+  code's 6 weeks are over: an open record, never activated by its holder), opened -> active (the holder
+  asked for a code with INS + Vitale serial, `request_code`, and activated with it), created -> opposed
+  (within the 6 weeks only: once the profile is open, the person closes it instead), opposed -> active
+  (reversal: only with a new code, issued by `reissue`), created|opened|active -> closed (then archived
+  `archive_years` and purged).  `closed` is final.
 * The 6 weeks: a created profile's code is valid while now < code_expires_at; at code_expires_at the code
   is expired and the profile is due to open (the same instant, so there is no gap and no overlap).  A
   lost-letter code (reissue while created) keeps that deadline: it replaces the code, it does not extend
@@ -20,14 +22,21 @@ Decisions (documented here because the service and the API rely on them):
   moves the automatic opening (the young adult gets their own 6 weeks to decide).  An active minor's
   profile stays open; the code lets the young adult activate it themself (activation "code").
 * Factors: the code, the INS and the Vitale card serial are checked together; a refusal never says which
-  one was wrong.  Wrong attempts are counted per profile (activation and opposition alike) and reset by a
-  success: the `max_failed_attempts`-th wrong attempt locks for `lockout`, and each further wrong attempt
-  (possible once the lock is over) locks for twice as long as the previous lock, up to `max_lockout`
-  (5 -> 15 min, 6 -> 30 min, 7 -> 1 h, ... 11 -> 16 h, 12 and more -> 24 h).  Attempts while locked are
-  refused without being checked or counted.  A new code does not reset the counter.
+  one was wrong.  Every refused attempt of the person counts (wrong factors, but also a state or an expired
+  code that refuses it), per profile (activation, opposition and code requests alike), and only a
+  successful activation or opposition resets the counter; the lock is checked first, in every state, so
+  a series of attempts meets the same lockout whatever the profile's state: the `max_failed_attempts`-th
+  counted attempt locks for `lockout`, and each further one (possible once the lock is over) locks for
+  twice as long as the previous lock, up to `max_lockout` (5 -> 15 min, 6 -> 30 min, 7 -> 1 h, ...
+  11 -> 16 h, 12 and more -> 24 h).  Attempts while locked are refused without being checked or
+  counted.  A new code does not reset the counter.  An INS without a profile is counted the same way by
+  the service (StrangerAttempts), so a lockout does not tell a known INS from an unknown one.
+* A code request (the holder of a created or opened profile, with INS + Vitale serial) counts as one
+  attempt even when it succeeds: at most `max_failed_attempts` codes before the first lock.
 * Reimbursement history is released `reimbursement_delay` after `activated_at`; opening with the code and
-  automatic opening both set it (a profile imported already active: the import time).  Activating an
-  already open profile later (the young adult) keeps the first `activated_at`.
+  automatic opening both set it (a profile imported already active or opened: the import time).
+  Activating an already open profile later (the young adult, the holder of an opened profile) keeps the
+  first `activated_at`: the release stays keyed on the opening.
 * Closure: purge_after = closed_at + `archive_years` calendar years, 29 February -> 28 February (as
   hub.restitution.archive_ends counts), in UTC.
 Does not: store anything (storage.profiles), send letters (pipelines.notify) or render receipts.
@@ -38,15 +47,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from hub.lifecycle import Activation, Profile
-from hub.records import PatientStatus
+from hub.records import OPEN_STATUSES, PatientStatus
 
 PARIS = ZoneInfo("Europe/Paris")
 #: Crockford's base32: no I, L, O, U (nothing to misread on paper); 32 symbols, so one random byte & 31
@@ -70,6 +80,7 @@ class Request(StrEnum):
     CLOSE = "close"
     AUTO_OPEN = "auto_open"
     INVITE = "invite"        # a minor turned 18: a code for the young adult
+    REQUEST_CODE = "request_code"  # the holder asks for a code with INS + Vitale serial
     PURGE = "purge"
 
 
@@ -93,19 +104,25 @@ S, R = PatientStatus, Request
 #: allowed no-ops (opposing twice, closing twice) or steps that change only the code.
 TRANSITIONS: dict[tuple[PatientStatus, Request], PatientStatus | str] = {
     (S.CREATED, R.ACTIVATE): S.ACTIVE, (S.OPPOSED, R.ACTIVATE): S.ACTIVE, (S.ACTIVE, R.ACTIVATE): S.ACTIVE,
-    (S.CLOSED, R.ACTIVATE): "lifecycle.closed",
+    (S.OPENED, R.ACTIVATE): S.ACTIVE, (S.CLOSED, R.ACTIVATE): "lifecycle.closed",
     (S.CREATED, R.OPPOSE): S.OPPOSED, (S.OPPOSED, R.OPPOSE): S.OPPOSED,
-    (S.ACTIVE, R.OPPOSE): "lifecycle.not-created", (S.CLOSED, R.OPPOSE): "lifecycle.closed",
-    (S.CREATED, R.REISSUE): S.CREATED, (S.OPPOSED, R.REISSUE): S.OPPOSED,
+    (S.ACTIVE, R.OPPOSE): "lifecycle.not-created", (S.OPENED, R.OPPOSE): "lifecycle.not-created",
+    (S.CLOSED, R.OPPOSE): "lifecycle.closed",
+    (S.CREATED, R.REISSUE): S.CREATED, (S.OPPOSED, R.REISSUE): S.OPPOSED, (S.OPENED, R.REISSUE): S.OPENED,
     (S.ACTIVE, R.REISSUE): "lifecycle.not-reissuable", (S.CLOSED, R.REISSUE): "lifecycle.closed",
-    (S.CREATED, R.CLOSE): S.CLOSED, (S.ACTIVE, R.CLOSE): S.CLOSED, (S.CLOSED, R.CLOSE): S.CLOSED,
-    (S.OPPOSED, R.CLOSE): "lifecycle.opposed",
-    (S.CREATED, R.AUTO_OPEN): S.ACTIVE, (S.ACTIVE, R.AUTO_OPEN): "lifecycle.not-created",
+    (S.CREATED, R.REQUEST_CODE): S.CREATED, (S.OPENED, R.REQUEST_CODE): S.OPENED,
+    (S.ACTIVE, R.REQUEST_CODE): "lifecycle.not-reissuable", (S.OPPOSED, R.REQUEST_CODE): "lifecycle.opposed",
+    (S.CLOSED, R.REQUEST_CODE): "lifecycle.closed",
+    (S.CREATED, R.CLOSE): S.CLOSED, (S.ACTIVE, R.CLOSE): S.CLOSED, (S.OPENED, R.CLOSE): S.CLOSED,
+    (S.CLOSED, R.CLOSE): S.CLOSED, (S.OPPOSED, R.CLOSE): "lifecycle.opposed",
+    (S.CREATED, R.AUTO_OPEN): S.OPENED, (S.ACTIVE, R.AUTO_OPEN): "lifecycle.not-created",
+    (S.OPENED, R.AUTO_OPEN): "lifecycle.not-created",
     (S.OPPOSED, R.AUTO_OPEN): "lifecycle.not-created", (S.CLOSED, R.AUTO_OPEN): "lifecycle.closed",
     (S.CREATED, R.INVITE): S.CREATED, (S.ACTIVE, R.INVITE): S.ACTIVE, (S.OPPOSED, R.INVITE): S.OPPOSED,
-    (S.CLOSED, R.INVITE): "lifecycle.closed",
+    (S.OPENED, R.INVITE): S.OPENED, (S.CLOSED, R.INVITE): "lifecycle.closed",
     (S.CLOSED, R.PURGE): S.CLOSED, (S.CREATED, R.PURGE): "lifecycle.not-closed",
     (S.ACTIVE, R.PURGE): "lifecycle.not-closed", (S.OPPOSED, R.PURGE): "lifecycle.not-closed",
+    (S.OPENED, R.PURGE): "lifecycle.not-closed",
 }
 
 #: rule -> (English, French).  The factor refusal never says which factor was wrong.
@@ -125,8 +142,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "Ce code n'est plus valable (ses 6 semaines sont écoulées). Demandez un nouveau code ; une fois le "
         "profil ouvert, il peut être clôturé à tout moment."),
     "lifecycle.no-code": (
-        "No code is waiting for this profile: ask for a new code (it is sent by letter).",
-        "Aucun code n'est en attente pour ce profil : demandez un nouveau code (il est envoyé par courrier)."),
+        "No code is waiting for this profile: ask for a new code (by SMS, e-mail or letter).",
+        "Aucun code n'est en attente pour ce profil : demandez un nouveau code (par SMS, e-mail ou courrier)."),
     "lifecycle.not-created": (
         "This profile is already open: it can no longer be opposed or activated with a letter's code; "
         "it can be closed instead.",
@@ -238,27 +255,58 @@ def check_activation(profile: Profile, *, code_ok: bool, vitale_ok: bool, now: d
 
 def check_factors(profile: Profile, request: Request, *, code_ok: bool, vitale_ok: bool, now: datetime,
                   rules: LifecycleRules = DEFAULT_RULES) -> Decision:
-    """The person's own ACTIVATE or OPPOSE with the letter's factors.  In order: the state allows it, a
-    code is there to check, not locked, the factors match (else one more wrong attempt: the generic
-    refusal, or the lockout refusal when this attempt locks), the code is still valid (an opposed profile
-    opposing again: idempotent, no validity needed)."""
-    step = next_status(profile.status, request)
-    if isinstance(step, dict):
-        return Decision(False, step)
-    missing = _no_code(profile, request)
-    if missing is not None:
-        return Decision(False, missing)
+    """The person's own ACTIVATE or OPPOSE with the letter's factors.  In order: not locked (checked
+    first, whatever the state), the state allows it, a code is there to check, the factors match, the code
+    is still valid (an opposed profile opposing again: idempotent, no validity needed).  Any refusal but
+    the lock counts one attempt (`refused_attempt`)."""
     if profile.locked_until is not None and now < profile.locked_until:
         return Decision(False, locked(profile.locked_until, now))
+    refusal = _factor_refusal(profile, request, code_ok=code_ok, vitale_ok=vitale_ok, now=now)
+    if refusal is None:
+        return Decision(True)
+    return refused_attempt(profile.failed_attempts, refusal, now, rules)
+
+
+def check_code_request(profile: Profile, *, vitale_ok: bool, now: datetime,
+                       rules: LifecycleRules = DEFAULT_RULES) -> Decision:
+    """The holder asks for a code with INS + Vitale serial (created: a lost letter; opened: to activate).
+    Allowed: not locked, the state allows it, the serial matches.  Allowed or not, the request counts one
+    attempt (`count_failure`), so codes cannot be asked for without limit."""
+    if profile.locked_until is not None and now < profile.locked_until:
+        return Decision(False, locked(profile.locked_until, now))
+    step = next_status(profile.status, Request.REQUEST_CODE)
+    refusal = step if isinstance(step, dict) else None if vitale_ok else finding("lifecycle.activation-refused")
+    if refusal is None and profile.status is PatientStatus.CREATED and code_expired(profile, now):
+        refusal = finding("lifecycle.expired-code")  # it opens now; once opened, a code can be asked for
+    counted = refused_attempt(profile.failed_attempts, refusal or finding("lifecycle.activation-refused"), now, rules)
+    if refusal is None:
+        return replace(counted, allowed=True, finding=None)
+    return counted
+
+
+def refused_attempt(failed_attempts: int, refusal: dict[str, object], now: datetime,
+                    rules: LifecycleRules = DEFAULT_RULES) -> Decision:
+    """One more counted attempt after `failed_attempts`: `refusal`, or the lockout when this one locks."""
+    lock = lockout_for(failed_attempts + 1, rules)
+    if lock is None:
+        return Decision(False, refusal, count_failure=True)
+    return Decision(False, locked(now + lock, now), count_failure=True, locked_until=now + lock)
+
+
+def _factor_refusal(profile: Profile, request: Request, *, code_ok: bool, vitale_ok: bool,
+                    now: datetime) -> dict[str, object] | None:
+    step = next_status(profile.status, request)
+    if isinstance(step, dict):
+        return step
+    missing = _no_code(profile, request)
+    if missing is not None:
+        return missing
     if not (code_ok and vitale_ok):
-        lock = lockout_for(profile.failed_attempts + 1, rules)
-        if lock is None:
-            return Decision(False, finding("lifecycle.activation-refused"), count_failure=True)
-        return Decision(False, locked(now + lock, now), count_failure=True, locked_until=now + lock)
+        return finding("lifecycle.activation-refused")
     repeat_opposition = request is Request.OPPOSE and profile.status is PatientStatus.OPPOSED
     if not repeat_opposition and code_expired(profile, now):
-        return Decision(False, finding("lifecycle.expired-code"))
-    return Decision(True)
+        return finding("lifecycle.expired-code")
+    return None
 
 
 def _no_code(profile: Profile, request: Request) -> dict[str, object] | None:
@@ -298,7 +346,8 @@ def activation_values(profile: Profile, now: datetime) -> dict[str, Any]:
 
 
 def opening_values(now: datetime) -> dict[str, Any]:
-    """Opened automatically after the 6 weeks: the letter's code is no longer needed."""
+    """Opened automatically after the 6 weeks (status `opened`): the letter's code is dead; the holder
+    asks for a new one (request_code) to activate.  `activated_at` is the opening (reimbursements)."""
     return {"activated_at": now, "activation": Activation.AUTOMATIC, "code_sha256": ""}
 
 
@@ -317,8 +366,9 @@ def closure_values(now: datetime, rules: LifecycleRules = DEFAULT_RULES) -> dict
 def reissue_expiry(profile: Profile, now: datetime, request: Request,
                    rules: LifecycleRules = DEFAULT_RULES) -> datetime:
     """Until when a new code is valid: a lost letter while created keeps the 6-week deadline; a reversal
-    code or a young adult's invitation gets a full period from now."""
-    if request is Request.REISSUE and profile.status is PatientStatus.CREATED and profile.code_expires_at:
+    code, a young adult's invitation or an opened profile's code gets a full period from now."""
+    keeps_deadline = request in (Request.REISSUE, Request.REQUEST_CODE)
+    if keeps_deadline and profile.status is PatientStatus.CREATED and profile.code_expires_at:
         return profile.code_expires_at
     return now + rules.code_validity
 
@@ -383,7 +433,33 @@ def majority_cutoff(today_paris: date, rules: LifecycleRules = DEFAULT_RULES) ->
 
 def reimbursement_release_at(profile: Profile, rules: LifecycleRules = DEFAULT_RULES) -> datetime | None:
     """When the insurer's reimbursement history may be filed: `reimbursement_delay` after the profile was
-    opened (with the code or automatically); None while it is not."""
-    if profile.activated_at is None or profile.status is not PatientStatus.ACTIVE:
+    opened (with the code or automatically: active or opened); None while it is not open."""
+    if profile.activated_at is None or profile.status not in OPEN_STATUSES:
         return None
     return profile.activated_at + rules.reimbursement_delay
+
+
+class StrangerAttempts:
+    """Attempts on an INS that has no profile, counted like a profile's (same lockout arithmetic), so
+    that neither the answer nor the lockout tells whether an INS has a profile.  In memory, per process,
+    keyed by a digest of the INS, at most `capacity` INS (the oldest entry is dropped first)."""
+
+    def __init__(self, rules: LifecycleRules = DEFAULT_RULES, capacity: int = 100_000) -> None:
+        self._rules = rules
+        self._capacity = capacity
+        self._seen: dict[str, tuple[int, datetime | None]] = {}
+        self._lock = threading.Lock()
+
+    def attempt(self, key: str, now: datetime) -> dict[str, object]:
+        """Count one attempt on `key`; the refusal to answer (the generic one, or the lockout)."""
+        with self._lock:
+            failed, until = self._seen.get(key, (0, None))
+            if until is not None and now < until:
+                return locked(until, now)
+            decision = refused_attempt(failed, finding("lifecycle.activation-refused"), now, self._rules)
+            self._seen.pop(key, None)
+            self._seen[key] = (failed + 1, decision.locked_until)
+            while len(self._seen) > self._capacity:
+                del self._seen[next(iter(self._seen))]
+        assert decision.finding is not None
+        return decision.finding

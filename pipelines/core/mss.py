@@ -138,7 +138,8 @@ REPLIES: Mapping[str, Reply] = {
 }
 #: patient registry status (None = no such INS) -> reason in REPLIES, or None to accept.
 PATIENT_STATUS_REASONS: Mapping[str | None, str | None] = {
-    None: "patient-unknown", "created": None, "active": None, "opposed": "patient-opposed", "closed": "patient-closed",
+    None: "patient-unknown", "created": None, "opened": None, "active": None,
+    "opposed": "patient-opposed", "closed": "patient-closed",
 }
 #: recipient kind -> reason, for kinds that do not depend on a status or on authentication.
 _KIND_REASONS: Mapping[RecipientKind, str | None] = {

@@ -6,7 +6,14 @@ INVISIBLE_REPRESENTANTS_LEGAUX: not the legal representatives of a minor), minor
 their representatives, preferences (channels switched off), quiet hours and the digest window, and
 the texts sent on each channel.
 Rule: texts are built from the event kind alone: they say that something arrived and where to look,
-never what it is (no title, type, author or sender).  SMS carries codes only.
+never what it is (no title, type, author or sender).  SMS carries codes only.  Every e-mail ends with the
+legal notice on data processing that Mon espace santé e-mails carry (LEGAL_NOTICE).
+Decisions: an `opened` profile (opened automatically, never activated) follows its kind's `opened` row
+when the table has one, else the `created` row (never activated: the e-mail the insurer knows, else the
+monthly relevé).  An event naming a `channel` (the person chose how to receive a code) tries that channel
+first within its announcement, then the others in the table's order (SMS without a known phone -> the
+letter); an event naming an `address` too (a contact to confirm) makes exactly one notice, on that
+channel to that address, to the patient themself, if the row allows that channel.
 Does not: read or write anything (pipelines.notify does, through hub.ports).
 """
 
@@ -61,6 +68,8 @@ def policy_from_mapping(data: Mapping[str, Any], *, digest_window_s: int = 3600)
         codes = bool(row.get("codes", False))
         by_status = {PatientStatus(status): _announcements(f"events.{name}.{status}", row[status], codes=codes)
                      for status in PatientStatus if status in row}
+        if PatientStatus.OPENED not in by_status and PatientStatus.CREATED in by_status:
+            by_status[PatientStatus.OPENED] = by_status[PatientStatus.CREATED]  # never activated either
         kinds[kind] = KindRule(by_status=by_status, digest=bool(row.get("digest", False)),
                                urgent=bool(row.get("urgent", False)), codes=codes)
     missing = set(EventKind) - set(kinds)
@@ -109,6 +118,8 @@ def audience(event: Event, patient: PatientRecord | None, representatives: Seque
     reversal = patient.status is PatientStatus.OPPOSED and event.kind is EventKind.ACTIVATION_CODE
     if patient.status in (PatientStatus.OPPOSED, PatientStatus.CLOSED) and not reversal:
         return Audience((), patient.status, f"patient {patient.status}")
+    if event.address:  # a contact the patient gave: the confirmation goes to them, at that address
+        return Audience((addressee_of(patient),), patient.status)
     if INVISIBLE_PATIENT in event.confidentiality:
         return Audience((), patient.status, "document invisible to the patient until its author lifts it")
     if representatives and is_minor(patient, _french_date(event.occurred_at)):
@@ -148,14 +159,33 @@ def plan(event: Event, reach: Reach, policy: NotifyPolicy, *, now: datetime) -> 
     """The notices `event` makes for one addressee: one per announcement whose channel can be used."""
     rule = policy.kinds[event.kind]
     notices: list[Notice] = []
-    for choice in rule.by_status.get(reach.status, ()):
-        for channel in choice:
+    asked = _channel(event.channel)
+    choices = rule.by_status.get(reach.status, ())
+    if event.address:
+        allowed = asked is not None and any(asked in choice for choice in choices)
+        return [_notice(event, reach, asked, event.address, rule, policy, now=now)] if allowed and asked else []
+    for choice in choices:
+        for channel in _preferred(choice, asked):
             addresses = _addresses(channel, reach)
             if addresses:
                 notices.extend(_notice(event, reach, channel, address, rule, policy, now=now)
                                for address in addresses)
                 break
     return notices
+
+
+def _channel(name: str) -> Channel | None:
+    try:
+        return Channel(name) if name else None
+    except ValueError:
+        return None
+
+
+def _preferred(choice: tuple[Channel, ...], asked: Channel | None) -> tuple[Channel, ...]:
+    """The announcement's channels, the one the person asked for first (when it is one of them)."""
+    if asked is None or asked not in choice:
+        return choice
+    return (asked, *(c for c in choice if c is not asked))
 
 
 def _addresses(channel: Channel, reach: Reach) -> tuple[str, ...]:
@@ -244,7 +274,17 @@ _WHAT = {
     EventKind.ACTIVATION_CODE: ("Votre code d'activation", "Voici votre code provisoire d'activation",
                                 "codes d'activation"),
     EventKind.ONE_TIME_CODE: ("Votre code", "Voici votre code", "codes"),
+    EventKind.CONTACT_CHECK: ("Confirmez cette adresse",
+                              "Voici le code qui confirme cette adresse pour les notifications de votre profil "
+                              "Mon espace santé ; saisissez-le dans votre profil", "codes"),
 }
+
+#: the legal notice Mon espace santé e-mails carry (data processing, where to read about one's rights),
+#: word for word from the Assurance Maladie's notification guide (../shared/seeds, "canaux de notifications")
+LEGAL_NOTICE = ("L'envoi de cet e-mail s'inscrit dans le cadre du traitement de données du service dénommé "
+                "« Mon espace santé » mis en œuvre par l'Assurance Maladie et le Ministère de la Santé et de la "
+                "Prévention. Pour en savoir plus sur le traitement et sur vos droits, rendez-vous sur "
+                "monespacesante.fr/protection-donnees-personnelles")
 
 
 def render(notices: Sequence[Notice], *, link: str) -> Outgoing:
@@ -275,6 +315,8 @@ def render(notices: Sequence[Notice], *, link: str) -> Outgoing:
             "Ce message ne contient aucune information médicale. Ne répondez pas à ce message."]
     if first.code:
         body.insert(1, f"Code : {first.code}")
+    if first.channel is Channel.EMAIL:
+        body.append(LEGAL_NOTICE)
     text = "\n\n".join(body)
     html_body = "".join(f"<p>{html.escape(p)}</p>" for p in body)
     page = f"<!doctype html><html lang=\"fr\"><body>{html_body}</body></html>"

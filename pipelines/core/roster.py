@@ -79,7 +79,7 @@ def _check_row(row: dict[str, str | None], line: int) -> list[RosterProblem]:
     found = [RosterProblem(line, "ins", f.message_en)
              for f in check_ins(cell["ins"], cell["oid"], location=f"line {line}", accepted_oids=INS_OIDS)]
     if cell["status"] not in {s.value for s in PatientStatus}:
-        found.append(RosterProblem(line, "status", "must be one of created, active, opposed, closed"))
+        found.append(RosterProblem(line, "status", "must be one of created, opened, active, opposed, closed"))
     try:
         date.fromisoformat(cell["birth_date"])
     except ValueError:

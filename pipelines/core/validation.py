@@ -294,7 +294,7 @@ _PATIENT_STATUS: Mapping[str | None, tuple[str, str | None, str, str]] = {
                "The DMP is closed: the document cannot be stored; inform the patient or their "
                "representative."),
 }
-_PATIENT_OK = frozenset({"created", "active"})
+_PATIENT_OK = frozenset({"created", "opened", "active"})
 
 
 def patient_findings(header: CdaHeader, status: str | None) -> tuple[Finding, ...]:

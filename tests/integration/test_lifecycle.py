@@ -19,7 +19,7 @@ from connectors.outbound.receipts import OppositionReceipts
 from hub.envelope import Envelope
 from hub.errors import NotFound, Refused
 from hub.lifecycle import Activation, Profile
-from hub.notices import Channel, Event, EventKind
+from hub.notices import Channel, Event, EventKind, NoticeState
 from hub.records import PatientRecord, PatientStatus
 from pipelines.core.lifecycle import LifecycleRules
 from pipelines.lifecycle import Lifecycle, LifecyclePorts
@@ -128,7 +128,8 @@ def world(sql_index: SqlIndex, blob_store: MinioBlobStore) -> Iterator[World]:
         index=sql_index, profiles=profiles, announce=announce, representatives=notifications.representatives,
         end_representation=lambda ins: notifications.set_representatives(ins, []), receipts=printer,
         store=blob_store, secret=secrets.token_bytes(32), rules=LifecycleRules(), clock=clock,
-        purge=lambda ins: holder[0].purged.append(ins), audit=lambda *entry: holder[0].audit.append(entry)))
+        purge=lambda ins: holder[0].purged.append(ins), audit=lambda *entry: holder[0].audit.append(entry),
+        withdraw_codes=notifications.withdraw_codes))
     holder.append(World(sql_index, profiles, notifications, lifecycle, clock, printer))
     yield holder[0]
 
@@ -197,7 +198,8 @@ def test_of_eight_concurrent_activations_one_wins_and_the_others_are_told_it_is_
 
     with ThreadPoolExecutor(8) as pool:
         outcomes = sorted(pool.map(attempt, range(8)))
-    assert outcomes == ["lifecycle.not-created"] * 7 + ["won"]
+    # issue 12: every refused attempt counts, so the 5th refusal locks like any series of attempts
+    assert outcomes == ["lifecycle.locked"] * 3 + ["lifecycle.not-created"] * 4 + ["won"]
     assert [a for a in world.audit if a[1] == "lifecycle.activated"] == [
         (CREATED_INS, "lifecycle.activated", f"patient:{CREATED_INS}")]
 
@@ -209,14 +211,58 @@ def test_the_profile_opens_automatically_after_six_weeks(world: World) -> None:
     world.clock.advance(SIX_WEEKS)
     assert world.lifecycle.sweep()["opened"] == 1
     opened = world.profile(CREATED_INS)
-    assert opened.status is S.ACTIVE and opened.activation is Activation.AUTOMATIC
-    assert opened.activated_at == START + SIX_WEEKS and world.status(CREATED_INS) is S.ACTIVE
+    # issue 12: opened automatically is `opened` (an open record), not `active` (activated by its holder)
+    assert opened.status is S.OPENED and opened.activation is Activation.AUTOMATIC
+    assert opened.activated_at == START + SIX_WEEKS and world.status(CREATED_INS) is S.OPENED
+    [letter] = world.notifications.for_patient(CREATED_INS)  # never printed: withdrawn, its dead code erased
+    assert (letter.state, letter.code) == (NoticeState.FAILED, "")
     assert world.lifecycle.reimbursement_release_at(CREATED_INS) == START + SIX_WEEKS + timedelta(hours=48)
     assert world.lifecycle.sweep()["opened"] == 0
-    refused("lifecycle.not-created", world.lifecycle.activate, CREATED_INS, code, SERIAL)
+    refused("lifecycle.no-code", world.lifecycle.activate, CREATED_INS, code, SERIAL)  # the letter's code is dead
     refused("lifecycle.not-created", world.lifecycle.oppose, CREATED_INS)  # too late: close instead
     world.import_roster(line(CREATED_INS))  # the roster still says created: the profile wins
-    assert world.status(CREATED_INS) is S.ACTIVE and len(world.events) == 1
+    assert world.status(CREATED_INS) is S.OPENED and len(world.events) == 1
+
+
+def test_the_holder_of_an_opened_profile_asks_for_a_code_and_only_then_becomes_active(world: World) -> None:
+    world.import_roster(line(CREATED_INS))
+    world.clock.advance(SIX_WEEKS)
+    world.lifecycle.sweep()
+    world.clock.advance(timedelta(weeks=30))          # months later, the holder wants to use their profile
+    assert world.lifecycle.request_code(CREATED_INS, "0000000000", Channel.SMS) is None  # wrong serial: silent
+    assert world.lifecycle.request_code(with_key("1990199123456"), SERIAL) is None         # no profile: silent
+    assert len(world.events) == 1 and world.profile(CREATED_INS).failed_attempts == 1
+    world.lifecycle.request_code(CREATED_INS, SERIAL, Channel.SMS)   # no phone known: a letter
+    world.lifecycle.request_code(CREATED_INS, SERIAL, Channel.POSTAL)  # a second one: the first is withdrawn
+    event = world.events[-1]
+    assert len(world.events) == 3 and event.kind is EventKind.ACTIVATION_CODE and event.channel == "postal"
+    states = [(n.state, bool(n.code)) for n in world.notifications.for_patient(CREATED_INS)]  # newest first
+    assert states == [(NoticeState.QUEUED, True), (NoticeState.FAILED, False), (NoticeState.FAILED, False)]
+    assert event.code_expires == world.clock.now + SIX_WEEKS
+    [letter] = [n for n in world.notifications.for_patient(CREATED_INS) if n.event_id == event.event_id]
+    assert letter.channel is Channel.POSTAL and letter.code == event.code   # `opened` row of the table
+    assert world.status(CREATED_INS) is S.OPENED                            # asking changes nothing yet
+    active = world.lifecycle.activate(CREATED_INS, event.code, SERIAL)
+    assert active.status is S.ACTIVE and active.activation is Activation.CODE and active.failed_attempts == 0
+    assert active.activated_at == START + SIX_WEEKS  # the opening stays the reimbursements' key
+    assert world.status(CREATED_INS) is S.ACTIVE
+    assert world.lifecycle.request_code(CREATED_INS, SERIAL) is None and len(world.events) == 3  # active: none
+    assert all(not n.code for n in world.notifications.for_patient(CREATED_INS))  # the used code's letter too
+    steps = [a[1] for a in world.audit if a[0] == CREATED_INS]
+    assert "lifecycle.code-requested" in steps and "lifecycle.code-request-refused" in steps
+
+
+def test_code_requests_are_rate_limited_like_activation(world: World) -> None:
+    world.import_roster(line(CREATED_INS))
+    for _ in range(5):  # the 5th is still sent, and locks
+        assert world.lifecycle.request_code(CREATED_INS, SERIAL) is None
+    lock = refused("lifecycle.locked", world.lifecycle.request_code, CREATED_INS, SERIAL)
+    assert lock["retry_after_s"] == 900 and len(world.events) == 1 + 5
+    refused("lifecycle.locked", world.lifecycle.activate, CREATED_INS, world.code_for(CREATED_INS), SERIAL)
+    stranger = with_key("1990199123456")                 # an INS without a profile meets the same lock
+    for _ in range(4):
+        assert world.lifecycle.request_code(stranger, SERIAL) is None
+    assert refused("lifecycle.locked", world.lifecycle.request_code, stranger, SERIAL)["retry_after_s"] == 900
 
 
 def test_opposition_gives_a_stored_receipt_and_a_new_code_reverses_it(world: World) -> None:

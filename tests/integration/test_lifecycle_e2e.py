@@ -210,7 +210,7 @@ def test_without_activation_or_opposition_the_profile_opens_after_six_weeks(hub:
     assert profile(hub, NEW)["status"] == "created"
     assert later(hub, timedelta(weeks=6, minutes=1))["lifecycle"]["opened"] == 2  # NEW and LOCKED
     opened = profile(hub, NEW)
-    assert (opened["status"], opened["activation"]) == ("active", "automatic")
+    assert (opened["status"], opened["activation"]) == ("opened", "automatic")  # issue 12: not `active`
 
 
 def test_ten_years_after_closure_the_record_is_purged_and_the_trail_still_verifies(

@@ -37,14 +37,20 @@ def created(**changes: object) -> Profile:
 
 EXPECTED: dict[tuple[PatientStatus, Request], PatientStatus | str] = {
     (S.CREATED, R.ACTIVATE): S.ACTIVE, (S.ACTIVE, R.ACTIVATE): S.ACTIVE, (S.OPPOSED, R.ACTIVATE): S.ACTIVE,
-    (S.CLOSED, R.ACTIVATE): "lifecycle.closed",
+    (S.CLOSED, R.ACTIVATE): "lifecycle.closed", (S.OPENED, R.ACTIVATE): S.ACTIVE,
+    (S.OPENED, R.OPPOSE): "lifecycle.not-created", (S.OPENED, R.REISSUE): S.OPENED,
+    (S.OPENED, R.CLOSE): S.CLOSED, (S.OPENED, R.AUTO_OPEN): "lifecycle.not-created",
+    (S.OPENED, R.INVITE): S.OPENED, (S.OPENED, R.PURGE): "lifecycle.not-closed",
+    (S.CREATED, R.REQUEST_CODE): S.CREATED, (S.OPENED, R.REQUEST_CODE): S.OPENED,
+    (S.ACTIVE, R.REQUEST_CODE): "lifecycle.not-reissuable", (S.OPPOSED, R.REQUEST_CODE): "lifecycle.opposed",
+    (S.CLOSED, R.REQUEST_CODE): "lifecycle.closed",
     (S.CREATED, R.OPPOSE): S.OPPOSED, (S.ACTIVE, R.OPPOSE): "lifecycle.not-created",
     (S.OPPOSED, R.OPPOSE): S.OPPOSED, (S.CLOSED, R.OPPOSE): "lifecycle.closed",
     (S.CREATED, R.REISSUE): S.CREATED, (S.ACTIVE, R.REISSUE): "lifecycle.not-reissuable",
     (S.OPPOSED, R.REISSUE): S.OPPOSED, (S.CLOSED, R.REISSUE): "lifecycle.closed",
     (S.CREATED, R.CLOSE): S.CLOSED, (S.ACTIVE, R.CLOSE): S.CLOSED, (S.OPPOSED, R.CLOSE): "lifecycle.opposed",
     (S.CLOSED, R.CLOSE): S.CLOSED,
-    (S.CREATED, R.AUTO_OPEN): S.ACTIVE, (S.ACTIVE, R.AUTO_OPEN): "lifecycle.not-created",
+    (S.CREATED, R.AUTO_OPEN): S.OPENED, (S.ACTIVE, R.AUTO_OPEN): "lifecycle.not-created",
     (S.OPPOSED, R.AUTO_OPEN): "lifecycle.not-created", (S.CLOSED, R.AUTO_OPEN): "lifecycle.closed",
     (S.CREATED, R.INVITE): S.CREATED, (S.ACTIVE, R.INVITE): S.ACTIVE, (S.OPPOSED, R.INVITE): S.OPPOSED,
     (S.CLOSED, R.INVITE): "lifecycle.closed",
@@ -121,7 +127,7 @@ def test_right_factors_activate_until_the_last_microsecond_of_the_six_weeks() ->
     profile = created()
     assert lc.check_activation(profile, code_ok=True, vitale_ok=True, now=NOW + SIX_WEEKS - US).allowed
     expired = lc.check_activation(profile, code_ok=True, vitale_ok=True, now=NOW + SIX_WEEKS)
-    assert not expired.allowed and not expired.count_failure
+    assert not expired.allowed and expired.count_failure  # issue 12: every refused attempt counts
     assert expired.finding is not None and expired.finding["rule"] == "lifecycle.expired-code"
 
 
@@ -158,9 +164,70 @@ def test_attempts_while_locked_are_neither_checked_nor_counted() -> None:
     (created(status=S.ACTIVE, code_sha256=""), "lifecycle.not-created"),
     (created(status=S.OPPOSED, code_expires_at=None), "lifecycle.no-code"),
 ])
-def test_activation_refused_by_state_before_any_factor(profile: Profile, rule: str) -> None:
+def test_activation_refused_by_state_before_any_factor_and_counted(profile: Profile, rule: str) -> None:
     decision = lc.check_activation(profile, code_ok=False, vitale_ok=False, now=NOW)
-    assert not decision.count_failure and decision.finding is not None and decision.finding["rule"] == rule
+    assert decision.count_failure and decision.finding is not None and decision.finding["rule"] == rule
+    locking = lc.check_activation(replace(profile, failed_attempts=4), code_ok=False, vitale_ok=False, now=NOW)
+    assert locking.locked_until == NOW + timedelta(minutes=15)  # the same lockout in every state (issue 12)
+    assert locking.finding is not None and locking.finding["rule"] == "lifecycle.locked"
+
+
+@pytest.mark.parametrize("status", list(PatientStatus))
+def test_the_lock_is_checked_first_in_every_state(status: PatientStatus) -> None:
+    profile = created(status=status, failed_attempts=5, locked_until=NOW + timedelta(minutes=1))
+    for request_ in (Request.ACTIVATE, Request.OPPOSE):
+        decision = lc.check_factors(profile, request_, code_ok=False, vitale_ok=False, now=NOW)
+        assert decision.finding is not None and decision.finding["rule"] == "lifecycle.locked"
+        assert not decision.count_failure
+    asked = lc.check_code_request(profile, vitale_ok=True, now=NOW)
+    assert not asked.allowed and asked.finding is not None and asked.finding["rule"] == "lifecycle.locked"
+
+
+def test_an_opened_profile_activates_with_a_requested_code_and_keeps_its_opening() -> None:
+    opened = created(status=S.OPENED, activated_at=NOW, activation=Activation.AUTOMATIC,
+                     code_expires_at=NOW + timedelta(weeks=7) + SIX_WEEKS)
+    later = NOW + timedelta(weeks=7)
+    assert lc.check_activation(opened, code_ok=True, vitale_ok=True, now=later).allowed
+    no_code = lc.check_activation(replace(opened, code_sha256=""), code_ok=False, vitale_ok=True, now=later)
+    assert no_code.finding is not None and no_code.finding["rule"] == "lifecycle.no-code"
+    values = lc.activation_values(opened, later)
+    assert values["activated_at"] == NOW and values["activation"] is Activation.CODE
+    assert lc.reissue_expiry(opened, later, Request.REQUEST_CODE) == later + SIX_WEEKS
+    assert lc.reissue_expiry(created(), later, Request.REQUEST_CODE) == NOW + SIX_WEEKS  # a lost letter
+
+
+@pytest.mark.parametrize(("status", "serial_ok", "allowed"), [
+    (S.CREATED, True, True), (S.OPENED, True, True), (S.OPENED, False, False), (S.ACTIVE, True, False),
+    (S.OPPOSED, True, False), (S.CLOSED, True, False),
+])
+def test_a_code_request_counts_one_attempt_whatever_its_outcome(status: PatientStatus, serial_ok: bool,
+                                                                allowed: bool) -> None:
+    decision = lc.check_code_request(created(status=status), vitale_ok=serial_ok, now=NOW)
+    assert decision.allowed is allowed and decision.count_failure
+    fifth = lc.check_code_request(created(status=status, failed_attempts=4), vitale_ok=serial_ok, now=NOW)
+    assert fifth.allowed is allowed and fifth.locked_until == NOW + timedelta(minutes=15)
+
+
+def test_a_created_profile_past_its_six_weeks_gets_no_code_until_it_is_opened() -> None:
+    late = lc.check_code_request(created(), vitale_ok=True, now=NOW + SIX_WEEKS)
+    assert not late.allowed and late.count_failure
+    assert late.finding is not None and late.finding["rule"] == "lifecycle.expired-code"
+
+
+def test_an_unknown_ins_meets_the_same_refusals_and_lockout_as_a_profile() -> None:
+    strangers = lc.StrangerAttempts(capacity=2)
+    refusals = [strangers.attempt("k1", NOW) for _ in range(5)]
+    assert [r["rule"] for r in refusals] == ["lifecycle.activation-refused"] * 4 + ["lifecycle.locked"]
+    profile = created()
+    for attempt in range(5):
+        decision = lc.check_activation(replace(profile, failed_attempts=attempt), code_ok=False, vitale_ok=False,
+                                       now=NOW)
+        assert decision.finding is not None and decision.finding["rule"] == refusals[attempt]["rule"]
+    assert refusals[-1]["retry_after_s"] == 900
+    assert strangers.attempt("k1", NOW + timedelta(minutes=14))["rule"] == "lifecycle.locked"  # not counted
+    strangers.attempt("k2", NOW)
+    strangers.attempt("k3", NOW)  # capacity 2: the oldest (k1) is forgotten
+    assert strangers.attempt("k1", NOW)["rule"] == "lifecycle.activation-refused"
 
 
 def test_a_reversal_code_and_a_young_adults_code_activate() -> None:
@@ -210,6 +277,8 @@ def test_reimbursements_are_released_48_hours_after_any_opening() -> None:
     assert lc.reimbursement_release_at(replace(opened, activation=Activation.CODE)) == NOW + timedelta(hours=48)
     assert lc.reimbursement_release_at(created()) is None
     assert lc.reimbursement_release_at(replace(opened, status=S.CLOSED)) is None
+    never_activated = replace(opened, status=S.OPENED)  # issue 12: opened automatically, keyed on the opening
+    assert lc.reimbursement_release_at(never_activated) == NOW + timedelta(hours=48)
 
 
 @pytest.mark.parametrize(("closed_at", "purge_after"), [

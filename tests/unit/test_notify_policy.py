@@ -10,6 +10,7 @@ import copy
 import itertools
 import re
 import tomllib
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ REP_INS = "2690175123457"
 
 def _event(kind: EventKind, *, ins: str = PATIENT_INS, at: datetime = NOW, confidentiality: tuple[str, ...] = (),
            subject_id: str = SECRET_ID) -> Event:
-    codes = kind in (K.ACTIVATION_CODE, K.ONE_TIME_CODE)
+    codes = kind in (K.ACTIVATION_CODE, K.ONE_TIME_CODE, K.CONTACT_CHECK)
     return Event(event_id=f"{kind}:{subject_id}", kind=kind, ins=ins, occurred_at=at, subject_id=subject_id,
                  confidentiality=confidentiality, urgent=codes, code=CODE if codes else "",
                  code_expires=CODE_EXPIRES if codes else None)
@@ -93,16 +94,28 @@ def _one(notices: list[Notice], channel: Channel) -> Notice:
 
 # --- plan(): event kind x status x contacts x preferences -> (channel, address) ------------------
 
+def _expected_code(status: PatientStatus, *, email: bool, postal: bool, phone: bool) -> set[tuple[Channel, str]]:
+    """The provisional code, by letter: a new profile, a lost letter, a reversal, 18; never activated and no
+    postal address known: the e-mail, else an SMS (issue 12)."""
+    if status in (S.CREATED, S.OPENED) and not postal:
+        return {(C.EMAIL, EMAIL)} if email else {(C.SMS, PHONE)} if phone else set()
+    return {(C.POSTAL, POSTAL)} if status is not S.CLOSED and postal else set()
+
+
 def _expected(kind: EventKind, status: PatientStatus, *, email: bool, postal: bool, phone: bool, devices: bool,
               email_on: bool, push_on: bool) -> set[tuple[Channel, str]]:
     """The rules, as the hub's users state them (independently of how the TOML is laid out)."""
-    if kind is K.ACTIVATION_CODE:                     # the provisional code, by letter: a new profile, a lost
-        return {(C.POSTAL, POSTAL)} if status is not S.CLOSED and postal else set()  # letter, a reversal, 18
+    if kind is K.ACTIVATION_CODE:
+        return _expected_code(status, email=email and email_on, postal=postal, phone=phone)
     if status in (S.OPPOSED, S.CLOSED):
         return set()
+    if kind is K.CONTACT_CHECK:                       # a code to confirm an address: active profiles only
+        if status is not S.ACTIVE:
+            return set()
+        return ({(C.EMAIL, EMAIL)} if email and email_on else set()) | ({(C.SMS, PHONE)} if phone else set())
     if kind is K.ONE_TIME_CODE:                       # SMS, codes only, whatever the preferences
         return {(C.SMS, PHONE)} if phone else set()
-    if status is S.CREATED:                           # not activated: e-mail, else the postal relevé
+    if status in (S.CREATED, S.OPENED):               # not activated: e-mail, else the postal relevé
         if email and email_on:
             return {(C.EMAIL, EMAIL)}
         return {(C.POSTAL, POSTAL)} if postal else set()
@@ -162,11 +175,55 @@ def test_plan_examples(kind: EventKind, status: PatientStatus, reach: Reach, exp
     assert _pairs(plan(_event(kind), reach, POLICY, now=NOW)) == expected
 
 
-@pytest.mark.parametrize("kind", [k for k in K if k is not K.ONE_TIME_CODE])
+@pytest.mark.parametrize("kind", [k for k in K if k not in (K.ONE_TIME_CODE, K.ACTIVATION_CODE, K.CONTACT_CHECK)])
 @pytest.mark.parametrize("status", list(S))
-def test_no_sms_except_one_time_codes(kind: EventKind, status: PatientStatus) -> None:
+def test_no_sms_except_codes(kind: EventKind, status: PatientStatus) -> None:
     reach = _reach(status, email="", postal="", devices=())      # only a phone number is known
     assert all(n.channel is not C.SMS for n in plan(_event(kind), reach, POLICY, now=NOW))
+
+
+@pytest.mark.parametrize(("asked", "known", "expected"), [
+    ("", {"email", "postal", "phone"}, C.POSTAL),      # the roster's letter, an operator's new code
+    ("sms", {"email", "postal", "phone"}, C.SMS),      # the holder asked: the phone the insurer knows
+    ("email", {"email", "postal", "phone"}, C.EMAIL),
+    ("postal", {"email", "postal", "phone"}, C.POSTAL),
+    ("sms", {"email", "postal"}, C.POSTAL),            # no phone known: the letter
+    ("email", {"postal", "phone"}, C.POSTAL),
+    ("sms", {"email"}, C.EMAIL),                       # nothing else: the next channel of the row
+])
+@pytest.mark.parametrize("status", [S.CREATED, S.OPENED])
+def test_a_requested_code_goes_on_the_channel_asked_for_else_by_letter(asked: str, known: set[str], expected: Channel,
+                                                                      status: PatientStatus) -> None:
+    reach = _reach(status, email=EMAIL if "email" in known else "", postal=POSTAL if "postal" in known else "",
+                   phone=PHONE if "phone" in known else "")
+    event = Event(event_id="activation:x:2", kind=K.ACTIVATION_CODE, ins=PATIENT_INS, occurred_at=NOW, urgent=True,
+                  code=CODE, code_expires=CODE_EXPIRES, channel=asked)
+    [notice] = plan(event, reach, POLICY, now=NOW)
+    assert notice.channel is expected and notice.code == CODE and notice.due_at == NOW
+
+
+def test_an_opened_profile_is_notified_like_a_created_one() -> None:
+    for kind in K:
+        assert POLICY.kinds[kind].by_status.get(S.OPENED) == POLICY.kinds[kind].by_status.get(S.CREATED) \
+            or kind is K.ACTIVATION_CODE
+    mapping = {"events": {k.value: {"created": ["email|postal"], "active": ["email"]} for k in K}}
+    policy = policy_from_mapping(mapping)
+    assert policy.kinds[K.NEW_DOCUMENT].by_status[S.OPENED] == ((C.EMAIL, C.POSTAL),)
+
+
+def test_a_contact_check_goes_to_the_given_address_only_and_e_mails_carry_the_legal_notice() -> None:
+    reach = _reach(S.ACTIVE, prefs=Preferences(email=False))    # even with e-mails switched off
+    event = Event(event_id="contact:t:email", kind=K.CONTACT_CHECK, ins=PATIENT_INS, occurred_at=NIGHT, urgent=True,
+                  code=CODE, code_expires=CODE_EXPIRES, channel="email", address="new@example.org")
+    [notice] = plan(event, reach, POLICY, now=NIGHT)
+    assert (notice.channel, notice.address, notice.code, notice.due_at) == (C.EMAIL, "new@example.org", CODE, NIGHT)
+    out = render([notice], link=LINK)
+    assert CODE in out.text and "monespacesante.fr/protection-donnees-personnelles" in out.text
+    assert "traitement de données du service dénommé « Mon espace santé »" in out.text
+    assert out.html is not None and "protection-donnees-personnelles" in out.html
+    assert plan(event, _reach(S.CREATED), POLICY, now=NOW) == []   # only an active profile changes contacts
+    sms = render(plan(replace(event, channel="sms", address="+33700000000"), reach, POLICY, now=NOW), link=LINK)
+    assert sms.channel is C.SMS and CODE in sms.text and "protection" not in sms.text
 
 
 def test_activation_code_letter_carries_code_and_expiry() -> None:
