@@ -31,6 +31,10 @@ class Credential:
     profession: str = ""  # role "professional": JDV_J01 profession (G15_10 médecin, G15_21 pharmacien...)
     specialty: str = ""  # role "professional": specialty (SM54...), for médecins
     regulator: bool = False  # role "professional": SAMU / Centre 15 regulator (regulation access)
+    #: MSSanté addresses this credential may send as after SMTP AUTH (MAIL FROM): "name@domain" exactly, "domain"
+    #: any address of it, "*.domain" any address of a subdomain; lower-cased.  A patient credential may also send
+    #: as its own <ins>@patient domain.  Empty: the credential sends no mail (550 5.7.1 mss.sender.not-yours).
+    mail_addresses: tuple[str, ...] = ()
 
 
 #: producer: sends documents; admin: operates the hub; patient: their own record and mailbox;
@@ -211,12 +215,28 @@ def _credentials(rows: Any) -> tuple[Credential, ...]:
             cred = Credential(name=str(row["name"]), role=str(row["role"]), token_sha256=str(row["token_sha256"]),
                               ins=str(row.get("ins", "")), idnps=str(row.get("idnps", "")),
                               profession=str(row.get("profession", "")), specialty=str(row.get("specialty", "")),
-                              regulator=bool(row.get("regulator", False)))
+                              regulator=bool(row.get("regulator", False)),
+                              mail_addresses=mail_addresses(row.get("mail_addresses", ()), f"config credentials[{i}]"))
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"config credentials[{i}] needs name, role and token_sha256") from exc
         _check_credential(cred, f"config credentials[{i}]")
         out.append(cred)
     return tuple(out)
+
+
+_LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+_MAIL_ADDRESS = re.compile(rf"(?:[^@\s]+@)?(?:\*\.)?{_LABEL}(?:\.{_LABEL})+")
+
+
+def mail_addresses(value: Any, where: str) -> tuple[str, ...]:
+    """A credential's `mail_addresses`: a list of "name@domain", "domain" or "*.domain", lower-cased."""
+    if isinstance(value, str) or not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}.mail_addresses must be a list of addresses or domains")
+    found = tuple(v.strip().lower() for v in value)
+    bad = next((v for v in found if not _MAIL_ADDRESS.fullmatch(v)), None)
+    if bad is not None:
+        raise ConfigError(f"{where}.mail_addresses: {bad!r} is neither an address nor a domain")
+    return found
 
 
 def _check_credential(cred: Credential, where: str) -> None:

@@ -126,6 +126,10 @@ class MailAdmission(Protocol):
 
     def check_recipient(self, address: str, *, mail_from: str, auth: str) -> Reply | None: ...
 
+    def check_message(self, content: bytes, *, mail_from: str, auth: str) -> Reply | None:
+        """At DATA, on the message as received (e.g. a null reverse-path carrying documents)."""
+        ...
+
 
 class Mailboxes(Protocol):
     """Patient mailboxes and per-recipient delivery states (storage.mailbox implements it)."""

@@ -47,12 +47,15 @@ def secrets_for(data_dir: Path) -> dict[str, str]:
     return {k: str(v) for k, v in data.items()}
 
 
-#: the development identities of the embedded default: role -> name (and a professional's identity)
+#: the development identities of the embedded default: role -> name (and a professional's identity).
+#: `mail_addresses`: what each may send as after SMTP AUTH (the producer: its establishment's domain; the
+#: professional: their own box); the admin and the insurer send no MSSanté mail.
 DEV_IDENTITIES: dict[str, dict[str, Any]] = {
-    "producer": {"name": "dev-producer"},
+    "producer": {"name": "dev-producer", "mail_addresses": ["hopital-dev.mssante.fr"]},
     "admin": {"name": "admin"},
     "insurer": {"name": "dev-insurer"},
-    "professional": {"name": "dev-medecin", "idnps": "810000000019", "profession": "G15_10", "specialty": "SM54"},
+    "professional": {"name": "dev-medecin", "idnps": "810000000019", "profession": "G15_10", "specialty": "SM54",
+                     "mail_addresses": ["dev.medecin@medecin.mssante.fr"]},
 }
 
 
@@ -68,8 +71,15 @@ def dev_credentials(data_dir: Path) -> tuple[tuple[Credential, ...], bool]:
         _write_private(path, data)
     creds = tuple(Credential(name=entry["name"], role=role, token_sha256=token_sha256(entry["token"]),
                              idnps=entry.get("idnps", ""), profession=entry.get("profession", ""),
-                             specialty=entry.get("specialty", "")) for role, entry in data.items())
+                             specialty=entry.get("specialty", ""),
+                             mail_addresses=_mail_addresses(role, entry)) for role, entry in data.items())
     return creds, created
+
+
+def _mail_addresses(role: str, entry: dict[str, Any]) -> tuple[str, ...]:
+    """The entry's addresses; a credentials.json written before addresses existed gets the role's default."""
+    given = entry.get("mail_addresses", DEV_IDENTITIES.get(role, {}).get("mail_addresses", ()))
+    return tuple(str(a).lower() for a in given)
 
 
 def read_credentials(data_dir: Path) -> dict[str, Any]:

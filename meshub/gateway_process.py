@@ -29,6 +29,7 @@ from config.settings import Settings
 from connectors.inbound.smtp_server import SmtpGateway
 from hub.auth import Authenticator
 from hub.errors import ConfigError
+from pipelines.core.mime import MailLimits
 from pipelines.core.mss import MssRules
 from pipelines.mail_admission import Admission
 from storage.index import SqlIndex
@@ -109,7 +110,8 @@ def _serve(plan: GatewayPlan, listener: socket.socket, pipe: Connection) -> None
     try:
         spool.start()
         rules = MssRules.from_mapping(mail.rules)
-        gateway = SmtpGateway(spool=spool, admission=Admission(rules, index),
+        gateway = SmtpGateway(spool=spool, admission=Admission(rules, index, settings.credentials,
+                                                                  mail_limits=MailLimits(**mail.limits.mime)),
                               authenticator=Authenticator(settings.credentials), host=mail.smtp_host,
                               sock=listener, hostname=mail.hostname, cert_path=plan.cert, key_path=plan.key,
                               require_tls=mail.require_tls, max_message_bytes=mail.max_message_bytes,

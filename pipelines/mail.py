@@ -3,7 +3,9 @@
 Owns, for one queued mail on the intake queue (hub.mailqueue):
   parse (pipelines.core.mime) -> per recipient of the SMTP envelope:
     patient address  -> masking check, file the XDM's CDA documents into the record (through
-                        intake, so the same validation/classification/index applies), keep the
+                        intake, so the same validation/classification/index applies) only from an
+                        identified sender, only for the mailbox's patient, and all or nothing
+                        (pipelines.core.mail_trust), keep the
                         message in the patient's mailbox, DSN "delivered" if NOTIFY=SUCCESS;
                         the integration report (MDN or notice) goes once every filed document
                         is final (IntegrationReports: after the filing, or after the CDA pipeline)
@@ -38,7 +40,8 @@ from hub.records import (
     SubmissionRecord,
     SubmissionStatus,
 )
-from pipelines.core.findings import Finding, Severity
+from pipelines.core.findings import Finding
+from pipelines.core.mail_trust import Carried, all_or_nothing, mailbox_findings, sender_may_file
 from pipelines.core.mime import MailLimits, ParsedMail, find_xdm, parse_mail
 from pipelines.core.mss import MssRules, RecipientKind, classify_recipient, masking_findings, mss_flags
 from pipelines.core.xdm import XdmLimits, XdmReport, read_xdm
@@ -126,7 +129,7 @@ class MailPipeline:
             self._bounce(q, rcpt, "patient", MASKED)
             return
         message_id = f"{q.envelope.submission_id}-{n}"
-        filing, documents = _filing_plan(q, message_id, rcpt.address, xdm, ins)
+        filing, documents = _filing_plan(q, message_id, rcpt.address, xdm, ins, self._p.rules)
         if self._p.mailboxes.message(message_id) is None:  # a redelivery does not file the documents again
             self._file_documents(q, filing, documents)
             # A delivery report (null sender) is a notice about the patient's own mail, not someone writing
@@ -152,7 +155,7 @@ class MailPipeline:
         for filed, (data, codes) in zip(filing.documents, documents, strict=True):
             self._p.intake.accept(data, source, submission_id=filed.submission_id, confidentiality=codes)
         if filing.findings:
-            log.warning("mail submission=%s: %d XDM problem(s), first %s", q.envelope.submission_id,
+            log.warning("mail submission=%s: nothing filed, %d problem(s), first %s", q.envelope.submission_id,
                         len(filing.findings), filing.findings[0].get("rule"))
 
     def _record(self, q: Queued, message_id: str, mailbox: str, direction: str, correspondent: str,
@@ -258,23 +261,28 @@ def derived_submission_id(identity: str, at: datetime) -> str:
     return f"{int(at.timestamp() * 1000):012x}{hashlib.sha256(identity.encode()).hexdigest()[:20]}"
 
 
-def _filing_plan(q: Queued, message_id: str, mailbox: str, xdm: XdmReport, ins: str
+def _filing_plan(q: Queued, message_id: str, mailbox: str, xdm: XdmReport, ins: str, rules: MssRules
                  ) -> tuple[MailFiling, tuple[Filed, ...]]:
-    """What this mail files for this patient: each CDA of the XDM that names them, under a submission id
-    derived from the mailbox copy and its place in the XDM (so filing again submits nothing twice), with
-    the masking codes its XDS metadata gives, and what kept documents out (an unreadable or hostile XDM,
-    another patient's INS)."""
-    errors = [f for f in xdm.findings if f.severity is Severity.ERROR]
+    """What this mail files for this patient (pipelines.core.mail_trust): every CDA of its XDM, or none.
+
+    Nothing when the sender may not file (the null reverse-path, an unauthenticated sender outside the
+    trust list), nor when one member is hostile or refused (an XDM error, a metadata patientId or a
+    recordTarget INS that is not the mailbox's, or empty): the findings say why, closed by
+    `xdm.rejected`, and go to the sender in the integration report.  Otherwise each document under a
+    submission id derived from the mailbox copy and its place in the XDM (so filing again submits
+    nothing twice), with the masking codes its XDS metadata gives."""
+    carries = bool(xdm.documents or xdm.findings)
+    refusal = sender_may_file(q.smtp.mail_from, auth=q.smtp.auth, rules=rules) if carries else None
+    carried = [Carried(f"{d.entry.subset}#{d.entry.entry_id}"[:200], d.data, d.entry.patient_ins)
+               for d in xdm.documents]
+    errors: tuple[Finding, ...] = (refusal,) if refusal is not None else \
+        all_or_nothing((*xdm.findings, *mailbox_findings(carried, ins)))
     filed: list[FiledDocument] = []
     data: list[Filed] = []
-    for n, document in enumerate(xdm.documents):
-        entry = document.entry
-        if entry.patient_ins and entry.patient_ins != ins:
-            errors.append(_other_patient(entry.subset, entry.entry_id))
-            continue
+    for n, (document, where) in enumerate(() if errors else zip(xdm.documents, carried, strict=True)):
         submission_id = derived_submission_id(f"mss-document:{message_id}:{n}", q.envelope.received_at)
-        filed.append(FiledDocument(submission_id, f"{entry.subset}#{entry.entry_id}"[:200]))
-        data.append((document.data, tuple(c for c in entry.confidentiality if c in PRODUCER_CODES)))
+        filed.append(FiledDocument(submission_id, where.location))
+        data.append((document.data, tuple(c for c in document.entry.confidentiality if c in PRODUCER_CODES)))
     return MailFiling(message_id=message_id, mail_submission_id=q.envelope.submission_id, mailbox=mailbox,
                       received_at=q.envelope.received_at, documents=tuple(filed),
                       findings=tuple(f.to_dict() for f in errors)), tuple(data)
@@ -304,12 +312,6 @@ _REJECTED: dict[str, object] = {
     "rule": "document.rejected", "code": None,
     "message_fr": "Ce document a été refusé : il n'a pas été classé.",
     "message_en": "This document was rejected: it was not filed."}
-
-
-def _other_patient(subset: str, entry_id: str) -> Finding:
-    return Finding(rule="mss.xdm.other-patient", location=f"{subset}#{entry_id}", code="904",
-                   message_fr="Ce document concerne un autre patient que le destinataire : il n'a pas été classé.",
-                   message_en="This document is about another patient than the recipient: it was not filed.")
 
 
 def _xdm_of(mail: ParsedMail, limits: XdmLimits) -> XdmReport:

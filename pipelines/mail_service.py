@@ -2,7 +2,8 @@
 
 Owns: hub.ports.MailService.  Each action checks the MSSanté rules (pipelines.core.mss: a patient
 writes only to a professional who wrote first and did not close the exchange, or to a pharmacy
-listed for first contact; a document masked from professionals is never mailed to one), composes
+listed for first contact; a document masked from professionals is never mailed to one; a message's
+documents are filed only into the mailbox owner's record, all or nothing: core.mail_trust), composes
 the message (pipelines.core.reports, with a QR code for an e-prescription) and queues it through
 intake exactly as the SMTP gateway does, so the mail pipeline routes and records it.  A document sent on
 is read through the record's access rules (hub.ports.RecordService.document, as the patient): one
@@ -25,6 +26,8 @@ from hub.mailqueue import MAIL_CONTENT_TYPE, SmtpEnvelope, SmtpRecipient, pack
 from hub.ports import BlobStore, Index, Mailboxes, RecordService
 from hub.records import MessageRecord
 from pipelines.core.findings import Finding, Severity
+from pipelines.core.mail_trust import Carried, all_or_nothing, mailbox_findings
+from pipelines.core.mail_trust import finding as mail_finding
 from pipelines.core.mime import Attachment, ParsedMail, find_xdm, parse_mail
 from pipelines.core.mss import MssRules, RecipientKind, ThreadFacts, classify_recipient, may_patient_reply
 from pipelines.core.prescription import prescription_number, qr_png
@@ -103,13 +106,28 @@ class PatientMail:
         return self._queue(ins, target.address, raw)
 
     def file_attachments(self, ins: str, message_id: str) -> list[str]:
-        """The XDM's documents naming this patient, and any plain CDA attachment, go to intake."""
-        mail = self._parsed(self._message(ins, message_id))
+        """File the message's CDA documents (its XDM's, and any plain CDA attachment) into this patient's
+        record, all or nothing (pipelines.core.mail_trust): a delivery report (null reverse-path) files
+        nothing (`mss.sender.untrusted`); a hostile or unreadable XDM files nothing (`xdm.rejected`); a
+        document whose metadata patientId or recordTarget INS is not this patient's, or is empty, files
+        nothing (`xdm.patient-mismatch`, DMP 904).  Each refusal is Refused before anything reaches intake."""
+        record = self._message(ins, message_id)
+        if record.direction == "notice":
+            raise Refused(mail_finding("mss.sender.untrusted", "MAIL FROM").to_dict())
+        mail = self._parsed(record)
         xdm = find_xdm(mail)
-        documents = [d.data for d in read_xdm(xdm.data).documents if d.entry.patient_ins in ("", ins)] if xdm else []
-        documents += [a.data for a in mail.attachments if a.content_type in CDA_TYPES]
+        report = read_xdm(xdm.data) if xdm is not None else None
+        carried = [Carried(f"{d.entry.subset}#{d.entry.entry_id}"[:200], d.data, d.entry.patient_ins)
+                   for d in (report.documents if report is not None else ())]
+        carried += [Carried(a.filename[:200] or "attachment", a.data) for a in mail.attachments
+                    if a.content_type in CDA_TYPES]
+        refused = all_or_nothing((*(report.findings if report is not None else ()), *mailbox_findings(carried, ins)))
+        if refused:
+            mismatch = next((f for f in refused if f.rule == "xdm.patient-mismatch"), None)
+            first = mismatch or refused[-1]
+            raise Refused({**first.to_dict(), "findings": [f.to_dict() for f in refused]})
         source = Source(kind="mailbox", producer="patient")
-        return [self._intake.accept(data, source).submission_id for data in documents]
+        return [self._intake.accept(document.data, source).submission_id for document in carried]
 
     # -- helpers -----------------------------------------------------------------------------------------
 

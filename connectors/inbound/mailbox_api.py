@@ -3,7 +3,8 @@
 Owns: who may touch which mailbox (the read table first, connectors.inbound.read_gate: 403 `read.role`
 for the insurer and professionals, 404 once the profile is closed, the admin's reads traced; then the
 patient themself with a `patient` credential bound to their INS, or an admin), HTTP status codes, and
-reading message bytes back from storage.
+reading message bytes back from storage.  An admin's
+look at a message marks nothing read and sends no read receipt; an admin files nothing (`write.role`).
 Does not: decide whether a reply is allowed or compose mail (hub.ports.MailService does, in
 pipelines.mail); a refusal comes back as hub.errors.Refused and becomes 403 with its finding.
 """
@@ -45,8 +46,14 @@ async def _mailbox_owner(ins: str, request: Request, cred: Annotated[Credential,
                     "Seul le patient (ou un administrateur) peut utiliser cette messagerie.")
 
 
+def _own_reading(cred: Credential, ins: str) -> bool:
+    """Whether this is the patient's own use of their mailbox (not an operator's): only that marks a
+    message read, sends the read receipt (MDN displayed) and files documents into the record."""
+    return cred.role == "patient" and cred.ins == ins
+
+
 def _refused(exc: Refused) -> HTTPException:
-    return HTTPException(403, detail={"code": "refused", "finding": exc.finding,
+    return HTTPException(403, detail={"code": str(exc.finding.get("rule") or "refused"), "finding": exc.finding,
                                       "message_en": exc.finding.get("message_en", ""),
                                       "message_fr": exc.finding.get("message_fr", "")})
 
@@ -122,8 +129,10 @@ def _write_routes(app: FastAPI, ctx: ApiContext) -> None:
 
     @app.get("/v1/patients/{ins}/messages/{message_id}",
              summary="One message's metadata; marks it read (and sends the read receipt it asked for)")
-    async def read_message(ins: str, message_id: str, _cred: Owner) -> dict[str, Any]:
-        await _owned(ctx, ins, message_id)
+    async def read_message(ins: str, message_id: str, cred: Owner) -> dict[str, Any]:
+        record = await _owned(ctx, ins, message_id)
+        if not _own_reading(cred, ins):  # an operator's look is not the patient's reading: no read mark, no MDN
+            return dict(record.to_dict())
         record = await _call(mail.read, ins, message_id)
         return dict(record.to_dict())
 
@@ -135,7 +144,10 @@ def _write_routes(app: FastAPI, ctx: ApiContext) -> None:
 
     @app.post("/v1/patients/{ins}/messages/{message_id}/file", status_code=202,
               summary="File the CDA documents the message carries into the patient's record")
-    async def file_attachments(ins: str, message_id: str, _cred: Owner) -> dict[str, Any]:
+    async def file_attachments(ins: str, message_id: str, cred: Owner) -> dict[str, Any]:
+        if not _own_reading(cred, ins):
+            raise api_error(403, "write.role", "Only the patient may file their messages' documents into their "
+                            "record.", "Seul le patient peut classer les documents de ses messages dans son dossier.")
         await _owned(ctx, ins, message_id)
         return {"submissions": await _call(mail.file_attachments, ins, message_id)}
 

@@ -266,8 +266,9 @@ class GatewaySMTP(SMTP):
 
 
 class GatewayHandler:
-    """aiosmtpd handler: asks the admission port at MAIL and RCPT; at DATA checks the hop count, adds the
-    trace header and spools the packed message under a new submission id.  Every outcome is an SMTP reply.
+    """aiosmtpd handler: asks the admission port at MAIL and RCPT; at DATA checks the hop count, asks the
+    admission port about the message, adds the trace header and spools the packed message under a new
+    submission id.  Every outcome is an SMTP reply.
 
     `in_flight` counts messages being spooled; `closing` makes new DATA answer 451 (shutdown).
     """
@@ -312,6 +313,10 @@ class GatewayHandler:
             return self._refused(session, "451 4.3.2 Shutting down, try again later", len(content))
         if count_received(content) > self._max_hops:
             return self._refused(session, "554 5.4.6 Too many hops: mail loop?", len(content))
+        refusal = await self._admit(partial(self._admission.check_message, content, mail_from=envelope.mail_from
+                                            or "", auth=session.principal))
+        if refusal is not None:
+            return self._refused(session, refusal, len(content))
         when, trace_id = self._clock(), secrets.token_hex(8)
         trace = received_header(
             helo=session.host_name or "", peer_ip=session.peer_ip, hostname=server.hostname, trace_id=trace_id,

@@ -42,6 +42,9 @@ INS = builders.TEST_INS
 PATIENT = f"{INS}@patient.mssante.fr"
 DOCTOR = "dr.test@hopital.mssante.fr"
 PATIENT_TOKEN = "patient-token-for-tests"
+OTHER_INS = builders.with_key("2800575123456")  # patient B: another active patient of the roster
+INSURER_LOGIN, INSURER_TOKEN = "insurer-smtp", "insurer-smtp-token-0123456789"
+CLINIC_LOGIN, CLINIC_TOKEN, CLINIC_DOMAIN = "clinic-smtp", "clinic-smtp-token-0123456789", "clinique-auth.mssante.fr"
 BIO = FIXTURES_CDA / "BIO-CR-BIO_2024.01_TSH_1.xml"
 EP = FIXTURES_CDA / "eP-MED-DM_2024.01_PosoStruct.xml"
 
@@ -94,10 +97,12 @@ def mail_hub(tmp_path: Path, seaweed: Any, amqp_url: str, topology: Topology, pg
                                          password=dovecot.password, tls=False, poll_s=1.0, recipient=PATIENT),),
                         limits=mail_limits)
     settings: Settings = replace(base, mail=mail, credentials=(
-        *CREDENTIALS, Credential("patient", "patient", token_sha256(PATIENT_TOKEN), ins=INS)))
+        *CREDENTIALS, Credential("patient", "patient", token_sha256(PATIENT_TOKEN), ins=INS),
+        Credential(INSURER_LOGIN, "insurer", token_sha256(INSURER_TOKEN)),
+        Credential(CLINIC_LOGIN, "producer", token_sha256(CLINIC_TOKEN), mail_addresses=(CLINIC_DOMAIN,))))
     with running_hub(settings, gateway=True) as hub:
         roster = builders.ROSTER_HEADER + builders.roster_line() + builders.roster_line(
-            builders.with_key("1790175123456"), status="opposed")
+            builders.with_key("1790175123456"), status="opposed") + builders.roster_line(OTHER_INS)
         hub.admin().post("/v1/patients/import", content=roster).raise_for_status()
         yield hub
 
@@ -422,9 +427,10 @@ def _redeliver(hub: RunningHub, submission_id: str) -> None:
 
 def test_a_document_rejected_later_is_reported_once_with_its_rule(mail_hub: RunningHub, ca: trustme.CA,
                                                                   sink: Running) -> None:
-    # Given a mail whose XDM holds a good lab report and a prescription with a wrong INS key
+    # Given a mail whose XDM holds a good lab report and a prescription whose INS OID is not an accepted one
+    # (the patient's INS itself: a document naming another INS would be refused with the whole mail)
     sender = "dr.integration@hopital.mssante.fr"
-    bad = EP.read_bytes().replace(INS.encode(), INS[:13].encode() + b"00")
+    bad = EP.read_bytes().replace(b'root="1.2.250.1.213.1.4.10"', b'root="1.2.250.1.213.1.4.5"')
     with smtp_client(mail_hub, ca) as client:
         client.sendmail(sender, [PATIENT], _mail_asking_for_a_receipt(sender, [BIO.read_bytes(), bad]))
     # When the CDA pipeline has decided on both documents
@@ -437,11 +443,11 @@ def test_a_document_rejected_later_is_reported_once_with_its_rule(mail_hub: Runn
     [receipt] = eventually(lambda: _receipts(sink, sender))
     parsed = email.message_from_bytes(receipt, policy=policy.default)
     assert parsed["Subject"].startswith("[KO Intégration système !][904]")
-    assert b"processed/Error: 904^ins.key" in receipt.replace(b"\r\n ", b" ")  # unfolded
+    assert b"processed/Error: 904^ins.oid" in receipt.replace(b"\r\n ", b" ")  # unfolded
     body = parsed.get_body(preferencelist=("plain",))
     assert body is not None
     text = body.get_content()
-    assert "SUBSET01#Document02 [ins.key] (code 904)" in text and "Document01" not in text
+    assert "SUBSET01#Document02 [ins.oid] (code 904)" in text and "Document01" not in text
     assert INS not in text  # the listing names entries and rules, never the patient
     # And a redelivery of both documents (a worker killed before its ack) sends nothing more
     for submission in (good_id, bad_id):
@@ -491,3 +497,210 @@ def test_the_xdm_masking_codes_are_kept_with_the_filed_document(mail_hub: Runnin
     outcome = mail_hub.admin().get(f"/v1/submissions/{submission}", params={"wait": 30}).json()
     document = mail_hub.admin().get(f"/v1/documents/{outcome['document_id']}").json()
     assert document["confidentiality"] == ["N", "MASQUE_PS"]
+
+
+# -- issue 12: only the mailbox's patient, only an identified sender, all or nothing --------------------------
+
+
+def _for_other_patient(cda: bytes) -> bytes:
+    """The same document, about patient B (another active patient of the roster)."""
+    return cda.replace(INS.encode(), OTHER_INS.encode())
+
+
+def _report_text(receipt: bytes) -> str:
+    body = email.message_from_bytes(receipt, policy=policy.default).get_body(preferencelist=("plain",))
+    assert body is not None
+    return str(body.get_content())
+
+
+def _documents_of(hub: RunningHub, ins: str) -> list[dict[str, Any]]:
+    return list(hub.admin().get(f"/v1/patients/{ins}/documents").json()["documents"])
+
+
+def _kept_from(hub: RunningHub, sender: str) -> dict[str, Any]:
+    return dict(eventually(lambda: [m for m in patient(hub).get(f"/v1/patients/{INS}/messages").json()[
+        "messages"] if m["correspondent"] == sender])[0])
+
+
+@pytest.mark.parametrize(("case", "patient_id"), [
+    ("metadata-names-the-mailbox", f"{INS}^^^&{builders.TEST_OID}&ISO"),  # XDM metadata says A, the CDA is B's
+    ("metadata-empty", ""),                                                # no patientId at all, the CDA is B's
+])
+def test_a_cda_for_another_patient_is_refused_904_and_reported_to_the_sender(
+        mail_hub: RunningHub, ca: trustme.CA, sink: Running, case: str, patient_id: str) -> None:
+    # Given a mail to patient A whose XDM carries a lab report for patient B, next to one for A
+    sender = f"dr.{case}@hopital.mssante.fr"
+    xdm = mail_builders.make_xdm_zip([BIO.read_bytes(), _for_other_patient(EP.read_bytes())], patient_id=patient_id)
+    message = crlf(mail_builders.make_mail_with_xdm([], to=PATIENT, from_=sender, xdm=xdm, headers={
+        "Disposition-Notification-To": sender, "Message-ID": f"<{uuid.uuid4().hex}@hopital.mssante.fr>"}))
+    with smtp_client(mail_hub, ca) as client:
+        assert client.sendmail(sender, [PATIENT], message) == {}
+    # Then the message is kept in A's mailbox, and nothing reached either record
+    assert _kept_from(mail_hub, sender)["documents"] == []
+    [receipt] = eventually(lambda: _receipts(sink, sender))
+    assert _documents_of(mail_hub, OTHER_INS) == [] and _documents_of(mail_hub, INS) == []
+    # And the sender is told why, with DMP code 904, naming no patient
+    assert b"processed/Error: 904^xdm.patient-mismatch" in receipt.replace(b"\r\n ", b" ")
+    text = _report_text(receipt)
+    assert "[xdm.patient-mismatch] (code 904)" in text and "[xdm.rejected]" in text
+    assert OTHER_INS not in text and INS not in text
+
+
+def test_a_null_reverse_path_carrying_documents_is_refused_at_data(mail_hub: RunningHub, ca: trustme.CA) -> None:
+    # Given an unauthenticated peer sending, from the null reverse-path, a mail with an XDM for patient A
+    message = crlf(mail_builders.make_mail_with_xdm([BIO.read_bytes()], to=PATIENT, from_="x@attacker.example"))
+    with smtp_client(mail_hub, ca) as client:
+        client.ehlo()
+        assert client.mail("")[0] == 250  # reports (DSN, MDN) come from <>: the path itself is allowed
+        assert client.rcpt(PATIENT)[0] == 250
+        code, text = client.data(message)
+    # Then DATA is refused with the rule, and nothing is kept or filed
+    assert code == 550 and text.startswith(b"5.7.1") and b"mss.sender.untrusted" in text
+    time.sleep(1.0)
+    assert patient(mail_hub).get(f"/v1/patients/{INS}/messages").json()["messages"] == []
+    assert _documents_of(mail_hub, INS) == []
+
+
+def test_a_report_from_the_null_reverse_path_is_kept_as_a_notice_but_files_nothing(mail_hub: RunningHub,
+                                                                                   ca: trustme.CA) -> None:
+    # Given a delivery report (multipart/report) from <> that also carries an XDM for patient A
+    raw = mail_builders.make_mail_with_xdm([BIO.read_bytes()], to=PATIENT, from_="mailer-daemon@relay.example")
+    report = raw.replace(b"Content-Type: multipart/mixed;",
+                         b"Content-Type: multipart/report; report-type=disposition-notification;", 1)
+    assert report != raw
+    with smtp_client(mail_hub, ca) as client:
+        assert client.sendmail("", [PATIENT], crlf(report)) == {}
+    # Then the patient sees it as a notice, and the record is untouched
+    notice = _kept_from(mail_hub, "mailer-daemon@relay.example")
+    assert (notice["direction"], notice["documents"]) == ("notice", [])
+    time.sleep(2.0)
+    assert _documents_of(mail_hub, INS) == []
+
+
+def _hostile_members() -> list[tuple[str, dict[str, bytes]]]:
+    xxe = (b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><r>&x;</r>')
+    return [("traversal", {"../../evil.xml": b"<x/>"}),
+            ("xxe-second-subset", {"IHE_XDM/SUBSET02/METADATA.XML": xxe}),
+            ("bomb-member", {"IHE_XDM/SUBSET01/ZEROS.BIN": bytes(4 << 20)})]
+
+
+@pytest.mark.parametrize(("name", "extra", "rule"), [(n, e, r) for (n, e), r in zip(
+    _hostile_members(), ["xdm.unsafe-path", "xdm.metadata-unsafe", "xdm.bomb"], strict=True)])
+def test_an_xdm_with_one_hostile_member_files_nothing_not_even_its_benign_documents(
+        mail_hub: RunningHub, ca: trustme.CA, sink: Running, name: str, extra: dict[str, bytes], rule: str) -> None:
+    # Given an XDM whose lab report for patient A is fine, next to one hostile member
+    sender = f"dr.{name}@hopital.mssante.fr"
+    xdm = mail_builders.make_xdm_zip([BIO.read_bytes()], extra_members=extra)
+    message = crlf(mail_builders.make_mail_with_xdm([], to=PATIENT, from_=sender, xdm=xdm, headers={
+        "Disposition-Notification-To": sender, "Message-ID": f"<{uuid.uuid4().hex}@hopital.mssante.fr>"}))
+    with smtp_client(mail_hub, ca) as client:
+        assert client.sendmail(sender, [PATIENT], message) == {}
+    # Then nothing from that XDM is filed, and the report names the hostile member's rule and xdm.rejected
+    assert _kept_from(mail_hub, sender)["documents"] == []
+    [receipt] = eventually(lambda: _receipts(sink, sender))
+    assert f"^{rule}".encode() in receipt and b"processed/Error" in receipt
+    assert f"[{rule}]" in _report_text(receipt) and "[xdm.rejected]" in _report_text(receipt)
+    assert _documents_of(mail_hub, INS) == []
+
+
+def _plain_cda_mail(sender: str, cda: bytes) -> bytes:
+    msg = email.message.EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = sender, PATIENT, "Compte rendu"
+    msg["Message-ID"] = f"<{uuid.uuid4().hex}@hopital.mssante.fr>"
+    msg.set_content("Bonjour,\nci-joint votre compte rendu.\n")
+    msg.add_attachment(cda, maintype="text", subtype="xml", filename="cr.xml")
+    return crlf(msg.as_bytes())
+
+
+def test_the_patient_files_a_message_only_into_their_own_record(mail_hub: RunningHub, ca: trustme.CA) -> None:
+    # Given two messages in A's mailbox carrying a plain CDA attachment: one about B, one about A
+    other, own = "dr.file-other@hopital.mssante.fr", "dr.file-own@hopital.mssante.fr"
+    with smtp_client(mail_hub, ca) as client:
+        client.sendmail(other, [PATIENT], _plain_cda_mail(other, _for_other_patient(BIO.read_bytes())))
+        client.sendmail(own, [PATIENT], _plain_cda_mail(own, BIO.read_bytes()))
+    about_b, about_a = _kept_from(mail_hub, other), _kept_from(mail_hub, own)
+    # When A files the one about B: 403 with the rule and DMP code, nothing filed anywhere
+    refused = patient(mail_hub).post(f"/v1/patients/{INS}/messages/{about_b['message_id']}/file")
+    assert refused.status_code == 403, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "xdm.patient-mismatch" and error["finding"]["code"] == "904"
+    # An operator files nothing into a record (admin is no feeder)
+    by_admin = mail_hub.admin().post(f"/v1/patients/{INS}/messages/{about_a['message_id']}/file")
+    assert by_admin.status_code == 403 and by_admin.json()["error"]["code"] == "write.role"
+    time.sleep(1.0)
+    assert _documents_of(mail_hub, OTHER_INS) == [] and _documents_of(mail_hub, INS) == []
+    # And the one about A is filed into A's record
+    filed = patient(mail_hub).post(f"/v1/patients/{INS}/messages/{about_a['message_id']}/file")
+    assert filed.status_code == 202, filed.text
+    [submission] = filed.json()["submissions"]
+    outcome = mail_hub.admin().get(f"/v1/submissions/{submission}", params={"wait": 30}).json()
+    assert outcome["status"] == "indexed"
+    assert [d["document_id"] for d in _documents_of(mail_hub, INS)] == [outcome["document_id"]]
+
+
+def test_filing_a_message_whose_xdm_names_no_patient_files_nothing(mail_hub: RunningHub, ca: trustme.CA) -> None:
+    # Given a message whose XDM metadata has an empty patientId over B's document (refused at delivery)
+    sender = "dr.file-xdm@hopital.mssante.fr"
+    xdm = mail_builders.make_xdm_zip([_for_other_patient(BIO.read_bytes())], patient_id="")
+    with smtp_client(mail_hub, ca) as client:
+        client.sendmail(sender, [PATIENT], crlf(mail_builders.make_mail_with_xdm([], to=PATIENT, from_=sender,
+                                                                                  xdm=xdm)))
+    kept = _kept_from(mail_hub, sender)
+    # When the patient asks to file it anyway: refused, nothing filed into B's record
+    refused = patient(mail_hub).post(f"/v1/patients/{INS}/messages/{kept['message_id']}/file")
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "xdm.patient-mismatch"
+    time.sleep(1.0)
+    assert _documents_of(mail_hub, OTHER_INS) == []
+
+
+def _authenticated(hub: RunningHub, ca: trustme.CA, login: str, token: str) -> smtplib.SMTP:
+    client = smtp_client(hub, ca)
+    client.ehlo()
+    client.login(login, token)
+    return client
+
+
+@pytest.mark.parametrize(("login", "token", "mail_from"), [
+    (INSURER_LOGIN, INSURER_TOKEN, "dr.fake@chu.mssante.fr"),           # the insurer posing as a professional
+    (CLINIC_LOGIN, CLINIC_TOKEN, "dr.fake@chu.mssante.fr"),             # a clinic posing as another establishment
+    (CLINIC_LOGIN, CLINIC_TOKEN, "anyone@example.org"),                 # a relay with any MAIL FROM
+    (CLINIC_LOGIN, CLINIC_TOKEN, ""),                                   # the null reverse-path is nobody's
+])
+def test_an_authenticated_credential_sends_only_as_its_own_addresses(mail_hub: RunningHub, ca: trustme.CA,
+                                                                     login: str, token: str, mail_from: str) -> None:
+    with _authenticated(mail_hub, ca, login, token) as client:
+        code, text = client.mail(mail_from)
+    assert code == 550 and text.startswith(b"5.7.1") and b"mss.sender.not-yours" in text
+
+
+def test_a_credential_sends_as_its_own_domain_and_may_relay(mail_hub: RunningHub, ca: trustme.CA,
+                                                            sink: Running) -> None:
+    sender = f"secretariat@{CLINIC_DOMAIN}"
+    message = crlf(_plain_mail(sender, "dr.remote@example.org", {"Message-ID": f"<{uuid.uuid4().hex}@x>"}))
+    with _authenticated(mail_hub, ca, CLINIC_LOGIN, CLINIC_TOKEN) as client:
+        assert client.sendmail(sender, ["dr.remote@example.org", PATIENT], message) == {}
+    assert eventually(lambda: [r for r in sink.sink.received if r.rcpt_tos == ["dr.remote@example.org"]])
+    assert _kept_from(mail_hub, sender)["direction"] == "in"
+
+
+def test_an_operator_opening_a_message_marks_nothing_read_and_sends_no_read_receipt(
+        mail_hub: RunningHub, ca: trustme.CA, sink: Running) -> None:
+    sender = "dr.operator-read@hopital.mssante.fr"
+    message = crlf(_plain_mail(sender, PATIENT, {"Disposition-Notification-To": sender,
+                                                 "Message-ID": f"<{uuid.uuid4().hex}@hopital.mssante.fr>"}))
+    with smtp_client(mail_hub, ca) as client:
+        client.sendmail(sender, [PATIENT], message)
+    kept = _kept_from(mail_hub, sender)
+
+    def displayed() -> list[bytes]:
+        return [c for c in _receipts(sink, sender) if b"displayed" in c]
+    # When the operator opens it: the metadata, still unread, and no MDN displayed
+    seen = mail_hub.admin().get(f"/v1/patients/{INS}/messages/{kept['message_id']}")
+    assert seen.status_code == 200 and seen.json()["read_at"] is None
+    time.sleep(2.0)
+    assert displayed() == []
+    assert patient(mail_hub).get(f"/v1/patients/{INS}/messages").json()["messages"][0]["read_at"] is None
+    # Then the patient's own reading marks it read and sends the read receipt, once
+    read = patient(mail_hub).get(f"/v1/patients/{INS}/messages/{kept['message_id']}").json()
+    assert read["read_at"] is not None
+    assert len(eventually(displayed)) == 1

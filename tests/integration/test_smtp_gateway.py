@@ -73,6 +73,10 @@ class TableAdmission:
         state = self.patients.get(address)
         return Reply(550, "5.1.1", "Unknown recipient") if state is None else self.REPLIES.get(state)
 
+    def check_message(self, content: bytes, *, mail_from: str, auth: str) -> Reply | None:
+        self.calls.append(("message", mail_from, auth))
+        return None
+
 
 @dataclass
 class Parts:
