@@ -2,7 +2,7 @@
 and check it covers exactly the routes of the hub's OpenAPI document.
 
 Owns: the vocabulary (roles, record states, document flags, scopes), the expectation syntax
-("2xx", "403 read.role", "404 unknown-patient", "404 *", "401", suffix "untraced"), how a cell's
+("2xx", "403 read.role", "404 unknown-patient", "404 *", "401", suffixes "untraced" / "traced"), how a cell's
 expectation is resolved (profiles in `like` order, then the route's own `roles` and `rules`; a later rule
 wins), and the order cells run in (phases; within a route, refusals before successes).
 Does not: send requests or build patients (tests/access/world.py and the integration test do).
@@ -26,7 +26,8 @@ METHODS = ("get", "post", "put", "patch", "delete")
 @dataclass(frozen=True, slots=True)
 class Expect:
     """One cell's expected answer: a status ("2xx" or an exact code), the rule code of a refusal (None: not
-    checked, "*": any non-empty), and whether the refusal must be in the patient's trail."""
+    checked, "*": any non-empty), and whether the request must leave an entry in the patient's trail (a
+    refusal: a refused entry with that rule; a success marked "traced": an entry of the column's actor)."""
 
     status: str
     rule: str | None
@@ -49,24 +50,26 @@ class Expect:
         return self.rule is None or (self.rule == "*" and bool(got)) or self.rule == got
 
     def __str__(self) -> str:
-        parts = [self.status] + ([self.rule] if self.rule else []) + ([] if self.traced or not self.refusal
-                                                                       else ["untraced"])
-        return " ".join(parts)
+        mark = ("untraced" if self.refusal and not self.traced else
+                "traced" if self.traced and not self.refusal else "")
+        return " ".join([self.status] + ([self.rule] if self.rule else []) + ([mark] if mark else []))
 
 
 def parse_expect(text: str, *, traceable: bool) -> Expect:
     """"403 read.role" -> Expect("403", "read.role", traced); `traceable`: the route's refusals can be
-    attributed to a known patient, so they are expected in the trail unless marked "untraced"."""
+    attributed to a known patient, so they are expected in the trail unless marked "untraced".  A success
+    is expected in the trail only when marked "traced"."""
     words = text.split()
     if not words or not (words[0] in ("2xx", "4xx") or (len(words[0]) == 3 and words[0].isdigit())):
         raise ValueError(f"bad expectation {text!r}: a status (2xx, 403, ...) then an optional rule code")
-    untraced = "untraced" in words[1:]
-    rest = [w for w in words[1:] if w != "untraced"]
+    untraced, traced = "untraced" in words[1:], "traced" in words[1:]
+    rest = [w for w in words[1:] if w not in ("untraced", "traced")]
     if len(rest) > 1:
         raise ValueError(f"bad expectation {text!r}: one rule code at most")
     status = words[0]
     refusal = status in ("403", "404")
-    return Expect(status, rest[0] if rest else None, traced=refusal and traceable and not untraced)
+    return Expect(status, rest[0] if rest else None,
+                  traced=traced or (refusal and traceable and not untraced))
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -227,10 +228,12 @@ def make_states(hub: RunningHub, plan: Plan) -> World:
         for minor in plan.minors_all():
             _ok(admin.put(f"/v1/patients/{minor}/representatives", json={"representatives": [plan.parent]}))
     carrying = [*plan.adults.values(), *plan.minors.values()]
+    wanted = [(ins, flag) for ins in carrying for flag in plan.matrix.flags]
+    with ThreadPoolExecutor(8) as pool:  # as several producers would: the setup takes seconds, not a minute
+        ids = pool.map(lambda key: file_document(world, cda(extension=f"m-{key[0]}-{key[1]}", ins=key[0]),
+                                                 codes=key[1] if key[1] not in ("none", "deleted") else ""), wanted)
+        world.docs.update(zip(wanted, ids, strict=True))
     for ins in carrying:
-        for flag in plan.matrix.flags:
-            codes = flag if flag not in ("none", "deleted") else ""
-            world.docs[(ins, flag)] = file_document(world, cda(extension=f"m-{ins}-{flag}", ins=ins), codes=codes)
         delete_as_author(world, world.docs[(ins, "deleted")], ins)
         world.messages[ins] = put_message(hub, ins)
         world.notices[ins] = put_notice(hub, ins)

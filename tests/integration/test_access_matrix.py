@@ -29,6 +29,9 @@ from tests.services import free_port
 
 pytestmark = pytest.mark.integration
 MAIL_RULES = {"pharmacy_first_contact": [PHARMACY]}
+#: the trail's actor_kind of each column (a success marked "traced" must leave an entry of that kind)
+ACTOR_KIND = {"author": "professional", "medecin": "professional", "pharmacien": "professional",
+              "optician": "professional", "regulator": "professional", "stranger": "patient"}
 
 
 @dataclass
@@ -132,9 +135,15 @@ class Runner:
             return f"{got} (a refusal without its rule)"
         if expect.traced and request.ins:
             entries = self._new_entries(request.ins)
+            if expect.success:
+                if not any(e.get("actor_kind") == ACTOR_KIND.get(cell.role, cell.role) for e in entries):
+                    return f"{got}, not traced in the patient's trail"
+                return ""
             rules = [str((e.get("detail") or {}).get("rule", "")) for e in entries if e.get("outcome") == "refused"]
             if rule not in rules:
                 return f"{got} not in the patient's trail (new refused entries: {rules or 'none'})"
+        elif request.ins in self._seen:
+            self._new_entries(request.ins)  # move past what this cell left, so the next cell sees only its own
         return ""
 
     def _send(self, method: str, path: str, headers: dict[str, str], body: dict[str, Any]) -> tuple[int, str]:

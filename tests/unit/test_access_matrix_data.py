@@ -37,7 +37,7 @@ def test_every_cell_has_one_expectation_and_successes_run_last(table: access_mat
     ("GET /v1/documents/{document_id}/content", "anonymous", "closed", "deleted", "401"),
     ("GET /v1/patients/{ins}/messages", "admin", "closed", "-", "404 *"),
     ("GET /v1/patients/{ins}/export", "insurer", "active", "-", "403 read.role"),
-    ("GET /v1/patients/{ins}/audit", "admin", "closed", "-", "2xx"),
+    ("GET /v1/patients/{ins}/audit", "admin", "closed", "-", "2xx traced"),
     ("POST /v1/documents", "patient", "active", "-", "2xx"),
     ("POST /v1/documents", "medecin", "active", "-", "403 write.author"),
     ("POST /v1/documents", "admin", "active", "-", "403 write.role"),
