@@ -12,13 +12,15 @@ Pure: no I/O but reading the TOML file.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 MATRIX = Path(__file__).with_name("matrix.toml")
 SCOPES = ("global", "patient", "document")
+#: the extra state of routes with `with_unknown = true`: an INS with no profile (nobody's trail)
+UNKNOWN = "unknown"
 #: HTTP methods that count as routes (the OpenAPI document's operations)
 METHODS = ("get", "post", "put", "patch", "delete")
 
@@ -87,6 +89,7 @@ class Route:
     rules: tuple[tuple[str, str, str, str], ...]  # (state, flag, role, expectation); later wins
     note: str = ""
     trace_not_found: bool = True  # [settings] trace_not_found
+    with_unknown: bool = False    # also asked about an INS that has no profile (state "unknown")
 
     @property
     def method(self) -> str:
@@ -103,7 +106,7 @@ class Route:
                 text = value
         if not text:
             raise ValueError(f"{self.key}: no expectation for role {role}")
-        expect = parse_expect(text, traceable=self.traced and self.scope != "global")
+        expect = parse_expect(text, traceable=self.traced and self.scope != "global" and state != UNKNOWN)
         if expect.status == "404" and not self.trace_not_found:
             return Expect(expect.status, expect.rule, traced=False)
         return expect
@@ -133,13 +136,17 @@ class Matrix:
     routes: Mapping[str, Route]
     settings: Mapping[str, Any]
 
+    def states_of(self, route: Route) -> tuple[str, ...]:
+        if route.scope == "global":
+            return ("-",)
+        return (*self.states, UNKNOWN) if route.with_unknown else self.states
+
     def cells(self) -> list[Cell]:
         """Every cell, in the order they run: by phase, then route, then (state, flag), refusals first."""
         out: list[Cell] = []
         for route in sorted(self.routes.values(), key=lambda r: r.phase):
-            states = self.states if route.scope != "global" else ("-",)
             flags = self.flags if route.scope == "document" else ("-",)
-            for state in states:
+            for state in self.states_of(route):
                 for flag in flags:
                     group = [Cell(route, role, state, flag, route.expect(role, state, flag)) for role in route.roles]
                     out += sorted(group, key=lambda c: c.expect.success)  # successes last: they may change it
@@ -156,17 +163,11 @@ def load(path: Path = MATRIX) -> Matrix:
               for key, row in data["routes"].items()}
     matrix = Matrix(roles, states, flags, routes, settings)
     for route in routes.values():
-        _check_names(route, roles, states, flags)
-        for cell in matrix_cells_of(route, matrix):
-            assert cell.expect  # every expectation parses
+        if route.with_unknown and route.scope != "patient":
+            raise ValueError(f"{route.key}: with_unknown is for routes of scope patient")
+        _check_names(route, roles, (*states, UNKNOWN), flags)
+    matrix.cells()  # every cell resolves to one well-formed expectation
     return matrix
-
-
-def matrix_cells_of(route: Route, matrix: Matrix) -> Iterable[Cell]:
-    for state in (matrix.states if route.scope != "global" else ("-",)):
-        for flag in (matrix.flags if route.scope == "document" else ("-",)):
-            for role in route.roles:
-                yield Cell(route, role, state, flag, route.expect(role, state, flag))
 
 
 def _route(key: str, row: Mapping[str, Any], profiles: Mapping[str, Any], roles: Sequence[str], *,
@@ -191,7 +192,8 @@ def _route(key: str, row: Mapping[str, Any], profiles: Mapping[str, Any], roles:
     return Route(key=key, scope=scope, roles=asked, phase=int(row.get("phase", 0)), fresh=bool(row.get("fresh")),
                  traced=bool(row.get("traced", scope != "global")), body=str(row.get("body", "")),
                  table=table, rules=tuple((str(a), str(b), str(c), str(d)) for a, b, c, d in rules),
-                 note=str(row.get("note", "")), trace_not_found=trace_not_found)
+                 note=str(row.get("note", "")), trace_not_found=trace_not_found,
+                 with_unknown=bool(row.get("with_unknown")))
 
 
 def _check_names(route: Route, roles: Sequence[str], states: Sequence[str], flags: Sequence[str]) -> None:

@@ -27,7 +27,7 @@ from hub.auth import token_sha256
 from hub.notices import Channel, EventKind, Notice, NoticeState
 from hub.records import MessageRecord
 from tests import builders
-from tests.access.matrix import Cell, Matrix
+from tests.access.matrix import UNKNOWN, Cell, Matrix
 from tests.integration.hub_harness import ADMIN_TOKEN, PRODUCER_TOKEN, RunningHub
 from tests.integration.test_intake_e2e import fixture_bytes
 
@@ -76,9 +76,10 @@ class Plan:
     fresh: dict[tuple[str, str, str], str] = field(default_factory=dict)  # (route, role, state) -> INS
     stranger: str = ""
     parent: str = ""
+    unknown: str = ""  # a valid INS nobody imports (state "unknown")
 
     def __post_init__(self) -> None:
-        self.stranger, self.parent = self.numbers.adult(), self.numbers.adult()
+        self.stranger, self.parent, self.unknown = self.numbers.adult(), self.numbers.adult(), self.numbers.adult()
         for state in self.matrix.states:
             self.adults[state], self.minors[state] = self.numbers.adult(), self.numbers.minor()
         for route in self.matrix.routes.values():
@@ -107,6 +108,8 @@ class Plan:
 
     def target(self, cell: Cell) -> str:
         """Whose record the cell asks about (global routes: the active adult, for bodies that need one)."""
+        if cell.state == UNKNOWN:
+            return self.unknown
         if cell.route.fresh:
             return self.fresh[(cell.route.key, cell.role, cell.state)]
         state = cell.state if cell.state != "-" else "active"
