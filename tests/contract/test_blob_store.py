@@ -15,8 +15,8 @@ import pytest
 from hub.envelope import BlobRef
 from hub.errors import NotFound
 from storage.recent import RecentBlobs
-from storage.seaweed import SeaweedServer
 from storage.sealing import SEGMENT
+from storage.seaweed import SeaweedServer
 from tests.fixtures_s3 import store_on
 
 pytestmark = pytest.mark.integration
