@@ -34,6 +34,7 @@ from hub.errors import ConfigError
 from meshub import datadir
 from meshub.cli_client import EXIT_FAILED, EXIT_OK
 from storage import keyring as keys
+from storage.objects import MinioBlobStore
 from storage.rotation import RotationReport, rotate
 
 
@@ -130,7 +131,7 @@ def _hub_running(data_dir: Path) -> int | None:
     return pid
 
 
-def _store(settings: Settings, stack: ExitStack) -> Any:
+def _store(settings: Settings, stack: ExitStack) -> MinioBlobStore:
     from meshub.compose import _object_store  # heavy imports only when S3 is needed
 
     if settings.embedded_store:
@@ -181,9 +182,11 @@ def _retire(args: argparse.Namespace, settings: Settings) -> int:
     path = _key_file(settings)
     with ExitStack() as stack:
         store = _store(settings, stack)
-        if args.kek_id not in store.keyring.ids():
-            raise ConfigError(f"KEK {args.kek_id} is not in {store.keyring.source}")
-        if args.kek_id == store.keyring.current().id:
+        ring = store.keyring
+        assert ring is not None  # compose always gives the store a keyring
+        if args.kek_id not in ring.ids():
+            raise ConfigError(f"KEK {args.kek_id} is not in {ring.source}")
+        if args.kek_id == ring.current().id:
             raise ConfigError(f"KEK {args.kek_id} is the current key: `meshub keys new` first, then rotate")
         report = rotate(store, apply=False, workers=8)
     used = report.by_kek.get(args.kek_id, 0)

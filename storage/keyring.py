@@ -288,7 +288,7 @@ def open_keyring(*, environ: Mapping[str, str], kek_file: str, data_dir: Path, e
         raise ConfigError(
             "no key-encryption key: objects are encrypted at rest, so a hub with an external S3 store needs "
             f"{ENV_KEYS}=id=BASE64 or {ENV_FILE}=PATH in its environment, or [s3] kek_file = PATH in its config "
-            "(`meshub keys new --key-file PATH` creates one)")
+            "(`MESHUB_KEK_FILE=PATH meshub keys new` creates one)")
     if not embedded or environ.get(ENV_FILE) or kek_file:
         return Keyring.from_file(path)  # a configured file must exist: never invent production keys
     keyring, created = ensure_key_file(path)
