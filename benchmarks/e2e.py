@@ -29,9 +29,10 @@ import httpx
 import sqlalchemy as sa
 from lxml import etree
 
-from benchmarks.s3_raw import raw_put_rate
+from benchmarks.s3_raw import encryption_cost, raw_put_rate, seal_cpu_us
 from hub.auth import token_sha256
 from storage.index import make_engine, submissions
+from storage.keyring import ensure_key_file
 from storage.objects import MinioBlobStore
 from storage.seaweed import SeaweedServer
 
@@ -75,9 +76,10 @@ def write_config(path: Path, *, s3: SeaweedServer, bucket: str, bus_url: str, in
                  workers: int, prefix: str = "meshub") -> None:
     bus = f'url = "{bus_url}"\nprefix = "{prefix}"\n' if bus_url else ""
     index = f'url = "{index_url}"\n' if index_url else ""
+    ensure_key_file(path.parent / "keys" / "kek.json")  # encryption at rest is always on: the hub needs a KEK
     path.write_text(f"""[http]\nport = {port}\n[bus]\n{bus}[index]\n{index}[workers]\ncount = {workers}
 [s3]\nendpoint = "{s3.endpoint}"\naccess_key = "{s3.access_key}"\nsecret_key = "{s3.secret_key}"
-bucket = "{bucket}"\nkey_secret = "bench"
+bucket = "{bucket}"\nkey_secret = "bench"\nkek_file = "{path.parent / 'keys' / 'kek.json'}"
 [[credentials]]\nname = "bench"\nrole = "producer"\ntoken_sha256 = "{token_sha256(TOKEN)}"
 [[credentials]]\nname = "ops"\nrole = "admin"\ntoken_sha256 = "{token_sha256(ADMIN)}"
 """)
@@ -251,13 +253,17 @@ def main() -> None:
             Path(tmp_name) / "s3", s3_port=free_port(), access_key="bench", secret_key="benchsecret") as s3:
         tmp = Path(tmp_name)
         store = MinioBlobStore.connect(endpoint=s3.endpoint, access_key="bench", secret_key="benchsecret",
-                                       bucket="raw-put", key_secret=b"bench")
+                                       bucket="raw-put", key_secret=b"bench", keyring=None)
         store.ensure_bucket()
         before = _raw_cpu(s3)
         results["raw_s3_put"] = raw_put_rate(store, docs, concurrency=args.concurrency)
         after = _raw_cpu(s3)
         results["raw_s3_put"]["cpu_ms_per_put"] = {k: round(1000 * (after[k] - before[k]) / len(docs), 2)
                                                    for k in before}
+        # What encryption at rest costs, same documents, same server: the hub's put without and with sealing.
+        results["encryption"] = encryption_cost(s3, docs, concurrency=args.concurrency)
+        results["encryption"]["seal_cpu"] = seal_cpu_us(len(docs[0]))
+        print("encryption", json.dumps(results["encryption"]), file=sys.stderr, flush=True)
         stacks = ("production", "embedded") if args.stack == "both" else (args.stack,)
         for name in stacks:
             production = name == "production"

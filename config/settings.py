@@ -53,6 +53,7 @@ class StoreSettings:
     secure: bool = False
     fsync: bool = True
     embedded_port: int = 8333
+    kek_file: str = ""  # key file of the KEKs (storage.keyring); MESHUB_KEK / MESHUB_KEK_FILE take precedence
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +364,7 @@ def settings_from_mapping(data: Mapping[str, Any], *, data_dir: Path) -> Setting
         access_key=_typed(s3, "access_key", str, "", "s3"), secret_key=_typed(s3, "secret_key", str, "", "s3"),
         bucket=_typed(s3, "bucket", str, "meshub", "s3"), secure=_typed(s3, "secure", bool, False, "s3"),
         fsync=_typed(s3, "fsync", bool, True, "s3"), embedded_port=_typed(s3, "embedded_port", int, 8333, "s3"))
+    store = replace(store, kek_file=_typed(s3, "kek_file", str, "", "s3"))
     drop_dir = _typed(drop, "dir", str, None, "filedrop")
     return Settings(
         data_dir=data_dir,

@@ -72,6 +72,7 @@ from pipelines.router import Router
 from pipelines.runner import DocumentPipeline
 from pipelines.write_gate import HeaderWriteGate
 from storage.index import SqlIndex
+from storage.keyring import open_keyring
 from storage.mailbox import SqlMailbox
 from storage.notifications import SqlNotifications
 from storage.objects import MinioBlobStore
@@ -379,6 +380,8 @@ def lower_priority(nice: int) -> None:
 
 
 def _object_store(settings: Settings, stack: ExitStack) -> MinioBlobStore:
+    keyring = open_keyring(environ=os.environ, kek_file=settings.store.kek_file, data_dir=settings.data_dir,
+                           embedded=settings.embedded_store)  # first: a missing key fails the start, not a PUT
     store = settings.store
     if settings.embedded_store:
         keys = datadir.secrets_for(settings.data_dir)
@@ -392,7 +395,7 @@ def _object_store(settings: Settings, stack: ExitStack) -> MinioBlobStore:
     assert store.endpoint is not None
     blobs = MinioBlobStore.connect(endpoint=store.endpoint, access_key=store.access_key,
                                    secret_key=store.secret_key, bucket=store.bucket,
-                                   key_secret=settings.key_secret, secure=store.secure)
+                                   key_secret=settings.key_secret, secure=store.secure, keyring=keyring)
     blobs.ensure_bucket()
     return blobs
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from hub.errors import ConfigError, StoreUnavailable
+from storage.keyring import Keyring, new_kek
 from storage.objects import MinioBlobStore
 from storage.seaweed import SeaweedServer, free_port
 from tests.services import missing
@@ -37,12 +38,16 @@ def start_server(data_dir: Path, *, fsync: bool = True) -> SeaweedServer:
     return server
 
 
-def store_on(server: SeaweedServer, *, bucket: str | None = None, timeout_s: float = 5.0) -> MinioBlobStore:
-    """A MinioBlobStore on `server`, on a fresh bucket unless one is given."""
+def store_on(server: SeaweedServer, *, bucket: str | None = None, timeout_s: float = 5.0,
+             keyring: Keyring | None = None, plaintext: bool = False,
+             key_secret: bytes | None = None) -> MinioBlobStore:
+    """A MinioBlobStore on `server`, on a fresh bucket unless one is given, sealing under `keyring` (default: a
+    fresh one-key keyring); plaintext=True: a store without encryption (objects as stored before it)."""
     bucket = bucket or f"t-{uuid.uuid4().hex[:16]}"
     store = MinioBlobStore.connect(endpoint=server.endpoint, access_key=server.access_key,
                                    secret_key=server.secret_key, bucket=bucket,
-                                   key_secret=secrets.token_bytes(32), timeout_s=timeout_s)
+                                   key_secret=key_secret or secrets.token_bytes(32), timeout_s=timeout_s,
+                                   keyring=None if plaintext else keyring or Keyring.of(new_kek()))
     store.ensure_bucket()
     return store
 

@@ -19,6 +19,7 @@ from config.settings import Credential, Settings, StoreSettings
 from connectors.inbound.http_api import create_app
 from hub.auth import token_sha256
 from meshub.compose import Hub, build_hub
+from storage.keyring import ensure_key_file
 from tests.services import free_port
 
 PRODUCER_TOKEN = "producer-token-for-tests"
@@ -29,9 +30,11 @@ CREDENTIALS = (Credential("lab-1", "producer", token_sha256(PRODUCER_TOKEN)),
 
 def hub_settings(tmp: Path, *, bus_url: str, index_url: str, s3_endpoint: str, access_key: str,
                  secret_key: str, bucket: str, prefix: str, workers: int = 2) -> Settings:
+    kek_file = tmp / "keys" / "kek.json"  # objects are sealed at rest: an external S3 store needs a key file
+    ensure_key_file(kek_file)
     return Settings(data_dir=tmp, http_port=free_port(), bus_url=bus_url, bus_prefix=prefix, index_url=index_url,
                     store=StoreSettings(endpoint=s3_endpoint, access_key=access_key, secret_key=secret_key,
-                                        bucket=bucket),
+                                        bucket=bucket, kek_file=str(kek_file)),
                     workers=workers, filedrop_dir=tmp / "drop", credentials=CREDENTIALS,
                     key_secret=b"test-key-secret", max_body_bytes=4 * 1024 * 1024)
 

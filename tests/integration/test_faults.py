@@ -106,7 +106,8 @@ from meshub.compose import build_hub
 logging.basicConfig(level=logging.WARNING)
 a = sys.argv[1:]
 settings = Settings(data_dir=__import__('pathlib').Path(a[0]), bus_url=a[1], bus_prefix=a[2], index_url=a[3],
-                    store=StoreSettings(endpoint=a[4], access_key=a[5], secret_key=a[6], bucket=a[7]),
+                    store=StoreSettings(endpoint=a[4], access_key=a[5], secret_key=a[6], bucket=a[7],
+                                        kek_file=a[0] + "/keys/kek.json"),  # the API's (hub_settings)
                     key_secret=b"test-key-secret", workers=2)
 hub = build_hub(settings)
 hub.start_workers(2)

@@ -42,14 +42,17 @@ def test_put_is_idempotent_for_identical_bytes(blob_store: MinioBlobStore) -> No
     assert blob_store.get(second) == DOC
 
 
-def test_stored_metadata_carries_the_sha256(blob_store: MinioBlobStore) -> None:
+def test_stored_metadata_carries_the_kek_id_and_no_plaintext_digest(blob_store: MinioBlobStore) -> None:
+    # Issue 12 (encryption at rest) changed this on purpose: the plaintext SHA-256 used to be in the metadata
+    # (it would confirm a guessed document); now it travels only in BlobRef, and the body is ciphertext.
     ref = blob_store.put(DOC, kind="raw", content_type="text/xml")
 
     stat = blob_store.client.stat_object(bucket_name=ref.bucket, object_name=ref.key)
 
-    assert stat.metadata is not None
-    assert stat.metadata["x-amz-meta-sha256"] == ref.sha256
-    assert stat.content_type == "text/xml"
+    assert stat.metadata is not None and blob_store.keyring is not None
+    assert stat.metadata["x-amz-meta-meshub-kek"] == blob_store.keyring.current().id
+    assert "x-amz-meta-sha256" not in stat.metadata and ref.sha256 not in str(stat.metadata)
+    assert stat.content_type == "application/octet-stream"
 
 
 def test_key_reveals_neither_content_nor_ins_nor_plain_hash(blob_store: MinioBlobStore) -> None:
@@ -63,7 +66,7 @@ def test_key_reveals_neither_content_nor_ins_nor_plain_hash(blob_store: MinioBlo
 
 def test_get_detects_an_object_overwritten_behind_our_back(blob_store: MinioBlobStore) -> None:
     ref = blob_store.put(DOC, kind="raw", content_type="text/xml")
-    tampered = DOC.replace(b"DUPONT", b"DURAND")
+    tampered = DOC.replace(b"DUPONT", b"DURAND")  # written as plaintext without metadata: read as legacy
     blob_store.client.put_object(bucket_name=ref.bucket, object_name=ref.key, data=io.BytesIO(tampered),
                                  length=len(tampered))
 
