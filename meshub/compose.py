@@ -70,7 +70,7 @@ from pipelines.reimbursements import InsurerBatches
 from pipelines.roster_import import import_roster
 from pipelines.router import Router
 from pipelines.runner import DocumentPipeline
-from pipelines.write_gate import HeaderWriteGate
+from pipelines.write_gate import EdgeRefusalTracer, HeaderWriteGate
 from storage.index import SqlIndex
 from storage.keyring import open_keyring
 from storage.mailbox import SqlMailbox
@@ -131,7 +131,8 @@ class Hub:
                           lifecycle=lifecycle, insurer=self.insurer(lifecycle),
                           issue_token=self.records.issue_token, revoke_tokens=self.records.tokens.revoke,
                           contacts=self.records.contacts(notifier),
-                          write_gate=self.write_gate())
+                          write_gate=self.write_gate(),
+                          trace_refusal=EdgeRefusalTracer(index=self.index, trail=self.records.audit))
 
     def write_gate(self) -> HeaderWriteGate:
         """Who may write what, checked at the doors before anything is stored (refusals traced)."""

@@ -52,10 +52,33 @@ class HeaderWriteGate:
     def _trace(self, writer: Credential, facts: WriteFacts | None, decision: Decision, door: str) -> None:
         """The refusal in the target patient's trail, when the header names a patient the hub knows."""
         ins = facts.target_ins if facts is not None else None
-        if not ins or len(ins) != 15 or not ins.isascii() or self._index.patient(ins) is None:
-            return
-        kind = ACTOR_KINDS.get(writer.role, ActorKind.SYSTEM)
-        actor_id = {ActorKind.PATIENT: writer.ins, ActorKind.PROFESSIONAL: writer.idnps}.get(kind) or writer.name
-        self._trail.append([NewAuditEntry(at=self._clock(), ins=ins, actor_kind=str(kind), actor_id=actor_id,
-                                          action=AuditAction.REFUSED, outcome="refused",
-                                          detail={"rule": decision.rule, "door": door})])
+        trace_refusal(self._trail, self._index, writer, ins or "", {"rule": decision.rule, "door": door},
+                      at=self._clock())
+
+
+class EdgeRefusalTracer:
+    """The HTTP edge's last resort: a 403/404 on a route naming a patient (its INS, or a document of
+    theirs) that no service traced is appended to that patient's trail (detail: rule and route template)."""
+
+    def __init__(self, *, index: Index, trail: AuditTrail,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._index = index
+        self._trail = trail
+        self._clock = clock
+
+    def __call__(self, who: Credential, ins: str, document_id: str, rule: str, route: str) -> None:
+        if not ins and document_id:
+            record = self._index.document(document_id)
+            ins = record.patient_ins if record is not None else ""
+        trace_refusal(self._trail, self._index, who, ins, {"rule": rule, "route": route}, at=self._clock())
+
+
+def trace_refusal(trail: AuditTrail, index: Index, who: Credential, ins: str, detail: dict[str, str], *,
+                  at: datetime) -> None:
+    """One `refused` entry of `who` in the trail of `ins`, when `ins` is a profile the hub knows."""
+    if not ins or len(ins) != 15 or not ins.isascii() or index.patient(ins) is None:
+        return
+    kind = ACTOR_KINDS.get(who.role, ActorKind.SYSTEM)
+    actor_id = {ActorKind.PATIENT: who.ins, ActorKind.PROFESSIONAL: who.idnps}.get(kind) or who.name
+    trail.append([NewAuditEntry(at=at, ins=ins, actor_kind=str(kind), actor_id=actor_id,
+                                action=AuditAction.REFUSED, outcome="refused", detail=detail)])

@@ -17,7 +17,8 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from hub.audit import AuditEntry, AuditTrail, NewAuditEntry
+from hub import refusals
+from hub.audit import AuditAction, AuditEntry, AuditTrail, NewAuditEntry
 
 MAX_BATCH = 500  # entries per transaction at most (keeps one commit's statement and lock time bounded)
 
@@ -44,6 +45,7 @@ class GroupCommitTrail:
         """Durable when it returns, like SqlAuditTrail.append; shares a transaction with concurrent callers."""
         if not entries:
             return []
+        refusals.note(e.ins for e in entries if e.action == AuditAction.REFUSED)
         request = _Request(list(entries))
         with self._lock:
             self._queue.append(request)

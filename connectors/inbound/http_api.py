@@ -41,6 +41,7 @@ from hub.ports import (
     RecordService,
 )
 from hub.records import SubmissionRecord
+from hub.refusals import already_traced, close_scope, open_scope
 from hub.writes import HTTP_DOOR, ProducersOnly, WriteGate
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,8 @@ class ApiContext:
     issue_token: Callable[[str], str] | None = None  # a new bearer token for a patient (INS), after activation
     revoke_tokens: Callable[[str], int] | None = None  # a closed profile's issued tokens stop working
     write_gate: WriteGate = field(default_factory=ProducersOnly)  # who may submit what (before storing)
+    #: (who, ins, document id, rule, route template): a refusal no service traced, into the patient's trail
+    trace_refusal: Callable[[Credential, str, str, str, str], None] | None = None
     contacts: ContactService | None = None  # the patient's own contact addresses; None: those routes are absent
 
 
@@ -110,9 +113,38 @@ def create_app(ctx: ApiContext) -> FastAPI:
     return app
 
 
-async def _http_error(_request: Request, exc: Exception) -> Response:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if exc.status_code in (403, 404):
+        await _trace_refusal(request, exc)
     return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _trace_refusal(request: Request, exc: HTTPException) -> None:
+    """A 403/404 to an identified caller on a route naming a patient is in that patient's trail: written
+    here when no service wrote it while serving the request (hub.refusals).  A trail that cannot be
+    written is logged; the refusal stands."""
+    ctx: ApiContext = request.app.state.ctx
+    cred = getattr(request.state, "credential", None)
+    params = request.path_params
+    ins, document_id = str(params.get("ins", "")), str(params.get("document_id", ""))
+    if ctx.trace_refusal is None or cred is None or not (ins or document_id) or (ins and already_traced(ins)):
+        return
+    rule = _rule_of(exc.detail)
+    route = str(getattr(request.scope.get("route"), "path", ""))
+    try:
+        await run_in_threadpool(ctx.trace_refusal, cred, ins, document_id, rule or str(exc.status_code), route)
+    except HubError as error:
+        log.warning("refusal not traced (%s) on %s", type(error).__name__, route)
+
+
+def _rule_of(detail: object) -> str:
+    """The refusal's rule: the finding's when the body carries one, else the error's code."""
+    if not isinstance(detail, dict):
+        return ""
+    found = detail.get("finding")
+    rule = found.get("rule") if isinstance(found, dict) else None
+    return str(rule or detail.get("code", ""))
 
 
 class AccessLog:
@@ -127,6 +159,7 @@ class AccessLog:
             await self._app(scope, receive, send)
             return
         started, status = time.perf_counter(), [0]
+        scope_token = open_scope()  # which trails a service wrote a refusal into, for _trace_refusal
 
         async def send_and_note(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -136,6 +169,7 @@ class AccessLog:
         try:
             await self._app(scope, receive, send_and_note)
         finally:
+            close_scope(scope_token)
             path = getattr(scope.get("route"), "path", "<unmatched>")
             access_log.info("%s %s %d %.1fms", scope["method"], path, status[0],
                             (time.perf_counter() - started) * 1000)
@@ -153,6 +187,7 @@ def identify(request: Request) -> Credential:
         raise api_error(401, "unauthenticated", "Missing or unknown bearer token (Authorization: Bearer ...).",
                         "Jeton d'accès absent ou inconnu (Authorization: Bearer ...).",
                         {"WWW-Authenticate": "Bearer"})
+    request.state.credential = cred  # who is refused, if this request is (see _trace_refusal)
     return cred
 
 

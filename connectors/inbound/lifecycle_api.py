@@ -104,8 +104,9 @@ CODE_REQUESTED = {
 def _own(ins: str, cred: Annotated[Credential, Depends(identify)]) -> Credential:
     if cred.role == "patient" and cred.ins == ins:
         return cred
-    raise api_error(403, "forbidden", "Only the patient themself manages their contact addresses.",
-                    "Seul le patient lui-même gère ses adresses de contact.")
+    raise _not_yours() if cred.role == "patient" else api_error(
+        403, "forbidden", "Only the patient themself manages their contact addresses.",
+        "Seul le patient lui-même gère ses adresses de contact.")
 
 
 def insurer(cred: Annotated[Credential, Depends(identify)]) -> Credential:
@@ -118,8 +119,23 @@ def insurer(cred: Annotated[Credential, Depends(identify)]) -> Credential:
 def _self_or_operator(ins: str, cred: Annotated[Credential, Depends(identify)]) -> Credential:
     if cred.role in ("admin", "insurer") or (cred.role == "patient" and cred.ins == ins):
         return cred
-    raise api_error(403, "forbidden", "Only the patient themself (or an operator) may do this.",
-                    "Seul le patient lui-même (ou un opérateur) peut faire cette demande.")
+    raise _not_yours() if cred.role == "patient" else api_error(
+        403, "forbidden", "Only the patient themself (or an operator) may do this.",
+        "Seul le patient lui-même (ou un opérateur) peut faire cette demande.")
+
+
+def _self_or_admin(ins: str, cred: Annotated[Credential, Depends(identify)]) -> Credential:
+    """Restitution: the holder or the operator; nobody else reads a whole record (`read.role`)."""
+    if cred.role == "admin" or (cred.role == "patient" and cred.ins == ins):
+        return cred
+    raise _not_yours() if cred.role == "patient" else api_error(
+        403, "read.role", "This credential's role reads no patient's record.",
+        "Le rôle de cet accès ne permet de lire aucun dossier de patient.")
+
+
+def _not_yours() -> HTTPException:
+    return api_error(403, "access.not-own-record", "A patient credential reaches only its own record.",
+                     "Un accès patient n'ouvre que son propre dossier.")
 
 
 def lifecycle_routes(app: FastAPI, ctx: ApiContext) -> None:
@@ -237,7 +253,7 @@ def _person_routes(app: FastAPI, ctx: ApiContext, lifecycle: LifecycleService) -
 
     @app.get("/v1/patients/{ins}/export", tags=["lifecycle"], summary="Restitution: the whole record as a ZIP")
     async def export(ins: str, request: Request,
-                     cred: Annotated[Credential, Depends(_self_or_operator)]) -> StreamingResponse:
+                     cred: Annotated[Credential, Depends(_self_or_admin)]) -> StreamingResponse:
         """The patient's restitution (or an admin's, for them): 403 `read.role` for the insurer, 404 once
         the profile is closed; its audit.json is the trail as the patient is shown it."""
         await gated(request, cred, ins, Reading.EXPORT)

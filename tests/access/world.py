@@ -355,6 +355,9 @@ BODIES: dict[str, BodyMaker] = {
     "representatives": lambda w, _c, i: {"json": {"representatives": [w.plan.parent] if i in w.plan.minors_all()
                                                   else []}},
     "factors": lambda _w, _c, i: {"json": {"ins": i, "code": "AAAA-BBBB-CCCC", "vitale_serial": "80250000000000"}},
+    "code_request": lambda _w, _c, i: {"json": {"ins": i, "vitale_serial": "80250000000000", "channel": "post"}},
+    "contact": lambda _w, _c, _i: {"json": {"email": "nouvelle.adresse@example.org"}},
+    "contact_code": lambda _w, _c, _i: {"json": {"code": "WRONGCODE123"}},
     "delivery_report": lambda _w, _c, _i: {"json": {"provider_ref": "matrix-none", "state": "delivered"}},
 }
 
