@@ -124,6 +124,8 @@ class NotifySettings:
     retry_base_s: float = 30.0  # a channel down: first retry after 15-30 s, doubling...
     retry_max_delay_s: float = 3600.0  # ...up to an hour between tries...
     retry_attempts: int = 60  # ...then the notice fails (and falls back): about two days
+    push_allow_http: bool = False  # TESTS ONLY: push endpoints may be http:// (production: https only)
+    push_allow_private: bool = False  # TESTS ONLY: push endpoints may resolve to loopback/private addresses
 
 
 def _flat(table: Mapping[str, Any], cls: Any, where: str) -> Any:

@@ -41,6 +41,7 @@ from connectors.outbound.notify_channels import (
     SmtpEmailChannel,
 )
 from connectors.outbound.relay import SmtpRelay
+from connectors.outbound.url_guard import UrlPolicy
 from hub.auth import Authenticator
 from hub.bus import open_connection
 from hub.bus.kombu_bus import KombuPublisher, declare
@@ -126,7 +127,8 @@ class Hub:
                           records=self.records.record_access(notifier), verify_trail=self.records.verify,
                           trail_head=self.records.audit.head,
                           lifecycle=lifecycle, insurer=self.insurer(lifecycle),
-                          issue_token=self.records.issue_token, revoke_tokens=self.records.tokens.revoke)
+                          issue_token=self.records.issue_token, revoke_tokens=self.records.tokens.revoke,
+                          push_policy=self.push_policy())
 
     def lifecycle(self) -> Lifecycle:
         return self.records.lifecycle(Notifier(self.notify_ports))
@@ -233,8 +235,13 @@ class Hub:
         ) if notify.smtp_host else OutboxEmailChannel(outbox / "email", sender=notify.sender)
         sms: NotificationChannel = HttpSmsChannel(notify.sms_url, notify.sms_api_key) if notify.sms_url \
             else OutboxSmsChannel(outbox / "sms")
-        return {Channel.EMAIL: email, Channel.SMS: sms, Channel.PUSH: HttpPushChannel(),
+        return {Channel.EMAIL: email, Channel.SMS: sms, Channel.PUSH: HttpPushChannel(policy=self.push_policy()),
                 Channel.INAPP: InAppChannel()}
+
+    def push_policy(self) -> UrlPolicy:
+        """[notify] push_allow_*: where patients' push endpoints may point (production: public https only)."""
+        notify = self.settings.notify
+        return UrlPolicy(allow_http=notify.push_allow_http, allow_private=notify.push_allow_private)
 
     def _outbound_ports(self) -> OutboundPorts:
         mail = self.settings.mail

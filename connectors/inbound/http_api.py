@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
@@ -21,6 +21,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config.settings import Credential
+from connectors.inbound.params import install_param_errors
+from connectors.outbound.url_guard import UrlPolicy
 from hub.access import PRODUCER_CODES
 from hub.audit import Verification
 from hub.auth import Authenticator
@@ -69,6 +71,7 @@ class ApiContext:
     insurer: InsurerService | None = None  # reimbursement history batches
     issue_token: Callable[[str], str] | None = None  # a new bearer token for a patient (INS), after activation
     revoke_tokens: Callable[[str], int] | None = None  # a closed profile's issued tokens stop working
+    push_policy: UrlPolicy = field(default_factory=UrlPolicy)  # where patients' push endpoints may point
 
 
 def api_error(status: int, code: str, en: str, fr: str, headers: dict[str, str] | None = None) -> HTTPException:
@@ -88,6 +91,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.ctx = ctx
     app.add_middleware(AccessLog)
     app.exception_handler(HTTPException)(_http_error)
+    install_param_errors(app)
     _submission_routes(app, ctx)
     _operation_routes(app, ctx)
     if ctx.records is not None:
