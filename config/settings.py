@@ -48,7 +48,7 @@ class StoreSettings:
     bucket: str = "meshub"
     secure: bool = False
     fsync: bool = True
-    embedded_port: int = 8333
+    embedded_port: int = 0  # the embedded SeaweedFS S3 port; 0: chosen free at first start, kept in s3/ports.json
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,7 +344,7 @@ def settings_from_mapping(data: Mapping[str, Any], *, data_dir: Path) -> Setting
         endpoint=_typed(s3, "endpoint", str, None, "s3"),
         access_key=_typed(s3, "access_key", str, "", "s3"), secret_key=_typed(s3, "secret_key", str, "", "s3"),
         bucket=_typed(s3, "bucket", str, "meshub", "s3"), secure=_typed(s3, "secure", bool, False, "s3"),
-        fsync=_typed(s3, "fsync", bool, True, "s3"), embedded_port=_typed(s3, "embedded_port", int, 8333, "s3"))
+        fsync=_typed(s3, "fsync", bool, True, "s3"), embedded_port=_typed(s3, "embedded_port", int, 0, "s3"))
     drop_dir = _typed(drop, "dir", str, None, "filedrop")
     return Settings(
         data_dir=data_dir,

@@ -50,10 +50,10 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 
 def _kind(error: dict[str, Any]) -> str:
-    loc = error.get("loc") or ()
+    loc: tuple[Any, ...] = tuple(error.get("loc") or ())
     return str(loc[0]) if loc else ""
 
 
 def _name(error: dict[str, Any]) -> str:
-    loc = error.get("loc") or ()
+    loc: tuple[Any, ...] = tuple(error.get("loc") or ())
     return str(loc[1]) if len(loc) > 1 else "?"
