@@ -141,20 +141,23 @@ def _pick_ports(bind: str, s3_port: int) -> _Ports:
 
 def listening_pids(port: int) -> set[int] | None:
     """The processes holding a listening TCP socket on `port` (any address), from /proc; None where /proc
-    cannot tell (not Linux).  Processes whose fds we may not read are not listed."""
+    cannot tell (not Linux).  0 stands for a holder whose fds we may not read (another user's process)."""
     inodes = _listening_inodes(port)
     if inodes is None:
         return None
     pids: set[int] = set()
     wanted = {f"socket:[{inode}]" for inode in inodes}
+    seen: set[str] = set()
     for fd_dir in Path("/proc").glob("[0-9]*/fd"):
         try:
             fds = list(fd_dir.iterdir())
         except OSError:  # gone, or not ours to read
             continue
-        if any(_link(fd) in wanted for fd in fds):
+        found = {_link(fd) for fd in fds} & wanted
+        if found:
             pids.add(int(fd_dir.parent.name))
-    return pids
+            seen |= found
+    return pids | ({0} if wanted - seen else set())
 
 
 def _link(fd: Path) -> str:
@@ -365,8 +368,9 @@ class SeaweedServer:
         if self._proc is not None and self._proc.pid in holders:
             return True
         if holders:
+            who = f"pid {max(holders)}" if max(holders) else "another user's process"
             raise StoreUnavailable(f"port {self._ip}:{port} planned for the embedded SeaweedFS is held by another "
-                                   f"program (pid {min(holders)}): set [s3] embedded_port to 0 or a free port")
+                                   f"program ({who}): set [s3] embedded_port to 0 or a free port")
         return False
 
     def _http_answers(self, port: int, path: str) -> str | None:
