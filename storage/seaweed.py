@@ -367,11 +367,11 @@ class SeaweedServer:
             return True
         if self._proc is not None and self._proc.pid in holders:
             return True
-        if holders:
-            who = f"pid {max(holders)}" if max(holders) else "another user's process"
+        foreign = holders - {0}
+        if foreign:
             raise StoreUnavailable(f"port {self._ip}:{port} planned for the embedded SeaweedFS is held by another "
-                                   f"program ({who}): set [s3] embedded_port to 0 or a free port")
-        return False
+                                   f"program (pid {min(foreign)}): set [s3] embedded_port to 0 or a free port")
+        return False  # nobody yet, or a holder we cannot see: not ready (start() times out if it stays so)
 
     def _http_answers(self, port: int, path: str) -> str | None:
         conn = http.client.HTTPConnection(self._ip, port, timeout=1.0)
