@@ -52,7 +52,7 @@ class StoreSettings:
     bucket: str = "meshub"
     secure: bool = False
     fsync: bool = True
-    embedded_port: int = 8333
+    embedded_port: int = 0  # the embedded SeaweedFS S3 port; 0: chosen free at first start, kept in s3/ports.json
     kek_file: str = ""  # key file of the KEKs (storage.keyring); MESHUB_KEK / MESHUB_KEK_FILE take precedence
 
 
@@ -129,6 +129,8 @@ class NotifySettings:
     retry_base_s: float = 30.0  # a channel down: first retry after 15-30 s, doubling...
     retry_max_delay_s: float = 3600.0  # ...up to an hour between tries...
     retry_attempts: int = 60  # ...then the notice fails (and falls back): about two days
+    push_allow_http: bool = False  # TESTS ONLY: push endpoints may be http:// (production: https only)
+    push_allow_private: bool = False  # TESTS ONLY: push endpoints may resolve to loopback/private addresses
 
 
 def _flat(table: Mapping[str, Any], cls: Any, where: str) -> Any:
@@ -363,7 +365,7 @@ def settings_from_mapping(data: Mapping[str, Any], *, data_dir: Path) -> Setting
         endpoint=_typed(s3, "endpoint", str, None, "s3"),
         access_key=_typed(s3, "access_key", str, "", "s3"), secret_key=_typed(s3, "secret_key", str, "", "s3"),
         bucket=_typed(s3, "bucket", str, "meshub", "s3"), secure=_typed(s3, "secure", bool, False, "s3"),
-        fsync=_typed(s3, "fsync", bool, True, "s3"), embedded_port=_typed(s3, "embedded_port", int, 8333, "s3"))
+        fsync=_typed(s3, "fsync", bool, True, "s3"), embedded_port=_typed(s3, "embedded_port", int, 0, "s3"))
     store = replace(store, kek_file=_typed(s3, "kek_file", str, "", "s3"))
     drop_dir = _typed(drop, "dir", str, None, "filedrop")
     return Settings(

@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import signal
+import socket
 import sys
 import tomllib
 from collections.abc import Sequence
@@ -45,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", type=Path, default=datadir.DEFAULT_DATA_DIR)
     run.add_argument("--config", type=Path, help="TOML config file (external RabbitMQ / S3 / PostgreSQL)")
     run.add_argument("--http-host")
-    run.add_argument("--http-port", type=int)
+    run.add_argument("--http-port", "--port", type=int, help="HTTP API port (default 8080)")
     run.add_argument("--workers", type=int, help="pipeline worker threads in this process")
     run.add_argument("--smtp-port", type=int, help="MSSanté SMTP gateway port (default 2525; 0 turns it off)")
     run.add_argument("--notify-smtp", metavar="HOST:PORT",
@@ -251,6 +252,37 @@ def load_settings(args: argparse.Namespace) -> Settings:
     return replace(settings, **overrides)
 
 
+def check_listen_ports(settings: Settings, *, serving: bool) -> None:
+    """A user-facing port already taken is a one-line ConfigError naming it and the option that changes it
+    (exit 2), before anything starts.  Internal child servers (SeaweedFS) choose free ports themselves."""
+    if not serving:
+        return
+    wanted = [("HTTP", settings.http_host, settings.http_port, "--http-port N (or [http] port)")]
+    if settings.mail.smtp_port:
+        wanted.append(("SMTP", settings.mail.smtp_host, settings.mail.smtp_port,
+                       "--smtp-port N (or [smtp] port; 0 turns the gateway off)"))
+    for what, host, port, option in wanted:
+        if not port_free(host, port):
+            raise ConfigError(f"the {what} port {host}:{port} is already in use by another program: "
+                              f"choose another with {option}")
+
+
+def port_free(host: str, port: int) -> bool:
+    """`host:port` can be listened on now (SO_REUSEADDR as servers set it: TIME_WAIT is no obstacle)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return True  # a name that does not resolve: the server will say so itself
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError:
+            return False
+    return True
+
+
 def _stop_on_signal(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -265,7 +297,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings(args)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    datadir.make_private(settings.data_dir)  # umask 0o077 from here on: every file the hub writes is 0600
+    check_listen_ports(settings, serving=args.role != "worker")
     if not settings.credentials:  # no credentials configured: development credentials in the data dir
         creds, created = datadir.dev_credentials(settings.data_dir)
         settings = replace(settings, credentials=creds)

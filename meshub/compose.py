@@ -9,11 +9,13 @@ them in order.  Does not: contain any decision about documents.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import ssl
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -41,12 +43,13 @@ from connectors.outbound.notify_channels import (
     SmtpEmailChannel,
 )
 from connectors.outbound.relay import SmtpRelay
+from connectors.outbound.url_guard import UrlPolicy
 from hub.auth import Authenticator
 from hub.bus import open_connection
 from hub.bus.kombu_bus import KombuPublisher, declare
 from hub.bus.worker import Worker
 from hub.envelope import BlobRef, Envelope, Source
-from hub.errors import ConfigError, HubError
+from hub.errors import ConfigError, HubError, StoreUnavailable
 from hub.intake import Intake
 from hub.mailqueue import MAIL_CONTENT_TYPE
 from hub.notices import Channel
@@ -132,7 +135,8 @@ class Hub:
                           issue_token=self.records.issue_token, revoke_tokens=self.records.tokens.revoke,
                           contacts=self.records.contacts(notifier),
                           write_gate=self.write_gate(),
-                          trace_refusal=EdgeRefusalTracer(index=self.index, trail=self.records.audit))
+                          trace_refusal=EdgeRefusalTracer(index=self.index, trail=self.records.audit),
+                          push_policy=self.push_policy())
 
     def write_gate(self) -> HeaderWriteGate:
         """Who may write what, checked at the doors before anything is stored (refusals traced)."""
@@ -243,8 +247,13 @@ class Hub:
         ) if notify.smtp_host else OutboxEmailChannel(outbox / "email", sender=notify.sender)
         sms: NotificationChannel = HttpSmsChannel(notify.sms_url, notify.sms_api_key) if notify.sms_url \
             else OutboxSmsChannel(outbox / "sms")
-        return {Channel.EMAIL: email, Channel.SMS: sms, Channel.PUSH: HttpPushChannel(),
+        return {Channel.EMAIL: email, Channel.SMS: sms, Channel.PUSH: HttpPushChannel(policy=self.push_policy()),
                 Channel.INAPP: InAppChannel()}
+
+    def push_policy(self) -> UrlPolicy:
+        """[notify] push_allow_*: where patients' push endpoints may point (production: public https only)."""
+        notify = self.settings.notify
+        return UrlPolicy(allow_http=notify.push_allow_http, allow_private=notify.push_allow_private)
 
     def _outbound_ports(self) -> OutboundPorts:
         mail = self.settings.mail
@@ -284,7 +293,12 @@ class Hub:
         # every spool is drained, those of processes a smaller [smtp] processes no longer starts too
         for spool_dir in sorted(p for p in spools.iterdir() if p.is_dir()):
             self.start_drain(spool_dir)
-        listener = listen(mail.smtp_host, mail.smtp_port)  # bound here: a port in use fails here
+        try:
+            listener = listen(mail.smtp_host, mail.smtp_port)  # bound here: a port in use fails here
+        except OSError as exc:
+            raise ConfigError(f"the SMTP port {mail.smtp_host}:{mail.smtp_port} cannot be listened on "
+                              f"({exc.strerror or type(exc).__name__}): choose another with --smtp-port N "
+                              f"(or [smtp] port; 0 turns the gateway off)") from None
         try:
             for spool_dir in dirs:  # each process accepts on it, and spools on its own
                 gateway = GatewayProcess(GatewayPlan(settings=self.settings, spool_dir=spool_dir, cert=cert,
@@ -320,6 +334,8 @@ class Hub:
 
     def _sweep_loop(self, stop: threading.Event) -> None:
         while not stop.wait(SWEEP_EVERY_S):
+            if self.settings.embedded_store:  # volumes SeaweedFS grew since (their .vif files are 0644)
+                datadir.strip_group_other(self.settings.data_dir / "s3")
             try:
                 self.sweep_once(datetime.now(UTC) - SWEEP_AGE)
             except HubError as exc:
@@ -398,7 +414,29 @@ def _object_store(settings: Settings, stack: ExitStack) -> MinioBlobStore:
                                    secret_key=store.secret_key, bucket=store.bucket,
                                    key_secret=settings.key_secret, secure=store.secure, keyring=keyring)
     blobs.ensure_bucket()
+    if settings.embedded_store:
+        _probe_embedded(blobs)
+        datadir.strip_group_other(settings.data_dir / "s3")
     return blobs
+
+
+def _probe_embedded(blobs: MinioBlobStore) -> None:
+    """Write, read back and delete a random object with this start's credentials: the child answers as the
+    store the hub created (and has grown its first volumes, whose files strip_group_other then makes private)."""
+    key, data = f"meshub-probe/{uuid.uuid4().hex}", os.urandom(1024)
+    try:
+        blobs.client.put_object(bucket_name=blobs.bucket, object_name=key, data=io.BytesIO(data), length=len(data))
+        answer = blobs.client.get_object(bucket_name=blobs.bucket, object_name=key)
+        try:
+            same = answer.read() == data
+        finally:
+            answer.close()
+            answer.release_conn()
+        blobs.client.remove_object(bucket_name=blobs.bucket, object_name=key)
+    except Exception as exc:  # minio and urllib3 errors alike: the store is not ours
+        raise StoreUnavailable(f"the embedded object store failed its start probe: {type(exc).__name__}") from None
+    if not same:
+        raise StoreUnavailable("the embedded object store answered the start probe with other bytes")
 
 
 def build_hub(settings: Settings, *, workers_in_process: bool = False) -> Hub:

@@ -5,7 +5,9 @@ the CLI reads to reach a local hub.  Layout:
   secrets.json      object-key HMAC secret, embedded S3 access/secret keys
   credentials.json  development producer, admin, insurer and professional tokens (CLI and curl)
   hub.json          URL of the hub running on this data dir
-  s3/ bus.sqlite3 index.sqlite3 drop/   the embedded services' data
+  s3/ bus.sqlite3 index.sqlite3 drop/   the embedded services' data (s3/ports.json: SeaweedFS's ports)
+Everything under the data dir holds patient data or secrets: `make_private` gives the hub process (and so its
+children: SeaweedFS, SMTP gateways) the umask 0o077 and takes group/other bits off what a former run left.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,38 @@ from config.settings import Credential
 from hub.auth import new_token, token_sha256
 
 DEFAULT_DATA_DIR = Path("meshub-data")
+PRIVATE_UMASK = 0o077  # files 0600, folders 0700
+
+
+def make_private(data_dir: Path) -> int:
+    """umask 0o077 for this process and its children, the data dir made (0700) if missing, and every folder
+    and file already under it stripped of group/other bits (symlinks are not followed).  Returns how many
+    entries had to be fixed."""
+    os.umask(PRIVATE_UMASK)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return strip_group_other(data_dir)
+
+
+def strip_group_other(root: Path) -> int:
+    """Take group/other bits off `root` and everything under it (symlinks not followed): for what a child
+    writes with an explicit mode whatever the umask (SeaweedFS's .vif volume files are 0644).  Returns how
+    many entries were fixed."""
+    fixed = _strip_group_other(root)
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        for name in (*dirs, *files):
+            fixed += _strip_group_other(Path(folder) / name)
+    return fixed
+
+
+def _strip_group_other(path: Path) -> int:
+    try:
+        mode = os.lstat(path).st_mode
+        if stat.S_ISLNK(mode) or not stat.S_IMODE(mode) & 0o077:
+            return 0
+        os.chmod(path, stat.S_IMODE(mode) & 0o700)
+    except FileNotFoundError:  # went away meanwhile (a temp file)
+        return 0
+    return 1
 
 
 def _write_private(path: Path, data: dict[str, Any]) -> None:

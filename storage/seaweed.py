@@ -106,9 +106,12 @@ def _port_free(bind: str, port: int) -> bool:
 
 
 def _load_or_pick_ports(path: Path, bind: str, s3_port: int) -> _Ports:
-    """Same ports as the last run on this data_dir when they are free (stable master dir), else new ones."""
+    """Same ports as the last run on this data_dir when they are free (stable master dir), else new ones.
+
+    `s3_port` 0: the S3 port is chosen too (and kept in ports.json like the others); else it is that one."""
     try:
-        saved = _Ports(**{**json.loads(path.read_text(encoding="utf-8")), "s3": s3_port})
+        saved_raw = json.loads(path.read_text(encoding="utf-8"))
+        saved: _Ports | None = _Ports(**{**saved_raw, **({"s3": s3_port} if s3_port else {})})
     except (OSError, ValueError, TypeError):
         saved = None
     if saved is not None and all(_port_free(bind, p) for p in saved.all() if p != s3_port):
@@ -122,7 +125,7 @@ def _pick_ports(bind: str, s3_port: int) -> _Ports:
     socks: list[socket.socket] = []
     try:
         p: list[int] = []
-        while len(p) < 7:  # hold them all open so that the seven are distinct...
+        while len(p) < (7 if s3_port else 8):  # hold them all open so that they are distinct...
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.bind((bind, 0))
             socks.append(sock)
@@ -133,7 +136,52 @@ def _pick_ports(bind: str, s3_port: int) -> _Ports:
         for sock in socks:
             sock.close()
     return _Ports(master=p[0], master_grpc=p[1], volume=p[2], volume_grpc=p[3], filer=p[4], filer_grpc=p[5],
-                  s3=s3_port, s3_grpc=p[6])
+                  s3=s3_port or p[7], s3_grpc=p[6])
+
+
+def listening_pids(port: int) -> set[int] | None:
+    """The processes holding a listening TCP socket on `port` (any address), from /proc; None where /proc
+    cannot tell (not Linux).  0 stands for a holder whose fds we may not read (another user's process)."""
+    inodes = _listening_inodes(port)
+    if inodes is None:
+        return None
+    pids: set[int] = set()
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    seen: set[str] = set()
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            fds = list(fd_dir.iterdir())
+        except OSError:  # gone, or not ours to read
+            continue
+        found = {_link(fd) for fd in fds} & wanted
+        if found:
+            pids.add(int(fd_dir.parent.name))
+            seen |= found
+    return pids | ({0} if wanted - seen else set())
+
+
+def _link(fd: Path) -> str:
+    try:
+        return os.readlink(fd)
+    except OSError:  # closed meanwhile (the listing's own fd)
+        return ""
+
+
+def _listening_inodes(port: int) -> set[int] | None:
+    inodes: set[int] = set()
+    tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
+    if not any(t.exists() for t in tables):
+        return None
+    for table in tables:
+        try:
+            lines = table.read_text(encoding="ascii").splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(int(fields[9]))  # state 0A: LISTEN
+    return inodes
 
 
 def _die_with_parent(parent_pid: int) -> Callable[[], None]:
@@ -152,7 +200,11 @@ class SeaweedServer:
 
     Restarting the same instance (start, kill/stop, start) reuses the same
     ports and data, which is what crash tests need.  Several instances can run
-    side by side: every port but `s3_port` is picked free at the first start.
+    side by side: every port but `s3_port` is picked free at the first start
+    (`s3_port=0`: that one too), and kept in data_dir/ports.json.  A child is
+    recognised by more than an open port: S3 and master listeners must be
+    held by the child's own PID (/proc), else start() fails; an explicit
+    `s3_port` already in use is a ConfigError before anything starts.
     Note: PR_SET_PDEATHSIG fires when the *thread* that started the child exits,
     so start it from a thread that lives as long as the server should.
     """
@@ -203,10 +255,14 @@ class SeaweedServer:
         if self.running():
             return
         binary = find_weed_binary(self._weed_binary)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        (self.data_dir / "data").mkdir(exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (self.data_dir / "data").mkdir(mode=0o700, exist_ok=True)
         if self._ports is None:
+            if self.s3_port and not _port_free(self._bind, self.s3_port):
+                raise ConfigError(f"the embedded S3 port {self._bind}:{self.s3_port} is already in use by another "
+                                  f"program: set [s3] embedded_port to a free port (or 0: the hub chooses one)")
             self._ports = _load_or_pick_ports(self.data_dir / "ports.json", self._bind, self.s3_port)
+            self.s3_port = self._ports.s3
         self._write_identities()
         self._write_filer_store_once()
         started = time.monotonic()
@@ -296,10 +352,26 @@ class SeaweedServer:
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:
                 raise StoreUnavailable(f"seaweedfs exited with {self._proc.returncode}; see {self.log_path}")
-            if self._http_answers(ports.s3, "/") and self._volume_registered(ports.master):
+            if (self._http_answers(ports.s3, "/") and self._volume_registered(ports.master)
+                    and self._ours(ports.s3) and self._ours(ports.master)):
                 return
             time.sleep(0.1)
         raise StoreUnavailable(f"seaweedfs S3 did not answer on {self.endpoint} in time; see {self.log_path}")
+
+    def _ours(self, port: int) -> bool:
+        """The listener on `port` is our child's (not a foreign server that happens to answer there).
+
+        Raises StoreUnavailable when another process holds it: the hub must not send documents there."""
+        holders = listening_pids(port)
+        if holders is None:  # no /proc: the per-start secret (s3.json) is what the S3 client signs with
+            return True
+        if self._proc is not None and self._proc.pid in holders:
+            return True
+        foreign = holders - {0}
+        if foreign:
+            raise StoreUnavailable(f"port {self._ip}:{port} planned for the embedded SeaweedFS is held by another "
+                                   f"program (pid {min(foreign)}): set [s3] embedded_port to 0 or a free port")
+        return False  # nobody yet, or a holder we cannot see: not ready (start() times out if it stays so)
 
     def _http_answers(self, port: int, path: str) -> str | None:
         conn = http.client.HTTPConnection(self._ip, port, timeout=1.0)

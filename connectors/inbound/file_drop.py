@@ -15,6 +15,7 @@ Does not: parse documents (the gate reads the header, the pipeline validates).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -113,6 +114,8 @@ class FileDrop:
             os.rename(path, claimed)  # atomic: only one poller wins the file
         except FileNotFoundError:
             return
+        with contextlib.suppress(OSError):  # the producer's mode (often 0644): ours is private (patient data)
+            os.chmod(claimed, 0o600)
         self._submit(claimed)
 
     def _marker(self, claimed: Path) -> Path:

@@ -22,6 +22,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config.settings import Credential
+from connectors.inbound.params import install_param_errors
+from connectors.outbound.url_guard import UrlPolicy
 from hub.access import PRODUCER_CODES
 from hub.audit import Verification
 from hub.auth import Authenticator
@@ -77,6 +79,7 @@ class ApiContext:
     #: (who, ins, document id, rule, route template): a refusal no service traced, into the patient's trail
     trace_refusal: Callable[[Credential, str, str, str, str], None] | None = None
     contacts: ContactService | None = None  # the patient's own contact addresses; None: those routes are absent
+    push_policy: UrlPolicy = field(default_factory=UrlPolicy)  # where patients' push endpoints may point
 
 
 def api_error(status: int, code: str, en: str, fr: str, headers: dict[str, str] | None = None) -> HTTPException:
@@ -96,6 +99,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.ctx = ctx
     app.add_middleware(AccessLog)
     app.exception_handler(HTTPException)(_http_error)
+    install_param_errors(app)
     _submission_routes(app, ctx)
     _operation_routes(app, ctx)
     if ctx.records is not None:

@@ -16,6 +16,7 @@ Does not: parse anything (the callables do) or log file names (they may name a p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -99,6 +100,8 @@ class InsurerDrop:
             os.rename(path, claimed)  # atomic: one poller wins the file
         except FileNotFoundError:
             return None
+        with contextlib.suppress(OSError):  # the insurer's mode (often 0644): ours is private (patient data)
+            os.chmod(claimed, 0o600)
         return claimed
 
     def _handle(self, claimed: Path) -> str:

@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from config.settings import Credential
 from connectors.inbound.http_api import ApiContext, admin, api_error, fetch_bytes, identify, unavailable
+from connectors.inbound.params import MAX_OFFSET
 from connectors.inbound.read_gate import gated, reading_of, target_of
 from hub.errors import NotFound, Refused, TransientError
 from hub.reading import Reading
@@ -97,7 +98,7 @@ def _read_routes(app: FastAPI, ctx: ApiContext) -> None:
 
     @app.get("/v1/patients/{ins}/messages", summary="List a patient's MSSanté messages, newest first")
     async def list_messages(ins: str, _cred: Owner, limit: Annotated[int, Query(ge=1, le=500)] = 100,
-                            offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+                            offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> dict[str, Any]:
         records = await run_in_threadpool(mailboxes.messages, _address(ctx, ins), limit=limit, offset=offset)
         return {"messages": [m.to_dict() for m in records]}
 

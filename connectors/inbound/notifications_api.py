@@ -25,6 +25,8 @@ from starlette.concurrency import run_in_threadpool
 from config.settings import Credential
 from connectors.inbound.http_api import ApiContext, admin, api_error, fetch_bytes, unavailable
 from connectors.inbound.mailbox_api import Owner
+from connectors.inbound.params import MAX_EVENT_ID_CHARS
+from connectors.outbound.url_guard import UrlPolicy, UrlRefused, check_url
 from hub.envelope import BlobRef
 from hub.errors import TransientError
 from hub.notices import Channel, NoticeState, Preferences
@@ -69,7 +71,7 @@ def notification_routes(app: FastAPI, ctx: ApiContext, *,
     """Register the notification routes on `app` (ctx.notices is set)."""
     assert ctx.notices is not None
     _centre_routes(app, ctx.notices, clock)
-    _settings_routes(app, ctx.notices)
+    _settings_routes(app, ctx.notices, ctx.push_policy)
     _admin_routes(app, ctx, ctx.notices, clock)
 
 
@@ -96,7 +98,7 @@ def _centre_routes(app: FastAPI, notices: NotificationStore, clock: Callable[[],
 
     @app.get("/v1/patients/{ins}/notifications/stream", tags=["notifications"])
     async def stream(ins: str, request: Request, _cred: Owner,
-                     last_event_id: Annotated[str, Header()] = "") -> StreamingResponse:
+                     last_event_id: Annotated[str, Header(max_length=MAX_EVENT_ID_CHARS)] = "") -> StreamingResponse:
         """Server-Sent Events: each new in-app notification as `event: notification`, `id:` its sequence
         number; a client that reconnects with Last-Event-ID misses nothing."""
         cursor = int(last_event_id) if last_event_id.isdigit() else await _latest_seq(ins)
@@ -126,7 +128,15 @@ def _centre_routes(app: FastAPI, notices: NotificationStore, clock: Callable[[],
 
 
 
-def _settings_routes(app: FastAPI, notices: NotificationStore) -> None:
+async def _checked_endpoint(endpoint: str, policy: UrlPolicy) -> None:
+    """A push endpoint the hub would call (connectors.outbound.url_guard), else 422 with the rule."""
+    try:
+        await run_in_threadpool(check_url, endpoint, policy)
+    except UrlRefused as refused:
+        raise api_error(422, refused.rule, refused.message_en, refused.message_fr) from None
+
+
+def _settings_routes(app: FastAPI, notices: NotificationStore, push_policy: UrlPolicy) -> None:
     @app.get("/v1/patients/{ins}/notification-preferences", tags=["notifications"])
     async def get_preferences(ins: str, _cred: Owner) -> dict[str, Any]:
         return (await call(notices.preferences, ins)).to_dict()  # type: ignore[no-any-return]
@@ -144,7 +154,8 @@ def _settings_routes(app: FastAPI, notices: NotificationStore) -> None:
 
     @app.post("/v1/patients/{ins}/devices", status_code=201, tags=["notifications"])
     async def add_device(ins: str, body: DeviceBody, _cred: Owner) -> dict[str, Any]:
-        """Register a device for push notifications (its endpoint URL)."""
+        """Register a device for push notifications (its endpoint URL: https, to a public address, else 422)."""
+        await _checked_endpoint(body.endpoint, push_policy)
         await call(notices.add_device, ins, body.endpoint)
         return {"devices": await call(notices.devices, ins)}
 

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from config.settings import Credential
 from connectors.inbound.http_api import ApiContext, admin, api_error, fetch_bytes, identify, unavailable
+from connectors.inbound.params import MAX_SEQ
 from hub.access import Change, DocumentFacts
 from hub.actors import Access, AccessMode, Actor, ActorKind
 from hub.errors import NotFound, Refused, TransientError
@@ -192,7 +193,7 @@ def _trail_routes(app: FastAPI, ctx: ApiContext) -> None:
     records = ctx.records
 
     @app.get("/v1/patients/{ins}/audit", tags=["audit"], summary="Who did what on this record")
-    async def trail(ins: str, who: Caller, after: Annotated[int, Query(ge=0)] = 0,
+    async def trail(ins: str, who: Caller, after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 500) -> dict[str, Any]:
         """The record's audit trail: every read, write, mask, deletion, refusal and emergency access."""
         entries = await guarded(records.trail, who, ins, after_seq=after, limit=limit, what="patient")

@@ -198,7 +198,7 @@ _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9.-]")
 
 def make_dev_certificate(directory: Path, hostname: str, *, days: int = 825) -> tuple[Path, Path]:
     """A self-signed certificate for `hostname` (also valid for localhost, 127.0.0.1 and ::1) in `directory`:
-    (cert_path, key_path).  Made on first call, reused afterwards; the key file is mode 0600."""
+    (cert_path, key_path).  Made on first call, reused afterwards; both files are mode 0600 (private data dir)."""
     stem = "smtp-" + _UNSAFE_FILENAME.sub("_", hostname)
     cert_path, key_path = directory / f"{stem}.crt", directory / f"{stem}.key"
     if cert_path.is_file() and key_path.is_file():
@@ -208,7 +208,7 @@ def make_dev_certificate(directory: Path, hostname: str, *, days: int = 825) -> 
     _write_atomically(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                   serialization.NoEncryption()), mode=0o600)
     certificate = _self_signed(key, hostname, days=days)
-    _write_atomically(cert_path, certificate.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    _write_atomically(cert_path, certificate.public_bytes(serialization.Encoding.PEM), mode=0o600)
     log.warning("made a self-signed SMTP certificate for %s in %s (development only)", hostname, directory)
     return cert_path, key_path
 

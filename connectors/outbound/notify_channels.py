@@ -5,7 +5,8 @@ SendResult / ChannelUnavailable (retry later) / ChannelRefused (never: the polic
 * E-mail: `SmtpEmailChannel` hands the message to a smart host (smtplib, STARTTLS, AUTH);
   `OutboxEmailChannel` writes the same message as `<delivery_id>.eml` (the embedded default).
 * SMS: `HttpSmsChannel` posts JSON to an HTTP provider; `OutboxSmsChannel` writes `<delivery_id>.json`.
-* Push: `HttpPushChannel` posts JSON to the device's endpoint URL.  In-app: `InAppChannel` sends nothing.
+* Push: `HttpPushChannel` posts JSON to the device's endpoint URL, through connectors.outbound.url_guard
+  (the URL is a patient's: SSRF rules, no redirect, bounded).  In-app: `InAppChannel` sends nothing.
 
 Rules:
 1. `delivery_id` is the idempotency handle: the Message-ID `<delivery_id@sender's domain>`, the file
@@ -20,7 +21,7 @@ Rules:
 4. Credentials go to a smart host only over STARTTLS.
 
 Does not: choose the channel, render the texts (pipelines.core.notify), retry or track states.
-Thread-safe: every SMTP send opens its own connection; an httpx.Client is shared between threads.
+Thread-safe: every SMTP or push send opens its own connection; an httpx.Client (SMS) is shared between threads.
 """
 
 from __future__ import annotations
@@ -28,20 +29,30 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import html
+import http.client
 import json
 import os
 import re
 import smtplib
 import ssl
 import tempfile
+from dataclasses import replace
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
+from connectors.outbound.url_guard import (
+    DeadlinePassed,
+    Resolver,
+    UrlPolicy,
+    UrlRefused,
+    bounded_post,
+    check_url,
+    system_resolver,
+)
 from hub.errors import ChannelRefused, ChannelUnavailable, ConfigError
 from hub.notices import Outgoing, SendResult
 
@@ -303,32 +314,41 @@ class OutboxSmsChannel:
 
 
 class HttpPushChannel:
-    """Push to a device: `outgoing.address` is the endpoint URL the device registered (http or https)."""
+    """Push to a device: `outgoing.address` is the endpoint URL the device registered.
 
-    def __init__(self, *, timeout_s: float = 10, client: httpx.Client | None = None) -> None:
-        self._timeout_s = timeout_s
-        self._client = client or httpx.Client(timeout=timeout_s)
+    The URL is the patient's: it is checked again at every send (connectors.outbound.url_guard: https, a
+    public address after resolution, the checked address is the one connected to, no redirect, one
+    deadline, a bounded answer).  A refused URL is a ChannelRefused (never retried)."""
+
+    def __init__(self, *, timeout_s: float | None = None, policy: UrlPolicy | None = None,
+                 resolve: Resolver = system_resolver) -> None:
+        guard = policy or UrlPolicy()
+        self._policy = guard if timeout_s is None else replace(guard, timeout_s=timeout_s)
+        self._resolve = resolve
 
     def send(self, outgoing: Outgoing) -> SendResult:
-        endpoint = _address(outgoing)
-        parts = urlsplit(endpoint)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ChannelRefused("push endpoint invalid")
+        try:
+            target = check_url(_address(outgoing), self._policy, resolve=self._resolve)
+        except UrlRefused as refused:
+            raise ChannelRefused(f"push endpoint refused: {refused.rule}") from None
         payload = {"title": outgoing.subject, "body": outgoing.text, "link": outgoing.link,
                    "id": _delivery_id(outgoing)}
-        response = _post(self._client, endpoint, payload, headers={}, timeout_s=self._timeout_s,
-                         what="push endpoint")
-        status = response.status_code
+        try:
+            status = bounded_post(target, payload, policy=self._policy).status
+        except DeadlinePassed:
+            raise ChannelUnavailable("push endpoint timed out") from None
+        except (OSError, http.client.HTTPException) as exc:  # refused, reset, TLS, not HTTP
+            raise ChannelUnavailable(f"push endpoint unreachable: {type(exc).__name__}") from None
         if 200 <= status < 300:
             return SendResult(provider_ref=outgoing.delivery_id)
         if status in (404, 410):
             raise ChannelRefused("push endpoint gone")
-        if _unavailable(status):
+        if _unavailable(status):  # 3xx included: a redirect is not followed
             raise ChannelUnavailable(f"push endpoint {status}")
         raise ChannelRefused(f"push endpoint {status}")
 
     def close(self) -> None:
-        self._client.close()
+        """Nothing to release: every push opens its own connection to the checked address."""
 
 
 class InAppChannel:

@@ -6,6 +6,7 @@ the matricule itself into any message: messages name the rule and the XPath only
 
 Rule 1: a matricule is 15 characters: 13 digits (positions 6-7 may be "2A"/"2B", Corsica) + a 2-digit key.
 Rule 2: key = 97 - (NIR13 mod 97), reading 2A as 19 and 2B as 18 for the computation.
+Rule 3: digits are ASCII 0-9 only (a full-width '１' or Arabic-Indic '١' is an ins.format error).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from collections.abc import Mapping
 
 from pipelines.core.findings import Finding
 
-_MATRICULE = re.compile(r"\d{5}(?:\d{2}|2[AB])\d{8}")
-_NIR13 = re.compile(r"\d{5}(?:\d{2}|2[AB])\d{6}")
+#: ASCII digits only: `\d` and str.isdigit() also accept full-width or Arabic-Indic digits, which int()
+#: reads as the same number; such an INS must be an ins.format error, not a lookup of another string.
+_MATRICULE = re.compile(r"[0-9]{5}(?:[0-9]{2}|2[AB])[0-9]{8}")
+_NIR13 = re.compile(r"[0-9]{5}(?:[0-9]{2}|2[AB])[0-9]{6}")
 #: Corsica départements, replaced for the key computation (positions 6-7).
 _CORSICA: Mapping[str, str] = {"2A": "19", "2B": "18"}
 
@@ -45,6 +48,11 @@ def ins_key(nir13: str) -> int:
         raise ValueError("not a 13-character NIR")
     numeric = nir13[:5] + _CORSICA.get(nir13[5:7], nir13[5:7]) + nir13[7:]
     return 97 - int(numeric) % 97
+
+
+def looks_like_matricule(value: str) -> bool:
+    """True when `value` has the 15-character shape of an INS matricule (ASCII digits, 2A/2B), key unchecked."""
+    return _MATRICULE.fullmatch(value) is not None
 
 
 def check_ins(

@@ -20,9 +20,9 @@ from typing import Any
 
 from lxml import etree
 
-from pipelines.core.cda import NS, ROOT_TAG, CdaHeader, ins_candidates, read_header, readable_path
+from pipelines.core.cda import NS, PATIENT_IDS, ROOT_TAG, CdaHeader, ins_candidates, read_header, readable_path
 from pipelines.core.findings import Finding, Severity
-from pipelines.core.ins import check_ins
+from pipelines.core.ins import check_ins, looks_like_matricule
 
 DEFAULT_INS_OIDS = frozenset(
     {"1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.9", "1.2.250.1.213.1.4.10", "1.2.250.1.213.1.4.11"}
@@ -255,6 +255,10 @@ def _header_findings(root: etree._Element) -> tuple[Finding, ...]:
 def _ins_findings(root: etree._Element, accepted: frozenset[str]) -> tuple[Finding, ...]:
     candidates = ins_candidates(root)
     if not candidates:
+        misfiled = _ins_under_foreign_oid(root)
+        if misfiled is not None:  # an INS-shaped id under an OID outside the family: the OID is wrong
+            return check_ins(misfiled.get("extension") or "", misfiled.get("root") or "",
+                             location=readable_path(misfiled), accepted_oids=accepted)
         return (_finding(
             "ins.missing", "/ClinicalDocument/recordTarget/patientRole",
             "INS non présent dans le document : ajoutez recordTarget/patientRole/id avec le matricule INS "
@@ -263,6 +267,15 @@ def _ins_findings(root: etree._Element, accepted: frozenset[str]) -> tuple[Findi
             "(1.2.250.1.213.1.4.8 or .9).", code="903"),)
     first = candidates[0]
     return check_ins(first.matricule, first.oid, location=first.location, accepted_oids=accepted)
+
+
+def _ins_under_foreign_oid(root: etree._Element) -> etree._Element | None:
+    """The first recordTarget/patientRole/id whose @extension has an INS matricule's shape, whatever its @root
+    (called when no id is in the INS OID family: such an id is an INS with a wrong OID, not a missing INS)."""
+    for el in root.findall(PATIENT_IDS, NS):
+        if looks_like_matricule((el.get("extension") or "").strip()):
+            return el
+    return None
 
 
 def _type_code_findings(header: CdaHeader, type_codes: frozenset[str]) -> tuple[Finding, ...]:

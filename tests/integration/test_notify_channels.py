@@ -30,6 +30,7 @@ from connectors.outbound.notify_channels import (
     OutboxSmsChannel,
     SmtpEmailChannel,
 )
+from connectors.outbound.url_guard import UrlPolicy
 from hub.errors import ChannelRefused, ChannelUnavailable
 from hub.notices import Channel, Outgoing
 from tests.services import free_port
@@ -247,6 +248,10 @@ def _handler(provider: Provider) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+#: the push endpoint here is a local http server: a test-only policy lets it through (production: public https)
+LOCAL_PUSH = UrlPolicy(allow_http=True, allow_private=True)
+
+
 @pytest.fixture
 def provider() -> Iterator[Provider]:
     port = free_port()
@@ -331,7 +336,7 @@ def test_an_sms_over_three_parts_is_refused_before_sending(provider: Provider) -
 
 def test_a_push_is_posted_to_the_device_endpoint(provider: Provider) -> None:
     endpoint = f"{provider.url}/push/device-42"
-    result = HttpPushChannel(timeout_s=5).send(outgoing(Channel.PUSH, address=endpoint))
+    result = HttpPushChannel(timeout_s=5, policy=LOCAL_PUSH).send(outgoing(Channel.PUSH, address=endpoint))
     assert result.provider_ref == "n-0123abcd"
     [request] = provider.requests
     assert request.path == "/push/device-42" and "authorization" not in request.headers
@@ -343,7 +348,8 @@ def test_a_push_is_posted_to_the_device_endpoint(provider: Provider) -> None:
 def test_a_gone_push_endpoint_is_refused(provider: Provider, status: int) -> None:
     provider.script.append((status, None))
     with pytest.raises(ChannelRefused) as raised:
-        HttpPushChannel(timeout_s=5).send(outgoing(Channel.PUSH, address=f"{provider.url}/push/old"))
+        HttpPushChannel(timeout_s=5, policy=LOCAL_PUSH).send(
+            outgoing(Channel.PUSH, address=f"{provider.url}/push/old"))
     assert raised.value.reason == "push endpoint gone"
 
 
@@ -351,7 +357,8 @@ def test_a_gone_push_endpoint_is_refused(provider: Provider, status: int) -> Non
 def test_a_busy_push_endpoint_is_unavailable(provider: Provider, answer: tuple[int, Any] | str) -> None:
     provider.script.append(answer)
     with pytest.raises(ChannelUnavailable):
-        HttpPushChannel(timeout_s=0.5).send(outgoing(Channel.PUSH, address=f"{provider.url}/push/d"))
+        HttpPushChannel(timeout_s=0.5, policy=LOCAL_PUSH).send(
+            outgoing(Channel.PUSH, address=f"{provider.url}/push/d"))
 
 
 def test_a_push_endpoint_that_is_not_a_web_url_is_refused() -> None:

@@ -59,6 +59,9 @@ def test_ins_key_refuses_malformed_input(bad: str) -> None:
         ("2792C5121518989", TEST_OID, ("ins.format", "905")),  # only 2A/2B allowed
         ("185022a12345600", TEST_OID, ("ins.format", "905")),  # lower-case Corsica
         ("", TEST_OID, ("ins.format", "905")),
+        ("２７９０３５１２１５１８９８９", TEST_OID, ("ins.format", "905")),  # full-width digits (issue 12)
+        ("٢٧٩٠٣٥١٢١٥١٨٩٨٩", TEST_OID, ("ins.format", "905")),  # Arabic-Indic digits
+        ("2790351215189٨٩", TEST_OID, ("ins.format", "905")),  # a non-ASCII key only
         ("279035121518989", "1.2.250.1.213.1.4.2", ("ins.oid", "904")),  # INS-C: not accepted
         ("279035121518989", "1.2.3.4", ("ins.oid", "904")),
     ],

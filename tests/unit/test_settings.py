@@ -81,3 +81,15 @@ def test_notify_section_and_the_notify_smtp_flag() -> None:
         settings_from_mapping({"notify": {"smtp_hots": "x"}}, data_dir=Path("/tmp"))
     with pytest.raises(ConfigError, match=r"notify\.digest_window_s must be int"):
         settings_from_mapping({"notify": {"digest_window_s": "1h"}}, data_dir=Path("/tmp"))
+
+
+def test_push_endpoints_and_the_embedded_s3_port_default_to_the_safe_choice() -> None:
+    """Issue 12: push endpoints are public https unless a test says otherwise; the S3 port is chosen free."""
+    default = settings_from_mapping({}, data_dir=Path("/tmp/x"))
+    assert (default.notify.push_allow_http, default.notify.push_allow_private) == (False, False)
+    assert default.store.embedded_port == 0
+    tests = settings_from_mapping({"notify": {"push_allow_http": True, "push_allow_private": True}},
+                                  data_dir=Path("/tmp/x"))
+    assert (tests.notify.push_allow_http, tests.notify.push_allow_private) == (True, True)
+    with pytest.raises(ConfigError, match="push_allow_private"):
+        settings_from_mapping({"notify": {"push_allow_private": "yes"}}, data_dir=Path("/tmp/x"))

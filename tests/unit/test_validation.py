@@ -204,8 +204,16 @@ def test_xsd_findings_are_capped(rules: ValidationRules) -> None:
          "/ClinicalDocument/confidentialityCode", None),
         (remove("h:recordTarget"), "cda.header.recordTarget", "/ClinicalDocument/recordTarget", None),
         (remove("h:recordTarget"), "ins.missing", "/ClinicalDocument/recordTarget/patientRole", "903"),
-        (set_attr("h:recordTarget/h:patientRole/h:id", "root", "1.2.3.4.567.8.9.10"), "ins.missing",
-         "/ClinicalDocument/recordTarget/patientRole", "903"),
+        # an INS-shaped id under an OID outside the family is a wrong OID (904), not a missing INS (issue 12)
+        (set_attr("h:recordTarget/h:patientRole/h:id", "root", "1.2.3.4.567.8.9.10"), "ins.oid",
+         "/ClinicalDocument/recordTarget/patientRole/id", "904"),
+        (set_attr("h:recordTarget/h:patientRole/h:id", "extension", "1234567890121"), "ins.format",
+         "/ClinicalDocument/recordTarget/patientRole/id", "905"),
+        # full-width and Arabic-Indic digits are not digits of an INS (issue 12)
+        (set_attr("h:recordTarget/h:patientRole/h:id", "extension", "２７９０３５１２１５１８９８９"), "ins.format",
+         "/ClinicalDocument/recordTarget/patientRole/id", "905"),
+        (set_attr("h:recordTarget/h:patientRole/h:id", "extension", "٢٧٩٠٣٥١٢١٥١٨٩٨٩"), "ins.format",
+         "/ClinicalDocument/recordTarget/patientRole/id", "905"),
         (remove("h:author"), "cda.header.author", "/ClinicalDocument/author", None),
         (remove("h:custodian"), "cda.header.custodian", "/ClinicalDocument/custodian", None),
         (set_attr("h:code", "code", "99999-9"), "typecode.unknown", "/ClinicalDocument/code", None),
