@@ -20,6 +20,7 @@ from hub.access import Decision
 from hub.actors import ActorKind
 from hub.audit import AuditAction, AuditTrail, NewAuditEntry
 from hub.ports import Index
+from hub.refusals import already_traced
 from hub.writes import WRITERS
 from pipelines.core.writes import WriteFacts, may_write, read_facts
 
@@ -70,6 +71,8 @@ class EdgeRefusalTracer:
         if not ins and document_id:
             record = self._index.document(document_id)
             ins = record.patient_ins if record is not None else ""
+        if already_traced(ins):  # the record service traced this refusal itself
+            return
         trace_refusal(self._trail, self._index, who, ins, {"rule": rule, "route": route}, at=self._clock())
 
 

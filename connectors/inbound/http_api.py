@@ -28,7 +28,7 @@ from hub.access import PRODUCER_CODES
 from hub.audit import Verification
 from hub.auth import Authenticator
 from hub.envelope import BlobRef, Source
-from hub.errors import HubError, NotFound, RosterRejected, TransientError
+from hub.errors import HubError, IntegrityError, NotFound, RosterRejected, TransientError
 from hub.intake import Intake
 from hub.notices import LetterBatch
 from hub.ports import (
@@ -330,13 +330,20 @@ def _operation_routes(app: FastAPI, ctx: ApiContext) -> None:
 
 
 async def fetch_bytes(ctx: ApiContext, ref: BlobRef, missing: Callable[[], HTTPException]) -> bytes:
-    """Stored bytes (SHA-256 checked), 503 when the store is down, `missing()` when they are gone."""
+    """Stored bytes (SHA-256 checked), 503 when the store is down, `missing()` when they are gone, 502 when
+    what the store gave back fails its check (tampered, or sealed under another key): never those bytes."""
     try:
         return await run_in_threadpool(ctx.store.get, ref)
     except TransientError as exc:
         raise unavailable(exc) from exc
     except NotFound as exc:
         raise missing() from exc
+    except IntegrityError as exc:
+        log.error("stored object failed its integrity check (%s)", type(exc).__name__)
+        raise api_error(502, "stored-bytes-corrupt", "The stored copy failed its integrity check (SHA-256 or "
+                        "decryption); nothing was sent. The operator has been told by the hub's log.",
+                        "La copie stockée n'a pas passé son contrôle d'intégrité ; rien n'a été envoyé. "
+                        "L'incident est consigné dans le journal du hub.") from exc
 
 
 def _no_document() -> HTTPException:

@@ -125,12 +125,11 @@ def _self_or_operator(ins: str, cred: Annotated[Credential, Depends(identify)]) 
 
 
 def _self_or_admin(ins: str, cred: Annotated[Credential, Depends(identify)]) -> Credential:
-    """Restitution: the holder or the operator; nobody else reads a whole record (`read.role`)."""
-    if cred.role == "admin" or (cred.role == "patient" and cred.ins == ins):
-        return cred
-    raise _not_yours() if cred.role == "patient" else api_error(
-        403, "read.role", "This credential's role reads no patient's record.",
-        "Le rôle de cet accès ne permet de lire aucun dossier de patient.")
+    """Restitution: another patient is refused here (`access.not-own-record`); every other role goes on to
+    the read table (the insurer, producers and professionals: `read.role`, traced with its scope)."""
+    if cred.role == "patient" and cred.ins != ins:
+        raise _not_yours()
+    return cred
 
 
 def _not_yours() -> HTTPException:

@@ -280,7 +280,7 @@ _WHAT = {
 }
 
 #: the legal notice Mon espace santé e-mails carry (data processing, where to read about one's rights),
-#: word for word from the Assurance Maladie's notification guide (../shared/seeds, "canaux de notifications")
+#: word for word from the Assurance Maladie's notification guide (its "canaux de notifications" page)
 LEGAL_NOTICE = ("L'envoi de cet e-mail s'inscrit dans le cadre du traitement de données du service dénommé "
                 "« Mon espace santé » mis en œuvre par l'Assurance Maladie et le Ministère de la Santé et de la "
                 "Prévention. Pour en savoir plus sur le traitement et sur vos droits, rendez-vous sur "

@@ -349,7 +349,7 @@ BODIES: dict[str, BodyMaker] = {
     "access_settings": lambda _w, _c, _i: {"json": {"bris_de_glace_allowed": True}},
     "preferences": lambda _w, _c, _i: {"json": {"email": True, "push": True, "digest": True,
                                                  "quiet_hours": "22:00-08:00", "timezone": "Europe/Paris"}},
-    "device": lambda _w, _c, _i: {"json": {"endpoint": "https://push.example.com/meshub/device-1"}},
+    "device": lambda _w, _c, _i: {"json": {"endpoint": "http://127.0.0.1:9/meshub/device-1"}},
     "reply": lambda _w, _c, _i: {"json": {"text": "Merci docteur."}},
     "send_document": lambda w, c, i: {"json": {"document_id": w.docs[(i, c.flag)], "to": PHARMACY, "text": ""}},
     "representatives": lambda w, _c, i: {"json": {"representatives": [w.plan.parent] if i in w.plan.minors_all()

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from config.settings import Settings, settings_from_mapping
+from config.settings import NotifySettings, Settings, settings_from_mapping
 from tests.access import matrix as access_matrix
 from tests.access.matrix import Cell, Matrix
 from tests.access.world import PHARMACY, Plan, World, make_states, request_for
@@ -41,11 +41,16 @@ class Stack:
     report: Path
 
 
+def LOOPBACK_PUSH(settings: Settings) -> NotifySettings:
+    """The example device registers a loopback push endpoint (nothing listens there): tests only."""
+    return replace(settings.notify, push_allow_http=True, push_allow_private=True)
+
+
 def _embedded(tmp: Path, plan: Plan) -> Settings:
     """The embedded default as `meshub run` builds it from an empty configuration, on free ports."""
     settings = settings_from_mapping({"s3": {"embedded_port": free_port()}, "mss": MAIL_RULES}, data_dir=tmp)
     return replace(settings, http_port=free_port(), workers=2, credentials=CREDENTIALS + plan.credentials(),
-                   mail=replace(settings.mail, smtp_port=0))
+                   mail=replace(settings.mail, smtp_port=0), notify=LOOPBACK_PUSH(settings))
 
 
 @pytest.fixture(scope="module", params=["embedded", "production"])
@@ -70,7 +75,7 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
                             secret_key=seaweed.secret_key, bucket=f"matrix-{uuid.uuid4().hex[:10]}",
                             prefix=f"matrix-{uuid.uuid4().hex[:10]}")
         settings = replace(base, credentials=CREDENTIALS + plan.credentials(),
-                           mail=replace(base.mail, smtp_port=0, rules=MAIL_RULES))
+                           mail=replace(base.mail, smtp_port=0, rules=MAIL_RULES), notify=LOOPBACK_PUSH(base))
         with running_hub(settings) as hub:
             yield Stack("production", make_states(hub, plan), tmp / "access-matrix-production.txt")
     finally:

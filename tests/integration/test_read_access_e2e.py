@@ -251,4 +251,4 @@ def test_professionals_read_documents_only(hub: RunningHub) -> None:
         for name in ("messages", "raw", "notifications", "audit", "export"):
             assert rule_of(doctor.get(reads(PATIENT, doc, message)[name])) in ("read.role", "forbidden"), name
     refused = {e["detail"]["scope"] for e in admin_trail(hub) if e["actor_id"] == DOCTOR and e["outcome"] == "refused"}
-    assert refused == {"messages", "notifications", "audit"}  # each refusal in the patient's trail
+    assert refused == {"messages", "notifications", "audit", "export"}  # each refusal in the patient's trail
