@@ -9,6 +9,7 @@ the mapping in.  A missing or wrong key fails at start with the key's name.
 from __future__ import annotations
 
 import re
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -384,3 +385,15 @@ def settings_from_mapping(data: Mapping[str, Any], *, data_dir: Path) -> Setting
         mail=replace(_mail(_section(data, "smtp"), _section(data, "lmtp"), _section(data, "mss"),
                            _section(data, "relay"), data.get("imap", [])), limits=_parse_limits(data)),
         notify=_notify(_section(data, "notify")), records=_records(_section(data, "records")))
+
+
+def settings_from_file(path: Path | None, *, data_dir: Path) -> Settings:
+    """Settings from the TOML file at `path` (None: the embedded default) for `data_dir`; a file that cannot
+    be read or parsed is a ConfigError naming it."""
+    mapping: dict[str, Any] = {}
+    if path is not None:
+        try:
+            mapping = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    return settings_from_mapping(mapping, data_dir=data_dir.resolve())

@@ -16,7 +16,6 @@ import logging
 import signal
 import socket
 import sys
-import tomllib
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from config.settings import Settings, settings_from_mapping
+from config.settings import Settings, settings_from_file
 from hub.errors import ConfigError
 from meshub import cli_keys, cli_records, datadir
 from meshub.cli_client import (
@@ -233,13 +232,7 @@ def cmd_letters(args: argparse.Namespace) -> int:
 # -- server side -----------------------------------------------------------------------------------------
 
 def load_settings(args: argparse.Namespace) -> Settings:
-    mapping: dict[str, Any] = {}
-    if args.config:
-        try:
-            mapping = tomllib.loads(args.config.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read config {args.config}: {exc}") from exc
-    settings = settings_from_mapping(mapping, data_dir=args.data_dir.resolve())
+    settings = settings_from_file(args.config or None, data_dir=args.data_dir)
     overrides = {k: v for k, v in (("http_host", args.http_host), ("http_port", args.http_port),
                                    ("workers", args.workers)) if v is not None}
     if args.smtp_port is not None:

@@ -23,13 +23,12 @@ import base64
 import json
 import os
 import sys
-import tomllib
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from config.settings import Settings, settings_from_mapping
+from config.settings import Settings, settings_from_file
 from hub.errors import ConfigError
 from meshub import datadir
 from meshub.cli_client import EXIT_FAILED, EXIT_OK
@@ -60,13 +59,7 @@ def add_parsers(sub: Any) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    mapping: dict[str, Any] = {}
-    if args.config:
-        try:
-            mapping = tomllib.loads(args.config.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read config {args.config}: {exc}") from exc
-    return settings_from_mapping(mapping, data_dir=args.data_dir.resolve())
+    return settings_from_file(args.config or None, data_dir=args.data_dir)
 
 
 def _keyring(settings: Settings) -> keys.Keyring:
