@@ -31,10 +31,10 @@ from lxml import etree
 
 from benchmarks.s3_raw import encryption_cost, raw_put_rate, seal_cpu_us
 from hub.auth import token_sha256
-from storage.index import make_engine, submissions
 from storage.keyring import ensure_key_file
 from storage.objects import MinioBlobStore
 from storage.seaweed import SeaweedServer
+from storage.sql.index import make_engine, submissions
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "examples" / "cda" / "BIO-CR-BIO_2024.01_TSH_1.xml"

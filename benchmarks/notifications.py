@@ -36,12 +36,12 @@ from hub.bus import open_connection
 from hub.bus.kombu_bus import KombuPublisher, declare, queues
 from hub.bus.worker import Worker
 from hub.notices import Channel, Event, EventKind, Preferences
-from hub.ports import NotificationChannel
 from hub.records import PatientRecord, PatientStatus
 from hub.topology import Topology
-from pipelines.notify import NoticeSender, Notifier, NotifyPorts
-from storage.index import SqlIndex
-from storage.notifications import SqlNotifications
+from pipelines.notify.ports import NotificationChannel
+from pipelines.notify.service import NoticeSender, Notifier, NotifyPorts
+from storage.sql.index import SqlIndex
+from storage.sql.notifications import SqlNotifications
 
 
 class CountingSink:

@@ -1,18 +1,18 @@
 """Record trust layer benchmark: the audit trail and the record service, each beside the raw database
 operation underneath, measured in the same run on the same database.  Nothing is asserted.
 
-1. Audit appends (storage.audit.SqlAuditTrail.append, one entry per call, as every read and write makes)
+1. Audit appends (storage.sql.audit.SqlAuditTrail.append, one entry per call, as every read and write makes)
    with 1, 4 and 16 threads, beside a plain single-row INSERT + COMMIT into a table of the same columns
    and indexes (`bench_raw_appends`) on the same engine, same threads: the trail serialises appends on
    its head row (lock, read head, chain, insert, move head), the raw insert does not.  Measured both
-   one transaction per append and through storage.audit_batching.GroupCommitTrail (what the hub runs:
+   one transaction per append and through storage.sql.audit_batching.GroupCommitTrail (what the hub runs:
    concurrent appends of a process share a transaction).
 2. The ingest side: SqlIndex.index_document, then RecordAccess.record_written (its `write` entry).
 3. A professional (médecin) listing a patient's documents, --docs-per-patient each, through
    RecordAccess.documents (record gate, flags, first-access note, one `list` entry; two entries on a first
    access), beside the raw SqlIndex.documents on the same data; and RecordAccess.document beside
    SqlIndex.document.
-4. pipelines.audit.verify_trail over the whole trail written by the run.
+4. pipelines.record.audit.verify_trail over the whole trail written by the run.
 
 PostgreSQL at --pg (a throwaway database, dropped at the end) by default; --sqlite: the embedded
 default's SQLite index in a temporary directory instead.  Latency is per call, p50/p99.
@@ -48,12 +48,12 @@ from hub.audit import AuditAction, NewAuditEntry
 from hub.envelope import BlobRef, Envelope, Source
 from hub.intake import new_submission_id
 from hub.records import DocumentQuery, DocumentRecord, PatientRecord, PatientStatus
-from pipelines.audit import verify_trail
-from pipelines.record_access import RecordAccess, RecordPorts
-from storage.audit import SqlAuditTrail, trail
-from storage.audit_batching import GroupCommitTrail
-from storage.controls import SqlRecordControls
-from storage.index import SqlIndex
+from pipelines.record.access import RecordAccess, RecordPorts
+from pipelines.record.audit import verify_trail
+from storage.sql.audit import SqlAuditTrail, trail
+from storage.sql.audit_batching import GroupCommitTrail
+from storage.sql.controls import SqlRecordControls
+from storage.sql.index import SqlIndex
 
 OID = "1.2.250.1.213.1.4.10"
 DOCTOR = Actor(ActorKind.PROFESSIONAL, "810000000001", profession="G15_10", specialty="SM54")

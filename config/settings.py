@@ -75,7 +75,7 @@ class ImapSource:
 @dataclass(frozen=True, slots=True)
 class ParseLimits:
     """[mime] and [xdm]: caps on one mail and on one IHE_XDM.ZIP, as keyword arguments of
-    pipelines.core.mime.MailLimits and pipelines.core.xdm.XdmLimits; an unset key keeps their default
+    pipelines.mail.core.mime.MailLimits and pipelines.mail.core.xdm.XdmLimits; an unset key keeps their default
     (25 MiB, 64 parts, depth 8; 100 members, 64 MiB a member, 128 MiB expanded, ratio 100)."""
 
     mime: Mapping[str, int] = field(default_factory=dict)
@@ -88,7 +88,7 @@ class MailSettings:
 
     `smtp_port = 0` turns the gateway off.  TLS files default to a development certificate made in
     the data dir on first start.  `rules` and `next_hops` are the raw [mss] table and [[relay.hops]]
-    array, read by pipelines.core.mss and pipelines.core.relay_schedule (each names a bad key)."""
+    array, read by pipelines.mail.core.mss and pipelines.mail.core.relay_schedule (each names a bad key)."""
 
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 2525

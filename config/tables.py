@@ -4,7 +4,7 @@ Owns: reading config/cda/ (XSD tree), config/value-sets/JDV_J07_XdsTypeCode_CISI
 config/classification.toml and config/notifications.toml from this package's directory into typed values, once at start;
 the habilitation matrix: config/habilitations.toml (shipped default), or a saved JSON:API export of the
 official matrix (load_official_matrix).
-Does not: validate or classify (pipelines.core does, purely), use the network (schemaLocations are
+Does not: validate or classify (pipelines.cda does, purely), use the network (schemaLocations are
 relative paths inside config/cda/, parsed with no_network), or read anything else.
 """
 
@@ -18,10 +18,10 @@ from lxml import etree
 
 from hub.access import Habilitations
 from hub.errors import ConfigError
-from pipelines.core.classification import ClassificationTables, tables_from_mapping
-from pipelines.core.habilitations import known_type_classes, matrix_from_jsonapi, matrix_from_mapping
-from pipelines.core.notify import NotifyPolicy, policy_from_mapping
-from pipelines.core.validation import ValidationRules
+from pipelines.cda.classification import ClassificationTables, tables_from_mapping
+from pipelines.cda.validation import ValidationRules
+from pipelines.notify.core.policy import NotifyPolicy, policy_from_mapping
+from pipelines.record.core.habilitations import known_type_classes, matrix_from_jsonapi, matrix_from_mapping
 
 HERE = Path(__file__).parent
 SCHEMA = HERE / "cda" / "CDA_extended.xsd"
@@ -59,7 +59,7 @@ def load_type_labels(path: Path = J07) -> dict[str, str]:
 
 
 def load_validation_rules(*, max_bytes: int = 20 * 1024 * 1024) -> ValidationRules:
-    """Schema + J07 type codes + size cap, ready for pipelines.core.validation.validate()."""
+    """Schema + J07 type codes + size cap, ready for pipelines.cda.validation.validate()."""
     type_codes = frozenset(load_type_labels())
     return ValidationRules(schema=load_schema(), type_codes=type_codes, max_bytes=max_bytes)
 

@@ -6,8 +6,8 @@ hub beside the index), DocumentFacts (one document as the rules see it), Patient
 blocked professionals and emergency settings), Decision (allowed or not, which rule, what to do, fr/en),
 Change (what may be changed on a document), the habilitation matrix (Grant, Habilitations: profession x
 document type -> allowed) and the RecordControls port that stores the flags and settings.
-Does not: decide (pipelines.core.access), load the matrix (config.tables builds it from
-config/habilitations.toml or the official JSON:API export) or touch a database (storage.controls).
+Does not: decide (pipelines.record.core.access), load the matrix (config.tables builds it from
+config/habilitations.toml or the official JSON:API export) or touch a database (storage.sql.controls).
 """
 
 from __future__ import annotations
@@ -220,7 +220,7 @@ class Habilitations:
 
 
 class RecordControls(Protocol):
-    """Flags and settings the patient and authors set on a record (storage.controls.SqlRecordControls)."""
+    """Flags and settings the patient and authors set on a record (storage.sql.controls.SqlRecordControls)."""
 
     def flags(self, document_ids: Sequence[str]) -> dict[str, DocumentFlags]:
         """The flags of each document asked (NO_FLAGS when none were ever set)."""

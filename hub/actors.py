@@ -1,10 +1,10 @@
 """Who acts on a patient's record (pure): patients, their legal representatives, professionals, the insurer.
 
-Owns: the vocabulary shared by the access rules (pipelines.core.access), the audit trail (hub.audit),
-the record service (pipelines.record_access) and the API that turns a credential into an Actor.
+Owns: the vocabulary shared by the access rules (pipelines.record.core.access), the audit trail (hub.audit),
+the record service (pipelines.record.access) and the API that turns a credential into an Actor.
 A professional is identified by their IDNPS (`8` + RPPS, 12 digits) with a profession code (JDV_J01:
 G15_10 médecin, G15_21 pharmacien...) and, for médecins, a specialty (SM54...).
-Does not: authenticate anyone (hub.auth) or decide what they may see (pipelines.core.access).
+Does not: authenticate anyone (hub.auth) or decide what they may see (pipelines.record.core.access).
 """
 
 from __future__ import annotations

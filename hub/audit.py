@@ -2,14 +2,14 @@
 
 Owns: the vocabulary (AuditAction, NewAuditEntry, AuditEntry, Verification), the AuditTrail port, and the
 trail's byte format (canonical body, body digest, link hash, chaining), which the store applies inside
-its lock and the verifier (pipelines.core.audit_chain) recomputes.
+its lock and the verifier (pipelines.record.core.audit_chain) recomputes.
 Rule 1: append-only.  Entry `seq` n (1, 2, 3...) carries `prev_hash` = entry n-1's `entry_hash`
 (GENESIS for entry 1) and `entry_hash` = link(prev_hash, seq, body_sha256); the trail's head (last seq,
 last hash) is kept apart, so removing the last entries is detected too.
 Rule 2: a purge removes an entry's body (ins, actor id, target, detail, key) but keeps its seq,
 body_sha256 and hashes, so the chain still verifies without the data.
 Rule 3: `detail` holds the mode, refusal rule or emergency reason: never a title or a document's content.
-Does not: decide what is audited (the record service) or check the chain (pipelines.core.audit_chain).
+Does not: decide what is audited (the record service) or check the chain (pipelines.record.core.audit_chain).
 
 Byte format, version 1 (stable: changing it breaks every stored trail):
   body  = UTF-8 of JSON {action, actor_id, actor_kind, at, detail, ins, key, outcome, target},
@@ -144,7 +144,7 @@ class Verification:
 
 
 class AuditTrail(Protocol):
-    """The append-only store of audit entries (storage.audit.SqlAuditTrail)."""
+    """The append-only store of audit entries (storage.sql.audit.SqlAuditTrail)."""
 
     def append(self, entries: Sequence[NewAuditEntry]) -> list[AuditEntry]:
         """Chain and store `entries` in one durable transaction, in order; one stored entry per input

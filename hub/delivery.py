@@ -3,7 +3,7 @@
 Owns: RecipientResult, what one recipient's delivery attempt gave (delivered,
 transient or permanent failure, with the remote SMTP/LMTP reply), shared by every
 outbound channel (SMTP relay, LMTP to the local IMAP store).
-Does not: decide retries (hub.retry, pipelines) or build bounces (pipelines.core.reports).
+Does not: decide retries (hub.retry, pipelines) or build bounces (pipelines.mail.core.reports).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ and the worker reads the exact RCPT list and DSN requests back from storage.
 SpooledMail is one record of the SMTP gateway's spool (storage.spool): the packed mail
 with the submission id and reception time the sender was told in its 250, so that a
 spool replayed after a crash accepts the same submission again, never a new one.
-Does not: parse the message (pipelines.core.mime) or decide anything about it.
+Does not: parse the message (pipelines.mail.core.mime) or decide anything about it.
 """
 
 from __future__ import annotations

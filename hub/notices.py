@@ -1,12 +1,12 @@
 """Patient notifications as the hub carries them (pure): events, notices, channels and delivery states.
 
-Owns: the vocabulary shared by the notification policy (pipelines.core.notify), the notice store
-(storage.notifications), the channel adapters (connectors.outbound.notify_channels, .letters) and the
+Owns: the vocabulary shared by the notification policy (pipelines.notify.core.policy), the notice store
+(storage.sql.notifications), the channel adapters (connectors.outbound.notify_channels, .letters) and the
 API.  An Event is something that concerns a patient; a Notice is one announcement of one event on one
 channel to one addressee, tracked from `queued` to a final state.
 Rule: nothing here carries health content.  An event names its kind and the ids the hub needs to
 point at (a document id, a message id), never a title, a type label or a sender's words; the texts
-sent are built from the kind alone (pipelines.core.notify.render).
+sent are built from the kind alone (pipelines.notify.core.policy.render).
 """
 
 from __future__ import annotations

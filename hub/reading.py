@@ -1,9 +1,9 @@
-"""What of a patient's record is read (pure vocabulary), for the read table (pipelines.core.read_rules).
+"""What of a patient's record is read (pure vocabulary), for the read table (pipelines.record.core.read_rules).
 
 Owns: Reading, the parts of a profile a caller reads through the API: its documents (list, metadata,
 content, and a document sent on by the patient), its mailbox, its notifications, the restitution
 export, the audit trail, the profile's state and the delivery states of its mail.
-Does not: decide who may read what (pipelines.core.read_rules) or read anything (pipelines.record_access).
+Does not: decide who may read what (pipelines.record.core.read_rules) or read anything (pipelines.record.access).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Records the index keeps: patients, submissions and documents (pure values).
 
 Owns: the shapes read and written through the Index port and shown by the API.
-Does not: decide anything (pipelines decide) or touch a database (storage.index).
+Does not: decide anything (pipelines decide) or touch a database (storage.sql.index).
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ class FiledDocument:
 class MailFiling:
     """What one mail, kept in a patient's mailbox, filed into the record: the document submissions it
     made and the XDM-level problems that kept documents out.  Its integration report (MDN or notice)
-    is sent once every document submission is final (pipelines.mail.IntegrationReports)."""
+    is sent once every document submission is final (pipelines.mail.pipeline.IntegrationReports)."""
 
     message_id: str  # the mailbox copy (MessageRecord.message_id)
     mail_submission_id: str

@@ -4,7 +4,7 @@ Owns: the WriteGate port (a synchronous pre-admission check of one document for 
 anything is stored), the doors' names, which roles each door takes documents from (WRITERS), and the
 `write.role` refusal.  ProducersOnly is the gate of a door nobody wired a header reader into: only
 producers write (fail-closed).
-Does not: read the document (pipelines.write_gate reads its header, pipelines.core.writes decides) or
+Does not: read the document (the documents feature's write_gate reads its header, core.writes decides) or
 store anything.
 """
 
@@ -40,7 +40,7 @@ WRITE_ROLE = Decision.refuse(
 
 
 class WriteGate(Protocol):
-    """The check a door makes before accepting a document (pipelines.write_gate.HeaderWriteGate)."""
+    """The check a door makes before accepting a document (pipelines.documents.write_gate.HeaderWriteGate)."""
 
     def admit(self, writer: Credential, raw: bytes, *, door: str) -> Decision | None:
         """None when `writer` may hand `raw` in through `door`; else the refusal (rule, fr/en), already

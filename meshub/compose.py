@@ -53,35 +53,36 @@ from hub.errors import ConfigError, HubError, StoreUnavailable
 from hub.intake import Intake
 from hub.mailqueue import MAIL_CONTENT_TYPE
 from hub.notices import Channel
-from hub.ports import BlobStore, Handler, NotificationChannel
+from hub.ports import BlobStore, Handler
 from hub.retry import RetryPolicy
 from hub.topology import Topology
 from meshub import datadir
 from meshub.compose_records import RecordParts, written_then_announced
 from meshub.gateway_process import GatewayPlan, GatewayProcess
-from pipelines.core.mime import MailLimits
-from pipelines.core.mss import MssRules
-from pipelines.core.relay_schedule import RelaySchedule, next_hops_from_rows
-from pipelines.core.xdm import XdmLimits
-from pipelines.lifecycle import Lifecycle
-from pipelines.mail import MailPipeline, MailPorts
-from pipelines.mail_reports import ReportSender
-from pipelines.mail_service import PatientMail
-from pipelines.notify import LetterRun, NoticeSender, Notifier, NotifyPorts
-from pipelines.outbound import OutboundPipeline, OutboundPorts
-from pipelines.reimbursements import InsurerBatches
-from pipelines.roster_import import import_roster
-from pipelines.router import Router
-from pipelines.runner import DocumentPipeline
-from pipelines.write_gate import EdgeRefusalTracer, HeaderWriteGate
-from storage.index import SqlIndex
+from pipelines.documents.router import Router
+from pipelines.documents.runner import DocumentPipeline
+from pipelines.documents.write_gate import EdgeRefusalTracer, HeaderWriteGate
+from pipelines.insurer.reimbursements import InsurerBatches
+from pipelines.mail.core.mime import MailLimits
+from pipelines.mail.core.mss import MssRules
+from pipelines.mail.core.relay_schedule import RelaySchedule, next_hops_from_rows
+from pipelines.mail.core.xdm import XdmLimits
+from pipelines.mail.mailboxes import PatientMail
+from pipelines.mail.outbound import OutboundPipeline, OutboundPorts
+from pipelines.mail.pipeline import MailPipeline, MailPorts
+from pipelines.mail.reporting import ReportSender
+from pipelines.notify.ports import NotificationChannel
+from pipelines.notify.service import LetterRun, NoticeSender, Notifier, NotifyPorts
+from pipelines.record.lifecycle import Lifecycle
+from pipelines.record.roster_import import import_roster
 from storage.keyring import open_keyring
-from storage.mailbox import SqlMailbox
-from storage.notifications import SqlNotifications
 from storage.objects import MinioBlobStore
 from storage.recent import RecentBlobs
 from storage.seaweed import SeaweedServer
 from storage.spool import SpoolDrainer
+from storage.sql.index import SqlIndex
+from storage.sql.mailbox import SqlMailbox
+from storage.sql.notifications import SqlNotifications
 
 log = logging.getLogger(__name__)
 SWEEP_EVERY_S = 60.0

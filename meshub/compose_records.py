@@ -29,26 +29,26 @@ from hub.auth import new_token, token_sha256
 from hub.intake import Intake
 from hub.ports import BlobStore
 from hub.records import DocumentRecord
-from pipelines.audit import LifecycleAuditor, verify_trail
-from pipelines.contacts import ContactPorts, Contacts
-from pipelines.core import access
-from pipelines.core.trail_view import shown
-from pipelines.lifecycle import Lifecycle, LifecyclePorts
-from pipelines.notify import Notifier
-from pipelines.record_access import RecordAccess, RecordPorts, hidden_documents
-from pipelines.reimbursements import InsurerBatches
-from pipelines.restitution import export_record, purge, sweep_erasures
-from storage.audit import SqlAuditTrail
-from storage.audit_batching import GroupCommitTrail
-from storage.controls import SqlRecordControls
-from storage.index import SqlIndex
-from storage.mailbox import SqlMailbox
-from storage.notifications import SqlNotifications
+from pipelines.insurer.reimbursements import InsurerBatches
+from pipelines.notify.contacts import ContactPorts, Contacts
+from pipelines.notify.service import Notifier
+from pipelines.record.access import RecordAccess, RecordPorts, hidden_documents
+from pipelines.record.audit import LifecycleAuditor, verify_trail
+from pipelines.record.core import access
+from pipelines.record.core.trail_view import shown
+from pipelines.record.lifecycle import Lifecycle, LifecyclePorts
+from pipelines.record.restitution import export_record, purge, sweep_erasures
 from storage.objects import MinioBlobStore
-from storage.profiles import SqlProfiles
-from storage.purge import SqlPurge
-from storage.reimbursements import SqlReimbursements
-from storage.tokens import SqlTokens
+from storage.sql.audit import SqlAuditTrail
+from storage.sql.audit_batching import GroupCommitTrail
+from storage.sql.controls import SqlRecordControls
+from storage.sql.index import SqlIndex
+from storage.sql.mailbox import SqlMailbox
+from storage.sql.notifications import SqlNotifications
+from storage.sql.profiles import SqlProfiles
+from storage.sql.purge import SqlPurge
+from storage.sql.reimbursements import SqlReimbursements
+from storage.sql.tokens import SqlTokens
 
 log = logging.getLogger(__name__)
 

@@ -29,11 +29,11 @@ from config.settings import Settings
 from connectors.inbound.smtp_server import SmtpGateway
 from hub.auth import Authenticator
 from hub.errors import ConfigError
-from pipelines.core.mime import MailLimits
-from pipelines.core.mss import MssRules
-from pipelines.mail_admission import Admission
-from storage.index import SqlIndex
+from pipelines.mail.admission import Admission
+from pipelines.mail.core.mime import MailLimits
+from pipelines.mail.core.mss import MssRules
 from storage.spool import SpoolWriter
+from storage.sql.index import SqlIndex
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 60.0

@@ -1,1 +1,1 @@
-"""Pipelines: the stages documents go through, with their pure core in pipelines.core."""
+"""Pipelines: one folder per feature (documents, mail, notify, record, insurer), each with its pure core/, its ports and its services; cda/ is the CDA reading kit they share."""

@@ -302,7 +302,7 @@ class MinioBlobStore:
         return True
 
     def delete(self, ref: BlobRef) -> None:
-        """Remove the object (hub.restitution.BlobEraser: the purge; tests).  Idempotent: a missing
+        """Remove the object (pipelines.record.core.restitution.BlobEraser: the purge; tests).  Idempotent: a missing
         object is not an error (S3 answers 204 anyway; a NoSuchKey from another server is swallowed).
         StoreUnavailable when the store is down, StoreRejected/ConfigError when it refuses."""
         try:

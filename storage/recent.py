@@ -49,7 +49,7 @@ class RecentBlobs:
         self._store.ping()
 
     def delete(self, ref: BlobRef) -> None:
-        """Forget any cached copy, then delete from the wrapped store (hub.restitution.BlobEraser)."""
+        """Forget any cached copy, then delete from the wrapped store (pipelines.record.core.restitution.BlobEraser)."""
         with self._lock:
             data = self._entries.pop(ref.key, None)
             self._size -= len(data) if data is not None else 0

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from storage.index import SqlIndex
+from storage.sql.index import SqlIndex
 from tests.services import missing, port_open
 
 PG_ADMIN_URL = os.environ.get("MESHUB_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")

@@ -13,7 +13,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from pipelines.core.relay_schedule import NextHop
+from pipelines.mail.core.relay_schedule import NextHop
 from tests.services import free_port
 
 DSN_PARAMS = ("RET", "ENVID", "NOTIFY", "ORCPT")

@@ -31,20 +31,14 @@ from hub.envelope import BlobRef, Source
 from hub.errors import HubError, IntegrityError, NotFound, RosterRejected, TransientError
 from hub.intake import Intake
 from hub.notices import LetterBatch
-from hub.ports import (
-    BlobStore,
-    ContactService,
-    Index,
-    InsurerService,
-    LifecycleService,
-    Mailboxes,
-    MailService,
-    NotificationStore,
-    RecordService,
-)
+from hub.ports import BlobStore, Index
 from hub.records import SubmissionRecord
 from hub.refusals import already_traced, close_scope, open_scope
 from hub.writes import HTTP_DOOR, ProducersOnly, WriteGate
+from pipelines.insurer.ports import InsurerService
+from pipelines.mail.ports import Mailboxes, MailService
+from pipelines.notify.ports import ContactService, NotificationStore
+from pipelines.record.ports import LifecycleService, RecordService
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("meshub.access")

@@ -4,7 +4,7 @@
 
 Owns: noticing complete files, claiming them by atomic rename (incoming/ -> processing/: the folders of
 the document drop, connectors.inbound.file_drop.DropFolders), handing their bytes to the injected
-callables (accept_batch, accept_document: pipelines.reimbursements.InsurerBatches in the composition root)
+callables (accept_batch, accept_document: pipelines.insurer.reimbursements.InsurerBatches in the composition root)
 and moving them once answered.
 Rule 1: a half-written file is never read.  A file is taken only once it stopped growing (unchanged for
 `settle_s`, by the injected clock) or when it was renamed in after its last write (its inode changed after

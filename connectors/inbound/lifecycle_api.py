@@ -10,9 +10,9 @@ Rule (the person's routes, without a credential: activation, opposition, code re
 gets ONE answer, the same status and body whatever happened (unknown INS, wrong code or serial,
 expired code, a state that refuses it, opposed, closed): 403 `lifecycle.activation-refused`; the code
 request always answers 202 with the same body.  Only the lockout differs (429 with Retry-After), and it
-is met alike on every INS, known or not (pipelines.core.lifecycle.StrangerAttempts).  The INS is checked
+is met alike on every INS, known or not (pipelines.record.core.lifecycle.StrangerAttempts).  The INS is checked
 with intake's rules (hub.ins: Corsican 2A/2B included; a bad shape or key is 422).
-Does not: check codes or change states (hub.ports.LifecycleService) or parse batches (InsurerService).
+Does not: check codes or change states (pipelines.record.ports.LifecycleService) or parse batches (InsurerService).
 """
 
 from __future__ import annotations
@@ -33,8 +33,10 @@ from connectors.inbound.record_api import actor_of
 from hub.errors import NotFound, Refused, TransientError
 from hub.ins import valid_matricule
 from hub.notices import Channel
-from hub.ports import ContactService, InsurerService, LifecycleService
 from hub.reading import Reading
+from pipelines.insurer.ports import InsurerService
+from pipelines.notify.ports import ContactService
+from pipelines.record.ports import LifecycleService
 
 EXPORT_CHUNK = 256 * 1024
 EXPORT_IN_MEMORY = 8 * 1024 * 1024  # a bigger ZIP spills to a temporary file

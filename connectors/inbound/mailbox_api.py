@@ -5,8 +5,8 @@ for the insurer and professionals, 404 once the profile is closed, the admin's r
 patient themself with a `patient` credential bound to their INS, or an admin), HTTP status codes, and
 reading message bytes back from storage.  An admin's
 look at a message marks nothing read and sends no read receipt; an admin files nothing (`write.role`).
-Does not: decide whether a reply is allowed or compose mail (hub.ports.MailService does, in
-pipelines.mail); a refusal comes back as hub.errors.Refused and becomes 403 with its finding.
+Does not: decide whether a reply is allowed or compose mail (pipelines.mail.ports.MailService does, in
+pipelines.mail.pipeline); a refusal comes back as hub.errors.Refused and becomes 403 with its finding.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ devices, legal representatives, postal batches and channel delivery reports.
 Owns: who may read or change what (the patient themself or an admin; representatives, letters and
 delivery reports: admin), the Server-Sent Events stream (`text/event-stream`, resumable with
 Last-Event-ID), and the patient page that shows the centre live.
-Does not: decide or send notifications (pipelines.notify), or keep state beyond a stream's cursor.
+Does not: decide or send notifications (pipelines.notify.service), or keep state beyond a stream's cursor.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from connectors.outbound.url_guard import UrlPolicy, UrlRefused, check_url
 from hub.envelope import BlobRef
 from hub.errors import TransientError
 from hub.notices import Channel, NoticeState, Preferences
-from hub.ports import NotificationStore
+from pipelines.notify.ports import NotificationStore
 
 STREAM_POLL_S = 1.0
 STREAM_HEARTBEAT_S = 15.0

@@ -1,10 +1,10 @@
 """The read table at the HTTP edge: every route reading a part of a profile asks the record service first.
 
 Owns: gated(), the one call a route makes before it reads a profile's mailbox, notifications, export,
-profile state or delivery states (the record service applies pipelines.core.read_rules: 403 `read.role`,
+profile state or delivery states (the record service applies pipelines.record.core.read_rules: 403 `read.role`,
 404 for a closed profile's content, the operator's reads traced in the patient's trail), and
 reading_of(), which part a mailbox or notification route reads (by its route template).
-Does not: decide anything (hub.ports.RecordService.gate does) or read the part itself.
+Does not: decide anything (pipelines.record.ports.RecordService.gate does) or read the part itself.
 """
 
 from __future__ import annotations

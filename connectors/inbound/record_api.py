@@ -6,7 +6,7 @@ emergency headers (`X-Access-Mode: bris_de_glace | regulation`, `X-Access-Reason
 text>`: headers, so the reason never lands in a URL or an access log), and HTTP status codes: 403
 with the rule's finding for a refusal (already in the patient's trail), 404 for what does not exist
 or is no longer reachable (closed record, deleted document).
-Does not: decide who sees what (hub.ports.RecordService, pipelines.record_access).
+Does not: decide who sees what (pipelines.record.ports.RecordService, pipelines.record.access).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from connectors.inbound.params import MAX_SEQ
 from hub.access import Change, DocumentFacts
 from hub.actors import Access, AccessMode, Actor, ActorKind
 from hub.errors import NotFound, Refused, TransientError
-from hub.ports import RecordService
 from hub.records import DocumentQuery
+from pipelines.record.ports import RecordService
 
 DATE = r"^\d{4}-\d{2}-\d{2}$"
 MAX_REASON = 2000
@@ -197,7 +197,7 @@ def _trail_routes(app: FastAPI, ctx: ApiContext) -> None:
                     limit: Annotated[int, Query(ge=1, le=1000)] = 500) -> dict[str, Any]:
         """The record's audit trail: every read, write, mask, deletion, refusal and emergency access."""
         entries = await guarded(records.trail, who, ins, after_seq=after, limit=limit, what="patient")
-        return {"entries": entries}  # as the caller is shown it (pipelines.core.trail_view)
+        return {"entries": entries}  # as the caller is shown it (pipelines.record.core.trail_view)
 
     @app.get("/v1/audit/verify", tags=["audit"], summary="Verify the whole hash chain (admin)")
     async def verify(_cred: Annotated[Credential, Depends(admin)]) -> dict[str, Any]:

@@ -5,7 +5,7 @@ NOTIFY and ORCPT on RCPT) validated, xtext-decoded and kept with their case; SIZ
 the null reverse-path `<>`; a recipient limit; RFC 3463 enhanced status codes on aiosmtpd's fixed
 replies; AUTH PLAIN/LOGIN (over TLS only) checked by hub.auth.Authenticator.  Parameter parsing,
 xtext and trace headers are pure and live in smtp_params.py.  Per message: the hop
-count (mail loops), a `Received:` trace header, hub.mailqueue.pack() and the spool (hub.ports.MailSpool).
+count (mail loops), a `Received:` trace header, hub.mailqueue.pack() and the spool (pipelines.mail.ports.MailSpool).
 
 Rule 1: the 250 after DATA is sent only once the message, its SMTP envelope and the submission id
 named in the 250 are on disk in the spool (fdatasync'ed, group-committed with the other sessions'
@@ -15,8 +15,8 @@ the sending MTA keeps the message and retries: nothing is ever accepted and then
 Rule 2: no local part, subject or body is logged (a patient's local part is an INS): addresses are
 logged as `*@domain`; logs carry submission and trace ids, peer IPs, sizes and reply codes.
 
-Does not: decide who may write to whom (hub.ports.MailAdmission, implemented by the pipelines), parse
-the message (pipelines.core.mime), send DSNs, or own sockets, threads and TLS files (smtp_server.py).
+Does not: decide who may write to whom (pipelines.mail.ports.MailAdmission, implemented by the pipelines), parse
+the message (pipelines.mail.core.mime), send DSNs, or own sockets, threads and TLS files (smtp_server.py).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from hub.auth import Authenticator
 from hub.errors import SpoolFull, TransientError
 from hub.intake import new_submission_id
 from hub.mailqueue import Reply, SmtpEnvelope, SmtpRecipient, SpooledMail, pack
-from hub.ports import MailAdmission, MailSpool
+from pipelines.mail.ports import MailAdmission, MailSpool
 
 log = logging.getLogger(__name__)
 

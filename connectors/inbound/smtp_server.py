@@ -39,7 +39,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from connectors.inbound.smtp import DEFAULT_MAX_HOPS, DEFAULT_MAX_RECIPIENTS, GatewayHandler, GatewaySMTP, smtp_login
 from hub.auth import Authenticator
 from hub.errors import ConfigError
-from hub.ports import MailAdmission, MailSpool
+from pipelines.mail.ports import MailAdmission, MailSpool
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ practice, NF Z 10-011): sender block top left, recipient block in the window (11
 valid day, and a QR code (`qrcode`) carrying the letter's link.  Long texts are shrunk, then cut, so
 that a letter is always exactly one page; an address keeps at most 6 lines, always its last (postcode
 and town), and never leaves the window.  The PDF's metadata names the batch, never a patient.
-Does not: decide what a letter says (pipelines.notify builds Letter) or where the PDF goes.
+Does not: decide what a letter says (pipelines.notify.service builds Letter) or where the PDF goes.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def sender_block(c: Canvas, lines: Sequence[str], *, bold: str, regular: str) ->
         y -= 4.8 * mm
 
 class PdfLetterPrinter:
-    """hub.ports.LetterPrinter: one deterministic A4 PDF per batch."""
+    """pipelines.notify.ports.LetterPrinter: one deterministic A4 PDF per batch."""
 
     def __init__(self, sender_lines: Sequence[str] = DEFAULT_SENDER) -> None:
         self._sender = tuple(sender_lines)

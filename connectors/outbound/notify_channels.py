@@ -20,7 +20,7 @@ Rules:
    (a phone number, a patient's e-mail), the texts sent, the server's reply text or a credential.
 4. Credentials go to a smart host only over STARTTLS.
 
-Does not: choose the channel, render the texts (pipelines.core.notify), retry or track states.
+Does not: choose the channel, render the texts (pipelines.notify.core.policy), retry or track states.
 Thread-safe: every SMTP or push send opens its own connection; an httpx.Client (SMS) is shared between threads.
 """
 

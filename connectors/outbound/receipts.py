@@ -2,11 +2,11 @@
 
 Owns: the receipt's page (reportlab, in French): the issuer block, the title, the person it belongs to
 (birth name, given names, birth date, INS), the date and time of the opposition in Europe/Paris, the
-receipt reference (hub.restitution.receipt_reference: keyed, it does not reveal the INS), what the
+receipt reference (pipelines.record.core.restitution.receipt_reference: keyed, it does not reveal the INS), what the
 opposition means and how to go back on it (a new activation code on request), and a QR code carrying the
 reference alone.  Always exactly one page; the same opposition always renders to the same bytes.  The
 PDF's metadata names the document, never the person.
-Does not: decide anything about the profile (pipelines.lifecycle), store the PDF, or log anything.
+Does not: decide anything about the profile (pipelines.record.lifecycle), store the PDF, or log anything.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from reportlab.pdfgen.canvas import Canvas
 from connectors.outbound.letters import DEFAULT_SENDER, fonts, qr_png, sender_block
 from hub.errors import NotFound
 from hub.records import PatientRecord
-from hub.restitution import PARIS, receipt_reference
+from pipelines.record.core.restitution import PARIS, receipt_reference
 
 WIDTH, HEIGHT = A4
 MARGIN = 20 * mm
@@ -175,7 +175,7 @@ class PdfReceiptPrinter:
 
 
 class OpposedProfile(Protocol):
-    """What the receipt needs of a lifecycle profile (hub.lifecycle.Profile has it): when the opposition was
+    """What the receipt needs of a lifecycle profile (the lifecycle's Profile has it): when the opposition was
     registered (None: the profile is not opposed)."""
 
     @property

@@ -22,7 +22,7 @@ Rules:
 5. Nothing is logged but the hop, reply codes and counts: no body, no address (a patient address's local
    part is a national health identifier), no reply text from the server (it often quotes the address).
 
-Does not: choose the hop (pipelines.core.relay_schedule), retry, or build bounces (pipelines).
+Does not: choose the hop (pipelines.mail.core.relay_schedule), retry, or build bounces (pipelines).
 Thread-safe: every call opens its own connection; call it from worker threads, not from an event loop.
 """
 
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 
 class Hop(Protocol):
-    """Where and how to connect: pipelines.core.relay_schedule.NextHop has this shape.
+    """Where and how to connect: pipelines.mail.core.relay_schedule.NextHop has this shape.
 
     `starttls` is "require", "opportunistic" or "off" (any other value counts as "require")."""
 

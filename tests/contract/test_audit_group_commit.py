@@ -11,10 +11,10 @@ import pytest
 
 from hub.audit import AuditEntry, NewAuditEntry
 from hub.errors import IndexUnavailable
-from pipelines.audit import verify_trail
-from storage.audit import SqlAuditTrail
-from storage.audit_batching import GroupCommitTrail
-from storage.index import SqlIndex
+from pipelines.record.audit import verify_trail
+from storage.sql.audit import SqlAuditTrail
+from storage.sql.audit_batching import GroupCommitTrail
+from storage.sql.index import SqlIndex
 from tests.contract.test_audit_trail import event
 
 

@@ -11,9 +11,9 @@ import sqlalchemy as sa
 
 from hub.actors import Actor, ActorKind
 from hub.audit import GENESIS, AuditAction, NewAuditEntry
-from pipelines.audit import verify_trail
-from storage.audit import SqlAuditTrail
-from storage.index import SqlIndex
+from pipelines.record.audit import verify_trail
+from storage.sql.audit import SqlAuditTrail
+from storage.sql.index import SqlIndex
 from tests.builders import TEST_INS
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from hub.records import DocumentQuery, PatientRecord, PatientStatus, SubmissionStatus
-from storage.index import SqlIndex
+from storage.sql.index import SqlIndex
 from tests import builders
 
 pytestmark = pytest.mark.integration

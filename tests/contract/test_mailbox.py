@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from hub.records import DeliveryRecord, DeliveryState, MessageRecord
-from storage.index import SqlIndex
-from storage.mailbox import SqlMailbox
+from storage.sql.index import SqlIndex
+from storage.sql.mailbox import SqlMailbox
 from tests import builders
 
 pytestmark = pytest.mark.integration

@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from hub.notices import Channel, EventKind, LetterBatch, Notice, NoticeState, Preferences
-from pipelines.core.notify import notice_id
-from storage.index import SqlIndex
-from storage.notifications import SqlNotifications
+from pipelines.notify.core.policy import notice_id
+from storage.sql.index import SqlIndex
+from storage.sql.notifications import SqlNotifications
 from tests.builders import TEST_INS
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)

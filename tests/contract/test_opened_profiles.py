@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from hub.records import PatientRecord, PatientStatus
-from storage.index import SqlIndex
-from storage.notifications import SqlNotifications
-from storage.profiles import SqlProfiles, profiles
+from storage.sql.index import SqlIndex
+from storage.sql.notifications import SqlNotifications
+from storage.sql.profiles import SqlProfiles, profiles
 from tests.builders import TEST_INS, TEST_OID, with_key
 
 S = PatientStatus

@@ -12,11 +12,11 @@ import pytest
 import sqlalchemy as sa
 
 from hub.errors import IndexUnavailable
-from hub.lifecycle import Activation, Profile
 from hub.records import PatientRecord, PatientStatus
-from storage.index import SqlIndex
-from storage.notifications import SqlNotifications
-from storage.profiles import SqlProfiles
+from pipelines.record.core.profile import Activation, Profile
+from storage.sql.index import SqlIndex
+from storage.sql.notifications import SqlNotifications
+from storage.sql.profiles import SqlProfiles
 from tests.builders import TEST_INS, TEST_OID, with_key
 
 S = PatientStatus

@@ -21,11 +21,11 @@ from hub.records import (
     PatientRecord,
     PatientStatus,
 )
-from pipelines.core.notify import notice_id
-from storage.index import SqlIndex
-from storage.mailbox import SqlMailbox
-from storage.notifications import SqlNotifications
-from storage.purge import SqlPurge
+from pipelines.notify.core.policy import notice_id
+from storage.sql.index import SqlIndex
+from storage.sql.mailbox import SqlMailbox
+from storage.sql.notifications import SqlNotifications
+from storage.sql.purge import SqlPurge
 from tests.builders import TEST_INS, TEST_OID, document, with_key
 
 OTHER = with_key("1850775123456")

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from hub.access import NO_FLAGS, DocumentFlags, PatientControls, RecordControls
-from storage.controls import SqlRecordControls
-from storage.index import SqlIndex
+from storage.sql.controls import SqlRecordControls
+from storage.sql.index import SqlIndex
 from tests.builders import TEST_INS
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)

@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from hub.envelope import BlobRef
-from hub.reimbursements import ActKind, HeldDocument, ReimbursedAct
-from storage.index import SqlIndex
-from storage.reimbursements import SqlReimbursements
+from pipelines.insurer.core.history import ActKind, HeldDocument, ReimbursedAct
+from storage.sql.index import SqlIndex
+from storage.sql.reimbursements import SqlReimbursements
 from tests.builders import TEST_INS, TEST_OID, with_key
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)

@@ -10,7 +10,7 @@ import pytest
 
 from config.settings import Settings
 from hub.topology import Topology
-from storage.index import SqlIndex
+from storage.sql.index import SqlIndex
 from tests.integration.hub_harness import RunningHub, hub_settings, running_hub
 
 

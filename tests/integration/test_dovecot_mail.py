@@ -38,12 +38,12 @@ from hub.mailqueue import MAIL_CONTENT_TYPE, SmtpEnvelope, SmtpRecipient, pack, 
 from hub.records import DeliveryRecord, DeliveryState
 from hub.retry import RetryPolicy
 from hub.topology import Topology
-from pipelines.core.mss import MssRules
-from pipelines.mail_reports import ReportSender
-from pipelines.outbound import OutboundPipeline, OutboundPorts
-from storage.index import SqlIndex
-from storage.mailbox import SqlMailbox
+from pipelines.mail.core.mss import MssRules
+from pipelines.mail.outbound import OutboundPipeline, OutboundPorts
+from pipelines.mail.reporting import ReportSender
 from storage.objects import MinioBlobStore
+from storage.sql.index import SqlIndex
+from storage.sql.mailbox import SqlMailbox
 from tests.fixtures_mail import Dovecot
 from tests.services import free_port
 

@@ -17,8 +17,8 @@ import pytest
 
 from config.settings import Settings
 from hub.records import DocumentQuery, SubmissionStatus
-from storage.index import SqlIndex
 from storage.seaweed import SeaweedServer
+from storage.sql.index import SqlIndex
 from tests import builders
 from tests.integration.hub_harness import CuttableProxy, hub_settings, running_hub
 from tests.integration.test_intake_e2e import BIO, fixture_bytes, import_roster, post_document, variant

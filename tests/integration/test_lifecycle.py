@@ -18,17 +18,17 @@ from config.tables import load_notify_policy
 from connectors.outbound.receipts import OppositionReceipts
 from hub.envelope import Envelope
 from hub.errors import NotFound, Refused
-from hub.lifecycle import Activation, Profile
 from hub.notices import Channel, Event, EventKind, NoticeState
 from hub.records import PatientRecord, PatientStatus
-from pipelines.core.lifecycle import LifecycleRules
-from pipelines.lifecycle import Lifecycle, LifecyclePorts
-from pipelines.notify import Notifier, NotifyPorts
-from pipelines.roster_import import import_roster
-from storage.index import SqlIndex
-from storage.notifications import SqlNotifications
+from pipelines.notify.service import Notifier, NotifyPorts
+from pipelines.record.core.lifecycle import LifecycleRules
+from pipelines.record.core.profile import Activation, Profile
+from pipelines.record.lifecycle import Lifecycle, LifecyclePorts
+from pipelines.record.roster_import import import_roster
 from storage.objects import MinioBlobStore
-from storage.profiles import SqlProfiles
+from storage.sql.index import SqlIndex
+from storage.sql.notifications import SqlNotifications
+from storage.sql.profiles import SqlProfiles
 from tests.builders import TEST_INS, TEST_OID, with_key
 
 pytestmark = pytest.mark.integration

@@ -29,8 +29,8 @@ from hub.auth import Authenticator, token_sha256
 from hub.envelope import BlobRef, Envelope
 from hub.intake import Intake
 from hub.notices import Channel, EventKind, Notice, NoticeState
-from storage.index import SqlIndex
-from storage.notifications import SqlNotifications
+from storage.sql.index import SqlIndex
+from storage.sql.notifications import SqlNotifications
 from tests import builders
 from tests.services import free_port, missing
 

@@ -25,8 +25,8 @@ import pytest
 from config.settings import Settings
 from hub.notices import Channel, EventKind, NoticeState
 from meshub import cli
-from pipelines.core.notify import next_month
-from pipelines.notify import french_date
+from pipelines.notify.core.policy import next_month
+from pipelines.notify.service import french_date
 from tests import builders
 from tests.integration.hub_harness import ADMIN_TOKEN, RunningHub, running_hub
 from tests.integration.test_intake_e2e import import_roster, submit, variant

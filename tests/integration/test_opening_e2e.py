@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from config.settings import Credential, Settings
 from hub.auth import token_sha256
 from meshub import cli
-from storage.notifications import notices as notices_table
+from storage.sql.notifications import notices as notices_table
 from tests import builders
 from tests.integration.hub_harness import ADMIN_TOKEN, CREDENTIALS, RunningHub, running_hub
 from tests.integration.test_intake_e2e import submit, variant

@@ -1,5 +1,5 @@
 """Who may READ a profile, over HTTP on the production stack (RabbitMQ, SeaweedFS, PostgreSQL): the read
-table (pipelines.core.read_rules) on every read route: the insurer reads no health data (403 `read.role`),
+table (pipelines.record.core.read_rules) on every read route: the insurer reads no health data (403 `read.role`),
 a closed profile's content is 404 for everyone, admin included (who keeps the profile's state, the trail
 and delivery states, each read traced), the trail as a viewer is shown it (redacted entries, the stored
 chain still verifying), and send-document through the same access decision as reading the document."""

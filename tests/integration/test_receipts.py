@@ -15,7 +15,7 @@ import pytest
 from connectors.outbound.receipts import OppositionReceipts, PdfReceiptPrinter, french_datetime
 from hub.errors import NotFound
 from hub.records import PatientRecord, PatientStatus
-from hub.restitution import receipt_reference
+from pipelines.record.core.restitution import receipt_reference
 from tests.builders import TEST_INS, TEST_OID
 from tests.services import missing
 

@@ -13,10 +13,10 @@ import pytest
 from config.tables import load_validation_rules
 from hub.envelope import Source
 from hub.records import DocumentQuery, DocumentRecord, PatientRecord, PatientStatus, SubmissionRecord
-from hub.reimbursements import HeldAct, HeldDocument, ReimbursedAct
-from pipelines.core.reimbursements import history_document_id
-from pipelines.reimbursements import InsurerBatches
-from storage.reimbursements import SqlReimbursements
+from pipelines.insurer.core.history import HeldAct, HeldDocument, ReimbursedAct
+from pipelines.insurer.core.reimbursements import history_document_id
+from pipelines.insurer.reimbursements import InsurerBatches
+from storage.sql.reimbursements import SqlReimbursements
 from tests.builders import TEST_INS, TEST_OID, with_key
 from tests.integration.hub_harness import RunningHub
 from tests.services import FIXTURES_CDA, eventually, missing

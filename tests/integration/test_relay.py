@@ -20,7 +20,7 @@ import trustme
 from connectors.outbound.relay import SmtpRelay, crlf, xtext
 from hub.delivery import Outcome, RecipientResult
 from hub.mailqueue import SmtpRecipient
-from pipelines.core.relay_schedule import NextHop
+from pipelines.mail.core.relay_schedule import NextHop
 from tests.services import free_port
 from tests.smtp_sink import DSN_PARAMS, Received, Running, Sink, start_sink
 

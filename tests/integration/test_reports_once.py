@@ -19,14 +19,14 @@ from hub.envelope import Envelope, Source
 from hub.intake import Intake, new_submission_id
 from hub.mailqueue import MAIL_CONTENT_TYPE, Reply, SmtpEnvelope, SmtpRecipient, pack
 from hub.records import DeliveryState
-from pipelines.core.mss import MssRules
-from pipelines.core.relay_schedule import RelaySchedule
-from pipelines.core.reports import report_id
-from pipelines.mail_reports import ReportSender
-from pipelines.outbound import OutboundPipeline, OutboundPorts
-from storage.index import SqlIndex
-from storage.mailbox import SqlMailbox
+from pipelines.mail.core.mss import MssRules
+from pipelines.mail.core.relay_schedule import RelaySchedule
+from pipelines.mail.core.reports import report_id
+from pipelines.mail.outbound import OutboundPipeline, OutboundPorts
+from pipelines.mail.reporting import ReportSender
 from storage.objects import MinioBlobStore
+from storage.sql.index import SqlIndex
+from storage.sql.mailbox import SqlMailbox
 from tests.smtp_sink import Running, Sink, start_sink
 
 pytestmark = pytest.mark.integration

@@ -31,14 +31,14 @@ from hub.records import (
     PatientRecord,
     PatientStatus,
 )
-from hub.restitution import ExportSummary, patient_visible
-from pipelines.core.notify import notice_id
-from pipelines.restitution import export_record, purge, sweep_erasures
-from storage.index import SqlIndex
-from storage.mailbox import SqlMailbox
-from storage.notifications import SqlNotifications
+from pipelines.notify.core.policy import notice_id
+from pipelines.record.core.restitution import ExportSummary, patient_visible
+from pipelines.record.restitution import export_record, purge, sweep_erasures
 from storage.objects import MinioBlobStore
-from storage.purge import SqlPurge
+from storage.sql.index import SqlIndex
+from storage.sql.mailbox import SqlMailbox
+from storage.sql.notifications import SqlNotifications
+from storage.sql.purge import SqlPurge
 from tests.builders import TEST_INS, TEST_OID, document, with_key
 
 pytestmark = pytest.mark.integration

@@ -32,9 +32,9 @@ from hub.intake import Intake
 from hub.mailqueue import Reply, SmtpEnvelope, SmtpRecipient, unpack
 from hub.records import SubmissionRecord, SubmissionStatus
 from hub.topology import Topology
-from storage.index import SqlIndex
 from storage.objects import MinioBlobStore
 from storage.spool import SpoolDrainer, SpoolWriter
+from storage.sql.index import SqlIndex
 from tests.fixtures_s3 import store_on
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ from config.settings import Credential, Settings
 from hub.auth import token_sha256
 from hub.envelope import Envelope
 from meshub import cli
-from storage.index import submissions
+from storage.sql.index import submissions
 from tests import builders
 from tests.cda_builders import MINIMAL_AUTHOR, cda, docpat
 from tests.integration.hub_harness import CREDENTIALS, RunningHub, running_hub

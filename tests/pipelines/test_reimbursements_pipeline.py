@@ -16,11 +16,11 @@ from hub.envelope import BlobRef, Envelope
 from hub.errors import BusUnavailable, Refused
 from hub.intake import Intake
 from hub.records import PatientRecord, PatientStatus
-from pipelines.core.reimbursements import history_document_id
-from pipelines.core.validation import ValidationRules
-from pipelines.reimbursements import InsurerBatches
-from storage.index import SqlIndex
-from storage.reimbursements import SqlReimbursements
+from pipelines.cda.validation import ValidationRules
+from pipelines.insurer.core.reimbursements import history_document_id
+from pipelines.insurer.reimbursements import InsurerBatches
+from storage.sql.index import SqlIndex
+from storage.sql.reimbursements import SqlReimbursements
 from tests.builders import TEST_INS, TEST_OID, with_key
 from tests.services import FIXTURES_CDA, missing
 

@@ -1,7 +1,7 @@
 """Who sees what: the whole default habilitation matrix, every confidentiality combination, every viewer.
 
 The expected outcomes are written here as tables (the oracle), independently of config/habilitations.toml
-and of pipelines.core.access: the type codes of each class are listed again, each profession's expected
+and of pipelines.record.core.access: the type codes of each class are listed again, each profession's expected
 reading is spelled out, and the confidentiality rules are a first-match decision table with wildcards.
 """
 
@@ -34,8 +34,8 @@ from hub.actors import AccessMode, Actor, ActorKind
 from hub.audit import AuditAction
 from hub.errors import ConfigError
 from hub.records import DocumentRecord
-from pipelines.core import access
-from pipelines.core.habilitations import known_type_classes
+from pipelines.record.core import access
+from pipelines.record.core.habilitations import known_type_classes
 
 DATA = Path(__file__).parent.parent / "data"
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)

@@ -11,7 +11,7 @@ import pytest
 
 from hub.actors import Actor, ActorKind
 from hub.audit import AuditAction, AuditEntry, NewAuditEntry, Verification
-from pipelines.core.audit_chain import GENESIS, body_digest, canonical_body, chain, link, verify
+from pipelines.record.core.audit_chain import GENESIS, body_digest, canonical_body, chain, link, verify
 from tests.builders import TEST_INS
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from pipelines.core.cda import NS, ins_candidates, read_header, readable_path
+from pipelines.cda.header import NS, ins_candidates, read_header, readable_path
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from config.tables import CLASSIFICATION, load_classification, load_type_labels
-from pipelines.core.cda import CdaHeader
-from pipelines.core.classification import ClassificationTables, classify, tables_from_mapping
+from pipelines.cda.classification import ClassificationTables, classify, tables_from_mapping
+from pipelines.cda.header import CdaHeader
 
 BASE = CdaHeader(
     document_id="1.2.3^1", type_code="", type_code_system="2.16.840.1.113883.6.1", type_display="",

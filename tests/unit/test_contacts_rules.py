@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.core.contacts import confirmation_digest, normalise_email, normalise_phone
+from pipelines.notify.core.contacts import confirmation_digest, normalise_email, normalise_phone
 
 SECRET = b"k" * 32
 INS = "279035121518989"

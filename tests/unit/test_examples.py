@@ -11,8 +11,8 @@ from pathlib import Path
 
 from lxml import etree
 
-from pipelines.core.ins import check_ins
-from pipelines.core.roster import INS_OIDS, VITALE_COLUMN, parse_roster
+from hub.ins import check_ins
+from pipelines.record.core.roster import INS_OIDS, VITALE_COLUMN, parse_roster
 from tests.services import EXAMPLE_ROSTER, EXAMPLES, FIXTURES_CDA
 
 ROOT = EXAMPLES.parent

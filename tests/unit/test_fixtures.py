@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 
 from config.tables import load_classification, load_validation_rules
-from pipelines.core.classification import ClassificationTables, classify
-from pipelines.core.validation import ValidationRules, validate
+from pipelines.cda.classification import ClassificationTables, classify
+from pipelines.cda.validation import ValidationRules, validate
 from tests.services import FIXTURES_CDA as FIXTURES
 
 Accept = tuple[str, str, str]  # ("accept", category, classCode)

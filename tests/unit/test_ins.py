@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.core.ins import check_ins, ins_key
-from pipelines.core.validation import DEFAULT_INS_OIDS
+from hub.ins import check_ins, ins_key
+from pipelines.cda.validation import DEFAULT_INS_OIDS
 
 LOC = "/ClinicalDocument/recordTarget/patientRole/id[1]"
 TEST_OID = "1.2.250.1.213.1.4.10"

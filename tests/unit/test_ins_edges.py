@@ -1,12 +1,11 @@
 """hub.ins (the edges' INS check: activation, opposition, code request) agrees with intake's rules
-(pipelines.core.ins): Corsican 2A/2B matricules with their key, and nothing but ASCII digits."""
+(hub.ins): Corsican 2A/2B matricules with their key, and nothing but ASCII digits."""
 
 from __future__ import annotations
 
 import pytest
 
-from hub.ins import valid_matricule
-from pipelines.core.ins import check_ins, ins_key
+from hub.ins import check_ins, ins_key, valid_matricule
 
 OID = "1.2.250.1.213.1.4.8"
 

@@ -8,11 +8,11 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from pipelines.record.core import lifecycle as lc
 
-from hub.lifecycle import Activation, Profile
 from hub.records import PatientStatus
-from pipelines.core import lifecycle as lc
-from pipelines.core.lifecycle import DEFAULT_RULES, Request
+from pipelines.record.core.lifecycle import DEFAULT_RULES, Request
+from pipelines.record.core.profile import Activation, Profile
 
 S, R = PatientStatus, Request
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
@@ -297,7 +297,7 @@ def test_ten_calendar_years_of_archive(closed_at: datetime, purge_after: datetim
 
 
 def test_the_archive_end_agrees_with_the_restitution_helper() -> None:
-    archive_ends = pytest.importorskip("hub.restitution").archive_ends
+    archive_ends = pytest.importorskip("pipelines.record.core.restitution").archive_ends
     for closed in (datetime(2028, 2, 29, 1, tzinfo=UTC), datetime(2026, 7, 1, tzinfo=UTC)):
         assert lc.add_years(closed, DEFAULT_RULES.archive_years) == archive_ends(closed)
 

@@ -1,4 +1,4 @@
-"""The mail trust rules (pipelines.core.mail_trust) and the credentials' `mail_addresses` loader."""
+"""The mail trust rules (pipelines.mail.core.trust) and the credentials' `mail_addresses` loader."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 from config.settings import settings_from_mapping
 from hub.errors import ConfigError
 from meshub.datadir import dev_credentials
-from pipelines.core.mail_trust import (
+from pipelines.mail.core.mss import MssRules
+from pipelines.mail.core.trust import (
     Carried,
     all_or_nothing,
     carries_documents,
@@ -21,8 +22,7 @@ from pipelines.core.mail_trust import (
     sender_is_own,
     sender_may_file,
 )
-from pipelines.core.mss import MssRules
-from pipelines.core.xdm import read_xdm
+from pipelines.mail.core.xdm import read_xdm
 from tests import mail_builders
 from tests.builders import TEST_INS, with_key
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.core.findings import Severity
-from pipelines.core.mime import MailLimits, MailReport, ParsedMail, find_pdfs, find_xdm, parse_mail
-from pipelines.core.xdm import read_xdm
+from hub.findings import Severity
+from pipelines.mail.core.mime import MailLimits, MailReport, ParsedMail, find_pdfs, find_xdm, parse_mail
+from pipelines.mail.core.xdm import read_xdm
 from tests.mail_builders import PATIENT_ADDRESS, fixture_cda, make_mail_with_xdm
 
 CDA = "BIO-CR-BIO_2024.01_TSH_1.xml"

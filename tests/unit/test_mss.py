@@ -8,8 +8,8 @@ import pytest
 
 from hub.errors import ConfigError
 from hub.records import PatientStatus
-from pipelines.core.mime import parse_mail
-from pipelines.core.mss import (
+from pipelines.mail.core.mime import parse_mail
+from pipelines.mail.core.mss import (
     REPLIES,
     MssRules,
     RecipientKind,
@@ -23,7 +23,7 @@ from pipelines.core.mss import (
     sender_trusted,
     too_many_hops,
 )
-from pipelines.core.xdm import XdmEntry
+from pipelines.mail.core.xdm import XdmEntry
 from tests.builders import TEST_INS, with_key
 
 RULES = MssRules.from_mapping({

@@ -1,4 +1,4 @@
-"""The notification policy (pipelines.core.notify) against the shipped table (config/notifications.toml).
+"""The notification policy (pipelines.notify.core.policy) against the shipped table (config/notifications.toml).
 
 Table-driven: each row states what a patient (or their legal representative) is told, on which
 channel and address, and when; and that no text says anything about the document itself.
@@ -21,7 +21,7 @@ from config.tables import NOTIFICATIONS, load_notify_policy
 from hub.errors import ConfigError
 from hub.notices import Addressee, Channel, Event, EventKind, Notice, Outgoing, Preferences
 from hub.records import PatientRecord, PatientStatus
-from pipelines.core.notify import (
+from pipelines.notify.core.policy import (
     INVISIBLE_PATIENT,
     INVISIBLE_REPRESENTANTS_LEGAUX,
     NotifyPolicy,

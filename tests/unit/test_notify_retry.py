@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipelines.notify import CHANNEL_RETRY
+from pipelines.notify.service import CHANNEL_RETRY
 
 
 def test_a_channel_down_for_hours_is_retried_long_enough() -> None:

@@ -7,8 +7,8 @@ import pytest
 from hub.access import PatientControls
 from hub.actors import AccessMode, Actor, ActorKind
 from hub.records import OPEN_STATUSES, PatientStatus
-from pipelines.core import access
-from pipelines.core.mss import PATIENT_STATUS_REASONS
+from pipelines.mail.core.mss import PATIENT_STATUS_REASONS
+from pipelines.record.core import access
 
 PRO = Actor(ActorKind.PROFESSIONAL, "810000000001", profession="10")
 

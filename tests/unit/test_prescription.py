@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from pipelines.core.prescription import prescription_number, qr_png
+from pipelines.mail.core.prescription import prescription_number, qr_png
 from tests.services import FIXTURES_CDA, missing
 
 EP = FIXTURES_CDA / "eP-MED-DM_2024.01_PosoStruct.xml"

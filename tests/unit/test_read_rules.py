@@ -1,4 +1,4 @@
-"""The read table (pipelines.core.read_rules) and the trail as a viewer is shown it (pipelines.core.trail_view)."""
+"""The read table (record.core.read_rules) and the trail as a viewer is shown it (record.core.trail_view)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hub.actors import ActorKind
 from hub.audit import GENESIS, AuditAction, NewAuditEntry, chain
 from hub.reading import Reading
-from pipelines.core.read_rules import CONTENT, READS, may_read
-from pipelines.core.trail_view import shown
+from pipelines.record.core.read_rules import CONTENT, READS, may_read
+from pipelines.record.core.trail_view import shown
 
 OPEN_STATES = ("created", "opened", "active")
 

@@ -11,16 +11,16 @@ from lxml import etree
 
 from config.tables import load_classification, load_validation_rules
 from hub.records import PatientRecord, PatientStatus
-from hub.reimbursements import ActKind
-from pipelines.core.classification import ClassificationTables, classify
-from pipelines.core.reimbursements import (
+from pipelines.cda.classification import ClassificationTables, classify
+from pipelines.cda.validation import ValidationRules, validate
+from pipelines.insurer.core.history import ActKind
+from pipelines.insurer.core.reimbursements import (
     BatchLimits,
     ean13_ok,
     history_document_id,
     parse_batch,
     render_history,
 )
-from pipelines.core.validation import ValidationRules, validate
 from tests.builders import TEST_INS, TEST_OID, with_key
 
 NS = {"h": "urn:hl7-org:v3"}

@@ -10,7 +10,7 @@ import pytest
 
 from hub.errors import ConfigError
 from hub.mailqueue import SmtpRecipient
-from pipelines.core.relay_schedule import (
+from pipelines.mail.core.relay_schedule import (
     DAY_S,
     Expire,
     NextHop,

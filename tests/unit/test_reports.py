@@ -11,8 +11,8 @@ import pytest
 
 from hub.delivery import RecipientResult
 from hub.mailqueue import Reply, SmtpEnvelope, SmtpRecipient
-from pipelines.core.mime import Attachment, ParsedMail, find_xdm, parse_mail
-from pipelines.core.reports import (
+from pipelines.mail.core.mime import Attachment, ParsedMail, find_xdm, parse_mail
+from pipelines.mail.core.reports import (
     DsnAction,
     DsnRecipient,
     MdnDisposition,
@@ -24,7 +24,7 @@ from pipelines.core.reports import (
     reply_threading,
     report_id,
 )
-from pipelines.core.xdm import read_xdm
+from pipelines.mail.core.xdm import read_xdm
 from tests.mail_builders import PATIENT_ADDRESS, fixture_cda, make_mail_with_xdm
 
 NOW = datetime(2024, 1, 5, 13, 0, tzinfo=UTC)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from hub.envelope import BlobRef
-from hub.restitution import (
+from pipelines.record.core.restitution import (
     ARCHIVE_YEARS,
     PurgeReport,
     archive_ends,

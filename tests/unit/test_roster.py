@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hub.records import PatientStatus
-from pipelines.core.roster import parse_roster
+from pipelines.record.core.roster import parse_roster
 from tests.builders import ROSTER_HEADER, TEST_INS, roster_line, with_key
 
 

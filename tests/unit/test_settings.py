@@ -11,8 +11,8 @@ import pytest
 from config.settings import _MIME_KEYS, _XDM_KEYS, ParseLimits, settings_from_mapping
 from hub.errors import ConfigError
 from meshub.compose import parse_limits
-from pipelines.core.mime import MailLimits, parse_mail
-from pipelines.core.xdm import XdmLimits, read_xdm
+from pipelines.mail.core.mime import MailLimits, parse_mail
+from pipelines.mail.core.xdm import XdmLimits, read_xdm
 from tests import mail_builders
 
 

@@ -12,9 +12,9 @@ import pytest
 from lxml import etree
 
 from config.tables import load_validation_rules
-from pipelines.core.cda import NS
-from pipelines.core.findings import Severity
-from pipelines.core.validation import ValidationReport, ValidationRules, patient_findings, validate
+from hub.findings import Severity
+from pipelines.cda.header import NS
+from pipelines.cda.validation import ValidationReport, ValidationRules, patient_findings, validate
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 MINIMAL = (DATA / "minimal_cda.xml").read_bytes()

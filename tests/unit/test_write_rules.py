@@ -1,4 +1,4 @@
-"""The write rules as a table (pipelines.core.writes): every role at every door, on documents built from
+"""The write rules as a table (pipelines.documents.core.writes): every role at every door, on documents built from
 minimal_cda.xml, and headers the hub cannot read."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 from config.settings import Credential
 from hub.audit import AuditAction, NewAuditEntry
 from hub.writes import FILEDROP_DOOR, HTTP_DOOR, WRITERS, ProducersOnly
-from pipelines.core.writes import may_write, read_facts
-from pipelines.write_gate import HeaderWriteGate
+from pipelines.documents.core.writes import may_write, read_facts
+from pipelines.documents.write_gate import HeaderWriteGate
 from tests import builders
 from tests.cda_builders import MINIMAL_AUTHOR, cda, docpat
 

@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from pipelines.core.findings import Severity
-from pipelines.core.xdm import XdmLimits, XdmReport, read_metadata, read_xdm
+from hub.findings import Severity
+from pipelines.mail.core.xdm import XdmLimits, XdmReport, read_metadata, read_xdm
 from tests.builders import TEST_INS, TEST_OID
 from tests.mail_builders import (
     MetaEntry,

@@ -1,1 +1,0 @@
-"""Pure core: parsing, validation and classification of documents; no I/O."""

@@ -1,0 +1,1 @@
+"""The pure core of document intake: who may write into which record."""

@@ -1,0 +1,1 @@
+"""The pure core of MSSanté mail: MIME, XDM, relay rules and schedule, trust, reports."""

@@ -1,0 +1,143 @@
+"""Delivery reports back to senders: build the RFC 3464 DSN and queue it like any other mail.
+
+Owns: turning per-recipient outcomes into a DSN (pipelines.mail.core.reports), and integration results
+or a patient's first reading into an MDN (RFC 8098) when the sender asked for one with
+Disposition-Notification-To (without it, an integration error still gets a plain notice, as
+MSSanté asks), and handing each to intake as a queued mail from the null sender, so it is routed,
+retried and recorded by the same pipelines (a report is never answered by another: its sender is <>).
+A DSN is queued under a submission id derived from what it reports (report_id: the mail's submission,
+the event, the recipients), and its Message-ID derives from that id: queueing it again is a no-op.
+Does not: decide outcomes (the mail and outbound pipelines do) or send anything itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from hub.envelope import Source
+from hub.findings import Finding
+from hub.intake import Intake
+from hub.mailqueue import MAIL_CONTENT_TYPE, Reply, SmtpEnvelope, SmtpRecipient, pack
+from pipelines.mail.core.mime import ParsedMail, find_pdfs, find_xdm
+from pipelines.mail.core.reports import (
+    DsnAction,
+    DsnRecipient,
+    MdnDisposition,
+    build_dsn,
+    build_integration_mdn,
+    build_integration_notice,
+    build_mdn,
+    build_message,
+    report_id,
+)
+
+log = logging.getLogger(__name__)
+Failure = tuple[SmtpRecipient, Reply, str]  # recipient, the reply that decided, remote host ("" = ours)
+
+
+class ReportSender:
+    """Queues DSNs through `intake`; `hostname` names the hub in Reporting-MTA and MAILER-DAEMON@."""
+
+    def __init__(self, intake: Intake, *, hostname: str, domain: str,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._intake = intake
+        self._hostname = hostname
+        self._domain = domain
+        self._clock = clock
+
+    # DSNs: `about` is the submission id of the mail reported on.  The report is queued under
+    # report_id(about, event, recipients), so the same report asked for again (a redelivery after the hub
+    # died between queueing it and recording the delivery state) is no new mail: intake returns the one
+    # already queued (final) or hands that same submission on again (pending).
+
+    def delivered(self, smtp: SmtpEnvelope, message: bytes, rcpt: SmtpRecipient, *, remote_host: str,
+                  about: str) -> None:
+        reply = Reply(250, "2.0.0", "delivered")
+        self._send(smtp, message, [DsnRecipient(rcpt, DsnAction.DELIVERED, reply, remote_mta=remote_host,
+                                                last_attempt=self._clock())], about=about)
+
+    def failed(self, smtp: SmtpEnvelope, message: bytes, failures: Sequence[Failure], *, about: str) -> None:
+        self._send(smtp, message, [DsnRecipient(r, DsnAction.FAILED, reply, remote_mta=host,
+                                                last_attempt=self._clock()) for r, reply, host in failures],
+                   about=about)
+
+    def delayed(self, smtp: SmtpEnvelope, message: bytes, failures: Sequence[Failure], *, about: str) -> None:
+        self._send(smtp, message, [DsnRecipient(r, DsnAction.DELAYED, reply, remote_mta=host,
+                                                last_attempt=self._clock()) for r, reply, host in failures],
+                   about=about)
+
+    def integrated(self, mail: ParsedMail, message: bytes, *, mailbox: str, errors: Sequence[Finding]) -> None:
+        """After filing a mail in `mailbox`: MDN processed (or processed/error) if asked; a notice on error."""
+        if errors:
+            code = next((f.code for f in errors if f.code), None) or "906"
+            error = f"{code}^{errors[0].rule}"
+            mdn = build_mdn(mail, final_recipient=mailbox, disposition=MdnDisposition.ERROR,
+                            reporting_ua=self._hostname, now=self._clock(), original_bytes=message, error=error,
+                            reattach=tuple(a for a in (find_xdm(mail), *find_pdfs(mail)) if a is not None))
+            if mdn is None and mail.disposition_notification_to == "" and mail.from_addr:
+                mdn = self._notice(mail, mailbox, errors)
+        else:
+            mdn = build_mdn(mail, final_recipient=mailbox, disposition=MdnDisposition.PROCESSED,
+                            reporting_ua=self._hostname, now=self._clock(), original_bytes=message)
+        if mdn is not None:
+            self._queue(mdn, mail.disposition_notification_to or mail.from_addr, "mdn")
+
+    def integration_result(self, mail: ParsedMail, message: bytes, *, mailbox: str, errors: Sequence[Finding],
+                           submission_id: str, at: datetime) -> bool:
+        """The integration result of a mail filed in `mailbox`, once every document it filed is final: an MDN
+        `processed`, or `processed/Error` listing each error, when the sender asked for one; a plain notice on
+        error otherwise (False: nothing was due).  Queued under `submission_id` (derived by the caller from
+        the mailbox copy), with a Message-ID from it and `at` as its date: queuing it again gives the same
+        bytes under the same id, which intake turns into nothing (final) or the same mail again (pending)."""
+        reattach = tuple(a for a in (find_xdm(mail), *find_pdfs(mail)) if a is not None)
+        report = build_integration_mdn(mail, final_recipient=mailbox, reporting_ua=self._hostname, now=at,
+                                       message_id=f"<{submission_id}@{mailbox.rpartition('@')[2]}>", errors=errors,
+                                       original_bytes=message, reattach=reattach)
+        to = mail.disposition_notification_to
+        if report is None and errors and not mail.disposition_notification_to and mail.from_addr:
+            report = build_integration_notice(mail, from_addr=f"MAILER-DAEMON@{self._domain}", errors=errors,
+                                              now=at, message_id=f"<{submission_id}@{self._domain}>")
+            to = mail.from_addr
+        if report is None:
+            return False
+        queued = SmtpEnvelope(mail_from="", recipients=(SmtpRecipient(to.strip("<> ")),), auth="hub:report",
+                              received_at=at.isoformat())
+        record = self._intake.accept(pack(queued, report), Source(kind="dsn", producer="hub"),
+                                     content_type=MAIL_CONTENT_TYPE, kind="mail", submission_id=submission_id,
+                                     received_at=at)
+        log.info("queued the integration report (%s) as submission=%s", "error" if errors else "processed",
+                 record.submission_id)
+        return True
+
+    def displayed(self, mail: ParsedMail, *, mailbox: str) -> None:
+        """The patient opened the message: MDN displayed, if the sender asked for one."""
+        mdn = build_mdn(mail, final_recipient=mailbox, disposition=MdnDisposition.DISPLAYED,
+                        reporting_ua=self._hostname, now=self._clock())
+        if mdn is not None:
+            self._queue(mdn, mail.disposition_notification_to, "mdn")
+
+    def _notice(self, mail: ParsedMail, mailbox: str, errors: Sequence[Finding]) -> bytes:
+        lines = "\n".join(f"- [{f.rule}] {f.location}: {f.message_fr} / {f.message_en}" for f in errors)
+        text = (f"Le message {mail.message_id} n'a pas pu être intégré dans le dossier du patient.\n"
+                f"The message {mail.message_id} could not be filed in the patient's record.\n\n{lines}\n")
+        return build_message(from_addr=f"MAILER-DAEMON@{self._domain}", to_addrs=[mail.from_addr],
+                             subject=f"[KO Intégration système !] {mail.subject}".strip(), text=text,
+                             now=self._clock(), in_reply_to=mail.message_id)
+
+    def _send(self, smtp: SmtpEnvelope, message: bytes, recipients: Sequence[DsnRecipient], *, about: str) -> None:
+        what = "dsn:" + ",".join(sorted({str(r.action) for r in recipients}))
+        submission_id = report_id(about, what, [r.recipient.address for r in recipients])
+        dsn = build_dsn(smtp, recipients, original=message, hub_host=self._hostname, hub_domain=self._domain,
+                        now=self._clock(), message_id=f"<{submission_id}@{self._domain}>")
+        if dsn is None:  # null sender, or nobody asked for this report (NOTIFY)
+            return
+        self._queue(dsn, smtp.mail_from, what, submission_id=submission_id)
+
+    def _queue(self, report: bytes, to: str, what: str, *, submission_id: str | None = None) -> None:
+        queued = SmtpEnvelope(mail_from="", recipients=(SmtpRecipient(to.strip("<> ")),), auth="hub:report",
+                              received_at=self._clock().isoformat())
+        record = self._intake.accept(pack(queued, report), Source(kind="dsn", producer="hub"),
+                                     content_type=MAIL_CONTENT_TYPE, kind="mail", submission_id=submission_id)
+        log.info("queued a report (%s) as submission=%s", what, record.submission_id)

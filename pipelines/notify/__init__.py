@@ -1,0 +1,1 @@
+"""Patient notifications: notices by channel, preferences, contacts and devices (feature slice)."""

@@ -1,0 +1,1 @@
+"""The pure core of notifications: which notice, on which channel, when."""

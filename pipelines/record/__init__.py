@@ -1,0 +1,1 @@
+"""The patient's record: access rules, audit trail, lifecycle, restitution and purge (feature slice)."""

@@ -1,0 +1,1 @@
+"""SQL adapters (PostgreSQL and SQLite) behind the features' ports."""

@@ -1,0 +1,63 @@
+"""Bearer tokens the hub issues itself (a patient's, on activation), on the index's database.
+
+Owns: the `api_tokens` table: the SHA-256 of each token (never the token), whose credential it is
+(name, role, INS), when it was issued and revoked.  Configured credentials ([[credentials]]) stay in
+the settings; these are the ones the hub hands out, so that activating a profile gives its owner access.
+Does not: decide who gets a token (the API does, after a successful activation) or compare tokens in
+constant time over the network (a lookup by digest reveals nothing about other tokens).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from config.settings import Credential
+from storage.sql.index import SqlIndex, db_errors, metadata
+
+tokens = sa.Table(
+    "api_tokens", metadata,
+    sa.Column("token_sha256", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("ins", sa.String(15), nullable=False, index=True),
+    sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
+)
+
+
+class SqlTokens:
+    """Issued credentials: issue, look up by digest, revoke a patient's."""
+
+    def __init__(self, engine: Engine, *, reader: Engine | None = None) -> None:
+        self._engine = engine
+        self._reader = reader or engine
+
+    @classmethod
+    def beside(cls, index: SqlIndex) -> SqlTokens:
+        with db_errors(), index.engine.begin() as conn:
+            metadata.create_all(conn, tables=[tokens], checkfirst=True)
+        return cls(index.engine, reader=index.reader_engine)
+
+    def issue(self, credential: Credential) -> None:
+        """Keep `credential` (its token's digest); durable when this returns."""
+        with db_errors(), self._engine.begin() as conn:
+            conn.execute(tokens.insert().values(token_sha256=credential.token_sha256, name=credential.name,
+                                                role=credential.role, ins=credential.ins,
+                                                issued_at=datetime.now(UTC)))
+
+    def lookup(self, token_sha256: str) -> Credential | None:
+        """The live credential whose token has this digest, or None."""
+        with db_errors(), self._reader.connect() as conn:
+            row = conn.execute(tokens.select().where(tokens.c.token_sha256 == token_sha256,
+                                                     tokens.c.revoked_at.is_(None))).first()
+        return None if row is None else Credential(name=row.name, role=row.role, token_sha256=row.token_sha256,
+                                                   ins=row.ins)
+
+    def revoke(self, ins: str) -> int:
+        """Every token issued for this patient stops working (closure, opposition); how many."""
+        with db_errors(), self._engine.begin() as conn:
+            return int(conn.execute(tokens.update().where(tokens.c.ins == ins, tokens.c.revoked_at.is_(None))
+                                    .values(revoked_at=datetime.now(UTC))).rowcount)
