@@ -1,5 +1,6 @@
-"""Group commit of the audit trail on both index back ends: concurrent appends share transactions, each
-caller gets its own entries back once they are durable, and a failed commit fails its whole batch."""
+"""Group commit of the audit trail on every back end (memory, SQLite, PostgreSQL): concurrent appends share
+transactions, each caller gets its own entries back once they are durable, and a failed commit fails its
+whole batch."""
 
 from __future__ import annotations
 
@@ -9,20 +10,23 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from hub.audit import AuditEntry, NewAuditEntry
+from hub.audit import AuditEntry, AuditTrail, NewAuditEntry
 from hub.errors import IndexUnavailable
 from pipelines.record.audit import verify_trail
+from storage.memory.audit import MemoryAuditTrail
+from storage.memory.index import MemoryIndex
 from storage.sql.audit import SqlAuditTrail
 from storage.sql.audit_batching import GroupCommitTrail
 from storage.sql.index import SqlIndex
+from tests.contract.conftest import beside
 from tests.contract.test_audit_trail import event
 
 
-class Counted(SqlAuditTrail):
+class Counted:
     """The real store, counting its transactions (and, when asked, failing the next one)."""
 
-    def __init__(self, index: SqlIndex) -> None:
-        super().__init__(index.engine, reader=index.reader_engine)
+    def __init__(self, inner: AuditTrail) -> None:
+        self.inner = inner
         self.transactions = 0
         self.fail_next = False
         self.slow = threading.Event()
@@ -33,12 +37,23 @@ class Counted(SqlAuditTrail):
         if self.fail_next:
             self.fail_next = False
             raise IndexUnavailable("index database unavailable: test")
-        return super().append(entries)
+        return self.inner.append(entries)
+
+    def for_patient(self, ins: str, *, after_seq: int = 0, limit: int = 500) -> list[AuditEntry]:
+        return self.inner.for_patient(ins, after_seq=after_seq, limit=limit)
+
+    def entries(self, *, after_seq: int = 0, limit: int = 1000) -> list[AuditEntry]:
+        return self.inner.entries(after_seq=after_seq, limit=limit)
+
+    def head(self) -> tuple[int, str]:
+        return self.inner.head()
+
+    def redact(self, ins: str) -> int:
+        return self.inner.redact(ins)
 
 
-def test_concurrent_callers_share_transactions_and_each_gets_its_own_entries(sql_index: SqlIndex) -> None:
-    SqlAuditTrail.beside(sql_index)
-    store = Counted(sql_index)
+def test_concurrent_callers_share_transactions_and_each_gets_its_own_entries(index: MemoryIndex | SqlIndex) -> None:
+    store = Counted(beside(index, MemoryAuditTrail, SqlAuditTrail))
     trail = GroupCommitTrail(store)
 
     def one(n: int) -> tuple[int, AuditEntry]:
@@ -54,9 +69,9 @@ def test_concurrent_callers_share_transactions_and_each_gets_its_own_entries(sql
     assert check.ok and check.checked == 320
 
 
-def test_a_failed_commit_fails_every_caller_of_its_batch_and_stores_none_of_them(sql_index: SqlIndex) -> None:
-    SqlAuditTrail.beside(sql_index)
-    store = Counted(sql_index)
+def test_a_failed_commit_fails_every_caller_of_its_batch_and_stores_none_of_them(
+        index: MemoryIndex | SqlIndex) -> None:
+    store = Counted(beside(index, MemoryAuditTrail, SqlAuditTrail))
     trail = GroupCommitTrail(store)
     store.fail_next = True
     with pytest.raises(IndexUnavailable):

@@ -1,6 +1,7 @@
 """The BlobStore contract, run against every implementation the hub composes, on a real SeaweedFS:
 the sealed MinioBlobStore (what the hub uses), the RecentBlobs cache in front of it (the embedded hub's
-workers), and the plaintext MinioBlobStore (objects stored before encryption at rest).  Same expectations."""
+workers), and the plaintext MinioBlobStore (objects stored before encryption at rest); and against the
+in-memory store (storage.memory.blobs), which needs no server.  Same expectations."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from hub.envelope import BlobRef
 from hub.errors import NotFound
+from storage.memory.blobs import MemoryBlobStore
 from storage.recent import RecentBlobs
 from storage.sealing import SEGMENT
 from storage.seaweed import SeaweedServer
@@ -29,8 +31,12 @@ class Store(Protocol):
     def ping(self) -> None: ...
 
 
-@pytest.fixture(params=["sealed", "recent-over-sealed", "plaintext"])
-def store(request: pytest.FixtureRequest, seaweed: SeaweedServer) -> Iterator[Store]:
+@pytest.fixture(params=["memory", "sealed", "recent-over-sealed", "plaintext"])
+def store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    if request.param == "memory":
+        yield MemoryBlobStore()
+        return
+    seaweed: SeaweedServer = request.getfixturevalue("seaweed")
     inner = store_on(seaweed, plaintext=request.param == "plaintext")
     yield RecentBlobs(inner) if request.param == "recent-over-sealed" else inner
     inner.client.remove_bucket(bucket_name=inner.bucket)

@@ -1,4 +1,4 @@
-"""Mail filings and their integration-report claim, run against SQLite and PostgreSQL."""
+"""Mail filings and their integration-report claim, run against memory, SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,17 +9,21 @@ from datetime import UTC, datetime
 import pytest
 
 from hub.records import FiledDocument, MailFiling
+from pipelines.mail.ports import Mailboxes
+from storage.memory.index import MemoryIndex
+from storage.memory.mailbox import MemoryMailbox
 from storage.sql.index import SqlIndex
 from storage.sql.mailbox import SqlMailbox
 from tests import builders
+from tests.contract.conftest import beside
 
 pytestmark = pytest.mark.integration
 MAILBOX = f"{builders.TEST_INS}@patient.mssante.fr"
 
 
 @pytest.fixture
-def mailbox(sql_index: SqlIndex) -> Iterator[SqlMailbox]:
-    yield SqlMailbox.beside(sql_index)
+def mailbox(index: MemoryIndex | SqlIndex) -> Iterator[Mailboxes]:
+    yield beside(index, MemoryMailbox, SqlMailbox)
 
 
 def filing(message_id: str = "mail-1-0") -> MailFiling:
@@ -30,7 +34,7 @@ def filing(message_id: str = "mail-1-0") -> MailFiling:
                       findings=({"rule": "mss.xdm.other-patient", "location": "SUBSET01#Document03"},))
 
 
-def test_a_filing_is_recorded_once_and_found_from_each_of_its_documents(mailbox: SqlMailbox) -> None:
+def test_a_filing_is_recorded_once_and_found_from_each_of_its_documents(mailbox: Mailboxes) -> None:
     # Given a filing recorded twice (a redelivered mail), the second time with other contents
     mailbox.record_filing(filing())
     mailbox.record_filing(MailFiling(message_id="mail-1-0", mail_submission_id="other", mailbox=MAILBOX,
@@ -45,7 +49,7 @@ def test_a_filing_is_recorded_once_and_found_from_each_of_its_documents(mailbox:
     assert mailbox.filing_of("unknown") is None and mailbox.filing("unknown") is None
 
 
-def test_the_report_is_claimed_once_and_again_by_the_same_claimant(mailbox: SqlMailbox) -> None:
+def test_the_report_is_claimed_once_and_again_by_the_same_claimant(mailbox: Mailboxes) -> None:
     mailbox.record_filing(filing())
     assert mailbox.claim_report("mail-1-0", by="doc-b") is True
     assert mailbox.claim_report("mail-1-0", by="doc-a") is False
@@ -53,7 +57,7 @@ def test_the_report_is_claimed_once_and_again_by_the_same_claimant(mailbox: SqlM
     assert mailbox.claim_report("no-such-filing", by="doc-a") is False
 
 
-def test_two_workers_finishing_the_last_documents_together_get_one_claim(mailbox: SqlMailbox) -> None:
+def test_two_workers_finishing_the_last_documents_together_get_one_claim(mailbox: Mailboxes) -> None:
     # Given many filings, each claimed by two threads released at the same moment
     for n in range(20):
         mailbox.record_filing(filing(f"mail-{n}"))

@@ -1,4 +1,4 @@
-"""The Mailboxes contract, run against SQLite and PostgreSQL: same code, same expectations."""
+"""The Mailboxes contract, run against memory, SQLite and PostgreSQL: same code, same expectations."""
 
 from __future__ import annotations
 
@@ -9,17 +9,21 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from hub.records import DeliveryRecord, DeliveryState, MessageRecord
+from pipelines.mail.ports import Mailboxes
+from storage.memory.index import MemoryIndex
+from storage.memory.mailbox import MemoryMailbox
 from storage.sql.index import SqlIndex
 from storage.sql.mailbox import SqlMailbox
 from tests import builders
+from tests.contract.conftest import beside
 
 pytestmark = pytest.mark.integration
 MAILBOX = f"{builders.TEST_INS}@patient.mssante.fr"
 
 
 @pytest.fixture
-def mailbox(sql_index: SqlIndex) -> Iterator[SqlMailbox]:
-    yield SqlMailbox.beside(sql_index)
+def mailbox(index: MemoryIndex | SqlIndex) -> Iterator[Mailboxes]:
+    yield beside(index, MemoryMailbox, SqlMailbox)
 
 
 def message(n: int, *, sender: str = "dr.house@hopital.mssante.fr", closed: bool = False,
@@ -30,14 +34,14 @@ def message(n: int, *, sender: str = "dr.house@hopital.mssante.fr", closed: bool
                          received_at=at or datetime.now(UTC), closed=closed, attachments=("IHE_XDM.ZIP",))
 
 
-def test_a_redelivered_message_is_stored_once(mailbox: SqlMailbox) -> None:
+def test_a_redelivered_message_is_stored_once(mailbox: Mailboxes) -> None:
     assert mailbox.store_message(message(1)) is True
     assert mailbox.store_message(replace(message(1), message_id="m1-again")) is False
     listed = mailbox.messages(MAILBOX)
     assert [m.message_id for m in listed] == ["m1"] and listed[0].attachments == ("IHE_XDM.ZIP",)
 
 
-def test_messages_are_listed_newest_first_and_marked_read_once(mailbox: SqlMailbox) -> None:
+def test_messages_are_listed_newest_first_and_marked_read_once(mailbox: Mailboxes) -> None:
     now = datetime.now(UTC)
     mailbox.store_message(message(1, at=now - timedelta(hours=1)))
     mailbox.store_message(message(2, at=now))
@@ -49,7 +53,7 @@ def test_messages_are_listed_newest_first_and_marked_read_once(mailbox: SqlMailb
     assert mailbox.mark_read("nope") is None
 
 
-def test_correspondents_know_who_wrote_first_and_who_closed(mailbox: SqlMailbox) -> None:
+def test_correspondents_know_who_wrote_first_and_who_closed(mailbox: Mailboxes) -> None:
     now = datetime.now(UTC)
     mailbox.store_message(message(1, sender="Dr.A@hopital.mssante.fr", at=now - timedelta(hours=2)))
     mailbox.store_message(message(2, sender="dr.b@clinique.mssante.fr", closed=True, at=now - timedelta(hours=1)))
@@ -60,7 +64,7 @@ def test_correspondents_know_who_wrote_first_and_who_closed(mailbox: SqlMailbox)
     assert mailbox.correspondents(MAILBOX)[1] == set()
 
 
-def test_delivery_state_is_one_row_per_recipient_updated_in_place(mailbox: SqlMailbox) -> None:
+def test_delivery_state_is_one_row_per_recipient_updated_in_place(mailbox: Mailboxes) -> None:
     mailbox.record_delivery(DeliveryRecord("s1", "pharma@org.mssante.fr", "local-org", DeliveryState.QUEUED))
     mailbox.record_delivery(DeliveryRecord("s1", "pharma@org.mssante.fr", "local-org", DeliveryState.DEFERRED,
                                            attempts=1, last_reply="451 4.3.0 try later"))

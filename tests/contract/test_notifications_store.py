@@ -1,4 +1,4 @@
-"""The notice store on both index back ends (SQLite, PostgreSQL): same code, same expectations."""
+"""The notice store on every back end (memory, SQLite, PostgreSQL): same expectations."""
 
 from __future__ import annotations
 
@@ -11,16 +11,20 @@ import pytest
 
 from hub.notices import Channel, EventKind, LetterBatch, Notice, NoticeState, Preferences
 from pipelines.notify.core.policy import notice_id
+from pipelines.notify.ports import NotificationStore
+from storage.memory.index import MemoryIndex
+from storage.memory.notifications import MemoryNotifications
 from storage.sql.index import SqlIndex
 from storage.sql.notifications import SqlNotifications
 from tests.builders import TEST_INS
+from tests.contract.conftest import beside
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def store(sql_index: SqlIndex) -> Iterator[SqlNotifications]:
-    yield SqlNotifications.beside(sql_index)
+def store(index: MemoryIndex | SqlIndex) -> Iterator[NotificationStore]:
+    yield beside(index, MemoryNotifications, SqlNotifications)
 
 
 def notice(event: str, channel: Channel = Channel.EMAIL, *, due: datetime = NOW, address: str = "a@example.org",
@@ -30,7 +34,7 @@ def notice(event: str, channel: Channel = Channel.EMAIL, *, due: datetime = NOW,
                   due_at=due)
 
 
-def test_a_notice_is_stored_once_however_often_its_event_is_announced(store: SqlNotifications) -> None:
+def test_a_notice_is_stored_once_however_often_its_event_is_announced(store: NotificationStore) -> None:
     first = store.add([notice("document:1"), notice("document:1", Channel.INAPP, address="")])
     again = store.add([notice("document:1"), notice("document:1", Channel.INAPP, address="")])
     assert [n.notice_id for n in first] == [n.notice_id for n in again]
@@ -38,7 +42,7 @@ def test_a_notice_is_stored_once_however_often_its_event_is_announced(store: Sql
     assert store.add([]) == []
 
 
-def test_only_one_worker_claims_a_due_notice(store: SqlNotifications) -> None:
+def test_only_one_worker_claims_a_due_notice(store: NotificationStore) -> None:
     [stored] = store.add([notice("document:2")])
     with ThreadPoolExecutor(8) as pool:
         claims = list(pool.map(lambda _: store.claim(stored.notice_id, now=NOW, lease_s=60), range(8)))
@@ -49,7 +53,7 @@ def test_only_one_worker_claims_a_due_notice(store: SqlNotifications) -> None:
     assert store.claim(stored.notice_id, now=NOW + timedelta(hours=1), lease_s=60) is None  # final
 
 
-def test_a_notice_is_not_claimed_before_it_is_due_and_release_keeps_it_queued(store: SqlNotifications) -> None:
+def test_a_notice_is_not_claimed_before_it_is_due_and_release_keeps_it_queued(store: NotificationStore) -> None:
     [stored] = store.add([notice("document:3", due=NOW + timedelta(hours=8))])
     assert store.claim(stored.notice_id, now=NOW, lease_s=60) is None
     assert store.claim(stored.notice_id, now=NOW + timedelta(hours=8), lease_s=60) is not None
@@ -59,7 +63,7 @@ def test_a_notice_is_not_claimed_before_it_is_due_and_release_keeps_it_queued(st
     assert store.claim(stored.notice_id, now=NOW + timedelta(hours=8), lease_s=60) is not None
 
 
-def test_digest_group_takes_the_queued_notices_of_the_same_address_and_kind(store: SqlNotifications) -> None:
+def test_digest_group_takes_the_queued_notices_of_the_same_address_and_kind(store: NotificationStore) -> None:
     rows = store.add([notice(f"document:{n}") for n in range(4)] + [notice("document:x", address="b@example.org"),
                                                                     notice("message:1", kind=EventKind.NEW_MESSAGE),
                                                                     notice("document:later", due=NOW + timedelta(1))])
@@ -67,7 +71,7 @@ def test_digest_group_takes_the_queued_notices_of_the_same_address_and_kind(stor
     assert sorted(n.event_id for n in group) == ["document:1", "document:2", "document:3"]
 
 
-def test_stream_cursor_and_read_marks(store: SqlNotifications) -> None:
+def test_stream_cursor_and_read_marks(store: NotificationStore) -> None:
     rows = store.add([notice(f"document:{n}", Channel.INAPP, address="") for n in range(3)])
     assert [n.seq for n in store.for_patient(TEST_INS, after_seq=rows[0].seq)] == [rows[1].seq, rows[2].seq]
     assert [n.seq for n in store.for_patient(TEST_INS)] == [rows[2].seq, rows[1].seq, rows[0].seq]
@@ -76,7 +80,7 @@ def test_stream_cursor_and_read_marks(store: SqlNotifications) -> None:
     assert store.mark_read("999999999999999", rows[1].notice_id, at=NOW) is None  # not someone else's
 
 
-def test_provider_reports_and_letter_batches(store: SqlNotifications) -> None:
+def test_provider_reports_and_letter_batches(store: NotificationStore) -> None:
     [sms, letter] = store.add([notice("code:1", Channel.SMS, address="+33600000000", kind=EventKind.ONE_TIME_CODE),
                                notice("document:9", Channel.POSTAL, address="1 rue; 75000 PARIS")])
     store.finish([sms.notice_id], NoticeState.SENT, at=NOW, provider_ref="prov-1")
@@ -93,7 +97,7 @@ def test_provider_reports_and_letter_batches(store: SqlNotifications) -> None:
     assert store.queued_letters(due_before=NOW) == []
 
 
-def test_preferences_devices_and_representatives(store: SqlNotifications) -> None:
+def test_preferences_devices_and_representatives(store: NotificationStore) -> None:
     assert store.preferences(TEST_INS) == Preferences()
     store.set_preferences(TEST_INS, replace(Preferences(), email=False, quiet_hours=""))
     assert store.preferences(TEST_INS).email is False

@@ -1,7 +1,8 @@
 """The `opened` status (issue 12) on both index back ends: stored beside the older statuses in the same
 columns (no CHECK to extend: status is a plain String(16) in `profiles` and `patients`), so a database made
 before it keeps working: its `active` rows stay `active`, and a profile opened by the sweep is `opened` in
-both tables.  The contact table is created beside an existing database and round-trips a change."""
+both tables.  The contact table is created beside an existing database and round-trips a change (on every
+back end, memory included)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from hub.records import PatientRecord, PatientStatus
+from storage.memory.index import MemoryIndex
+from storage.memory.notifications import MemoryNotifications
 from storage.sql.index import SqlIndex
 from storage.sql.notifications import SqlNotifications
 from storage.sql.profiles import SqlProfiles, profiles
 from tests.builders import TEST_INS, TEST_OID, with_key
+from tests.contract.conftest import beside
 
 S = PatientStatus
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
@@ -38,8 +42,8 @@ def test_old_active_rows_stay_active_and_opened_round_trips(sql_index: SqlIndex)
     assert store.due_auto_open(NOW + timedelta(days=1)) == []  # opened is never opened again
 
 
-def test_a_contact_change_waits_for_its_code(sql_index: SqlIndex) -> None:
-    notes = SqlNotifications.beside(sql_index)
+def test_a_contact_change_waits_for_its_code(index: MemoryIndex | SqlIndex) -> None:
+    notes = beside(index, MemoryNotifications, SqlNotifications)
     assert notes.contact(TEST_INS) is None
     notes.set_contact(TEST_INS, email="a@example.org", phone="")
     pending = notes.set_pending_contact(TEST_INS, email="b@example.org", phone="+33612345678", code_sha256="d" * 64,

@@ -1,9 +1,9 @@
 """InsurerBatches without services: what it refuses (nothing held), how it chunks, and that a re-run after a
-crash submits the same items under the same submission ids.  SQLite index and holds, in-memory S3 and bus."""
+crash submits the same items under the same submission ids.  SQLite index and holds, in-memory S3 and bus
+(storage.memory)."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,13 +12,14 @@ import pytest
 from lxml import etree
 
 from config.tables import load_validation_rules
-from hub.envelope import BlobRef, Envelope
 from hub.errors import BusUnavailable, Refused
 from hub.intake import Intake
 from hub.records import PatientRecord, PatientStatus
 from pipelines.cda.validation import ValidationRules
 from pipelines.insurer.core.reimbursements import history_document_id
 from pipelines.insurer.reimbursements import InsurerBatches
+from storage.memory.blobs import MemoryBlobStore
+from storage.memory.bus import MemoryPublisher
 from storage.sql.index import SqlIndex
 from storage.sql.reimbursements import SqlReimbursements
 from tests.builders import TEST_INS, TEST_OID, with_key
@@ -27,35 +28,6 @@ from tests.services import FIXTURES_CDA, missing
 NS = {"h": "urn:hl7-org:v3"}
 ACTIVATED = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 RELEASE = ACTIVATED + timedelta(hours=48)
-
-
-class Blobs:
-    """A content-addressed BlobStore in memory."""
-
-    def __init__(self) -> None:
-        self.objects: dict[str, bytes] = {}
-
-    def put(self, data: bytes, *, kind: str, content_type: str) -> BlobRef:
-        digest = hashlib.sha256(data).hexdigest()
-        self.objects[f"{kind}/{digest}"] = data
-        return BlobRef("b", f"{kind}/{digest}", digest, len(data))
-
-    def get(self, ref: BlobRef) -> bytes:
-        return self.objects[ref.key]
-
-    def ping(self) -> None:
-        return None
-
-
-class Bus:
-    def __init__(self) -> None:
-        self.published: list[Envelope] = []
-        self.down = False
-
-    def publish(self, envelope: Envelope, *, delay_s: float = 0.0) -> None:
-        if self.down:
-            raise BusUnavailable("down")
-        self.published.append(envelope)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +46,7 @@ def index(tmp_path: Path) -> Iterator[SqlIndex]:
 
 class Parts:
     def __init__(self, index: SqlIndex, rules: ValidationRules, *, chunk: int = 500) -> None:
-        self.index, self.blobs, self.bus = index, Blobs(), Bus()
+        self.index, self.blobs, self.bus = index, MemoryBlobStore(), MemoryPublisher()
         self.holds = SqlReimbursements.beside(index)
         self.activated: dict[str, datetime] = {TEST_INS: ACTIVATED}
         intake = Intake(store=self.blobs, index=index, publisher=self.bus)

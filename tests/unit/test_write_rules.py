@@ -3,15 +3,16 @@ minimal_cda.xml, and headers the hub cannot read."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pytest
 
 from config.settings import Credential
-from hub.audit import AuditAction, NewAuditEntry
+from hub.audit import AuditAction
+from hub.records import PatientRecord
 from hub.writes import FILEDROP_DOOR, HTTP_DOOR, WRITERS, ProducersOnly
 from pipelines.documents.core.writes import may_write, read_facts
 from pipelines.documents.write_gate import HeaderWriteGate
+from storage.memory.audit import MemoryAuditTrail
+from storage.memory.index import MemoryIndex
 from tests import builders
 from tests.cda_builders import MINIMAL_AUTHOR, cda, docpat
 
@@ -110,32 +111,18 @@ def test_the_fallback_gate_takes_producers_only(writer: Credential) -> None:
     assert refusal is not None and refusal.rule == "write.role"
 
 
-class _Index:
-    """Knows one patient."""
-
-    def patient(self, ins: str) -> object | None:
-        return object() if ins == ME else None
-
-
-class _Trail:
-    def __init__(self) -> None:
-        self.entries: list[NewAuditEntry] = []
-
-    def append(self, entries: Sequence[NewAuditEntry]) -> list[object]:
-        self.entries.extend(entries)
-        return list(entries)
-
-
 def test_the_gate_traces_a_refusal_only_in_a_known_patients_trail() -> None:
-    trail = _Trail()
-    gate = HeaderWriteGate(index=_Index(), trail=trail)  # type: ignore[arg-type]
+    index = MemoryIndex()
+    index.upsert_patients([PatientRecord(ins=ME, oid=builders.TEST_OID)])  # knows one patient
+    trail = MemoryAuditTrail.beside(index)
+    gate = HeaderWriteGate(index=index, trail=trail)
     assert gate.admit(LAB, BROKEN, door=HTTP_DOOR) is None  # a producer: no parse, no trace
     assert gate.admit(PATIENT, OWN_DOCPAT, door=HTTP_DOOR) is None
     refused = gate.admit(COLLEAGUE, PRO_DOC, door=HTTP_DOOR)
     assert refused is not None and refused.rule == "write.author"
     assert gate.admit(PATIENT, FOR_OTHER, door=HTTP_DOOR) is not None  # OTHER is unknown here: not traced
     assert gate.admit(PATIENT, BROKEN, door=HTTP_DOOR) is not None  # no target: not traced
-    [entry] = trail.entries
+    [entry] = trail.entries()
     assert (entry.ins, entry.actor_kind, entry.actor_id, entry.action, entry.outcome) == (
         ME, "professional", COLLEAGUE.idnps, AuditAction.REFUSED, "refused")
     assert entry.detail == {"rule": "write.author", "door": "http"}

@@ -1,0 +1,19 @@
+"""In-memory adapters: the same ports as storage/sql and storage/objects, kept in dicts behind one lock.
+
+Owns: test and local-run stand-ins that behave like the SQL and S3 adapters (same idempotency, ordering
+and errors), checked by the same contract tests (tests/contract).  One module per port family:
+  blobs          hub.ports.BlobStore (MemoryBlobStore)
+  bus            hub.ports.Publisher (MemoryPublisher)
+  index          hub.ports.Index (MemoryIndex: submissions, documents, the patient registry)
+  audit          hub.audit.AuditTrail (MemoryAuditTrail)
+  controls       hub.access.RecordControls (MemoryRecordControls)
+  mailbox        pipelines.mail.ports.Mailboxes (MemoryMailbox)
+  notifications  pipelines.notify.ports.NotificationStore (MemoryNotifications)
+  profiles       pipelines.record.core.profile.LifecycleStore (MemoryProfiles)
+  reimbursements the insurer's holds (MemoryReimbursements)
+Stores that share the index's database in SQL (`SqlX.beside(index)`) share a MemoryIndex here
+(`MemoryX.beside(index)`, one instance per index), so cross-table rules (a profile moving the registry
+status) hold too.  Does not: persist anything, or decide anything a service decides.
+"""
+
+from __future__ import annotations

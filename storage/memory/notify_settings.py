@@ -1,0 +1,121 @@
+"""The per-patient half of the in-memory NotificationStore: preferences, push devices, legal
+representatives and the patient's own contact addresses (with a pending change and its code).
+
+Owns: NotifySettings, which storage.memory.notifications.MemoryNotifications extends, with
+storage.sql.notifications' rules: devices are kept once each in the order added, representatives are
+replaced as a whole and listed sorted, a pending contact change is applied only by its code's digest
+(once), and wrong codes are counted by compare-and-set.  Does not: check addresses or codes
+(pipelines.notify.contacts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from hub.notices import Contact, Preferences
+from storage.memory.base import MemoryState
+
+_NO_PENDING: dict[str, Any] = {"pending_email": "", "pending_phone": "", "pending_sha256": "",
+                               "pending_expires": None, "pending_attempts": 0}
+
+
+class NotifySettings:
+    """Preferences, devices, representatives and contacts on dicts, under `state`'s lock."""
+
+    def __init__(self, state: MemoryState) -> None:
+        self.state = state
+        self._preferences: dict[str, Preferences] = {}
+        self._devices: dict[str, list[str]] = {}
+        self._representatives: dict[str, list[str]] = {}
+        self._contacts: dict[str, Contact] = {}
+
+    def preferences(self, ins: str) -> Preferences:
+        with self.state.lock:
+            self.state.check()
+            return self._preferences.get(ins, Preferences())
+
+    def set_preferences(self, ins: str, preferences: Preferences) -> None:
+        with self.state.lock:
+            self.state.check()
+            self._preferences[ins] = preferences
+
+    def devices(self, ins: str) -> list[str]:
+        with self.state.lock:
+            self.state.check()
+            return list(self._devices.get(ins, []))
+
+    def add_device(self, ins: str, endpoint: str) -> None:
+        with self.state.lock:
+            self.state.check()
+            known = self._devices.setdefault(ins, [])
+            if endpoint not in known:
+                known.append(endpoint)
+
+    def representatives(self, ins: str) -> list[str]:
+        with self.state.lock:
+            self.state.check()
+            return sorted(self._representatives.get(ins, []))
+
+    def set_representatives(self, ins: str, representatives: Sequence[str]) -> None:
+        with self.state.lock:
+            self.state.check()
+            self._representatives[ins] = list(representatives)
+            if not representatives:
+                del self._representatives[ins]
+
+    def represented(self) -> dict[str, list[str]]:
+        """Every represented patient and their representatives (for the profiles beside this store)."""
+        with self.state.lock:
+            return {ins: list(reps) for ins, reps in self._representatives.items()}
+
+    def contact(self, ins: str) -> Contact | None:
+        with self.state.lock:
+            self.state.check()
+            return self._contacts.get(ins)
+
+    def set_contact(self, ins: str, *, email: str, phone: str) -> Contact:
+        return self._upsert(ins, {"email": email, "phone": phone, **_NO_PENDING})
+
+    def set_pending_contact(self, ins: str, *, email: str, phone: str, code_sha256: str,
+                            expires: datetime) -> Contact:
+        return self._upsert(ins, {"pending_email": email, "pending_phone": phone, "pending_sha256": code_sha256,
+                                  "pending_expires": expires, "pending_attempts": 0})
+
+    def confirm_contact(self, ins: str, *, code_sha256: str) -> Contact | None:
+        if not code_sha256:
+            return None
+        with self.state.lock:
+            self.state.check()
+            found = self._contacts.get(ins)
+            if found is None or found.pending_sha256 != code_sha256:
+                return None
+            done = self._contacts[ins] = replace(found, email=found.pending_email, phone=found.pending_phone,
+                                                 **_NO_PENDING)
+            return done
+
+    def count_contact_attempt(self, ins: str, *, seen: int, drop: bool) -> bool:
+        with self.state.lock:
+            self.state.check()
+            found = self._contacts.get(ins)
+            if found is None or found.pending_attempts != seen:
+                return False
+            values = dict(_NO_PENDING) if drop else {"pending_attempts": seen + 1}
+            self._contacts[ins] = replace(found, **values)
+            return True
+
+    def forget_settings(self, ins: str) -> dict[str, int]:
+        """Drop `ins`'s preferences, devices and representatives (the purge): rows per table."""
+        with self.state.lock:
+            return {"notification_preferences": 1 if self._preferences.pop(ins, None) is not None else 0,
+                    "push_devices": len(self._devices.pop(ins, [])),
+                    "legal_representatives": len(self._representatives.pop(ins, [])),
+                    "notification_contacts": 1 if self._contacts.pop(ins, None) is not None else 0}
+
+    def _upsert(self, ins: str, values: dict[str, Any]) -> Contact:
+        with self.state.lock:
+            self.state.check()
+            stored = self._contacts[ins] = replace(self._contacts.get(ins, Contact(ins=ins)), **values)
+            return stored
