@@ -36,10 +36,10 @@ class MemoryIndex:
 
     def __init__(self) -> None:
         self.state = MemoryState(IndexUnavailable, "index database")
-        self._submissions: dict[str, SubmissionRecord] = {}
-        self._documents: dict[str, DocumentRecord] = {}
-        self._links: dict[str, set[str]] = {}  # parent id -> child ids
-        self._patients: dict[str, PatientRecord] = {}
+        self.submission_rows: dict[str, SubmissionRecord] = {}
+        self.document_rows: dict[str, DocumentRecord] = {}
+        self.link_rows: dict[str, set[str]] = {}  # parent id -> child ids
+        self.patient_rows: dict[str, PatientRecord] = {}
         self._beside: dict[type, object] = {}
 
     def beside(self, kind: type[T], make: Callable[[MemoryIndex], T]) -> T:
@@ -59,23 +59,23 @@ class MemoryIndex:
     def create_submission(self, record: SubmissionRecord) -> bool:
         with self.state.lock:
             self.state.check()
-            if record.submission_id in self._submissions:
+            if record.submission_id in self.submission_rows:
                 return False
-            self._submissions[record.submission_id] = replace(
+            self.submission_rows[record.submission_id] = replace(
                 record, document_id=None, category=None, findings=(), updated_at=now())
             return True
 
     def forget_submission(self, submission_id: str) -> None:
         with self.state.lock:
             self.state.check()
-            found = self._submissions.get(submission_id)
+            found = self.submission_rows.get(submission_id)
             if found is not None and found.status is SubmissionStatus.PENDING:
-                del self._submissions[submission_id]
+                del self.submission_rows[submission_id]
 
     def submission(self, submission_id: str) -> SubmissionRecord | None:
         with self.state.lock:
             self.state.check()
-            return self._submissions.get(submission_id)
+            return self.submission_rows.get(submission_id)
 
     def reject(self, envelope: Envelope, findings: tuple[dict[str, Any], ...]) -> SubmissionRecord:
         with self.state.lock:
@@ -91,9 +91,9 @@ class MemoryIndex:
                        findings: tuple[dict[str, Any], ...]) -> SubmissionRecord:
         with self.state.lock:
             self.state.check()
-            owner = self._documents.get(document.document_id)
+            owner = self.document_rows.get(document.document_id)
             if owner is None:
-                self._documents[document.document_id] = replace(document, indexed_at=now())
+                self.document_rows[document.document_id] = replace(document, indexed_at=now())
             elif owner.submission_id != envelope.submission_id:
                 return self._finish(envelope, SubmissionStatus.DUPLICATE, document,
                                     (*findings, duplicate_finding(owner.submission_id)))
@@ -103,21 +103,21 @@ class MemoryIndex:
     def _link_replacements(self, doc: DocumentRecord) -> None:
         """RPLC: parents become deprecated; a child that came first deprecates this document."""
         for parent in doc.replaces:
-            self._links.setdefault(parent, set()).add(doc.document_id)
-            found = self._documents.get(parent)
+            self.link_rows.setdefault(parent, set()).add(doc.document_id)
+            found = self.document_rows.get(parent)
             if found is not None and parent != doc.document_id and found.patient_ins == doc.patient_ins:
-                self._documents[parent] = replace(found, status="deprecated", replaced_by=doc.document_id)
-        successors = sorted(child for child in self._links.get(doc.document_id, set())
-                            if child != doc.document_id and child in self._documents
-                            and self._documents[child].patient_ins == doc.patient_ins)
+                self.document_rows[parent] = replace(found, status="deprecated", replaced_by=doc.document_id)
+        successors = sorted(child for child in self.link_rows.get(doc.document_id, set())
+                            if child != doc.document_id and child in self.document_rows
+                            and self.document_rows[child].patient_ins == doc.patient_ins)
         if successors:
-            self._documents[doc.document_id] = replace(self._documents[doc.document_id], status="deprecated",
+            self.document_rows[doc.document_id] = replace(self.document_rows[doc.document_id], status="deprecated",
                                                        replaced_by=successors[0])
 
     def _finish(self, envelope: Envelope, status: SubmissionStatus, document: DocumentRecord | None,
                 findings: tuple[dict[str, Any], ...]) -> SubmissionRecord:
         """Record a final outcome; creates the row if intake's row was lost, never downgrades."""
-        found = self._submissions.get(envelope.submission_id)
+        found = self.submission_rows.get(envelope.submission_id)
         if found is not None and found.final:
             return found
         values: dict[str, Any] = {
@@ -130,14 +130,14 @@ class MemoryIndex:
                 sha256=envelope.raw.sha256, size=envelope.raw.size,
                 confidentiality=tuple(envelope.confidentiality))
         stored = replace(found, **values)
-        self._submissions[envelope.submission_id] = stored
+        self.submission_rows[envelope.submission_id] = stored
         return stored
 
     def stale_pending(self, older_than: datetime, limit: int = 100) -> list[SubmissionRecord]:
         """Pending submissions received before `older_than` (for the recovery sweep)."""
         with self.state.lock:
             self.state.check()
-            stale = [s for s in self._submissions.values()
+            stale = [s for s in self.submission_rows.values()
                      if s.status is SubmissionStatus.PENDING and s.received_at < older_than]
         return stale[:limit]
 
@@ -146,38 +146,29 @@ class MemoryIndex:
     def patient(self, ins: str) -> PatientRecord | None:
         with self.state.lock:
             self.state.check()
-            return self._patients.get(ins)
+            return self.patient_rows.get(ins)
 
     def upsert_patients(self, patients: Sequence[PatientRecord]) -> int:
         with self.state.lock:
             self.state.check()
-            self._patients.update((p.ins, p) for p in patients)
+            self.patient_rows.update((p.ins, p) for p in patients)
         return len(patients)
 
     def set_patient_status(self, ins: str, status: PatientStatus) -> bool:
         """Move a registered patient's status (what a profile transition does in the same transaction)."""
         with self.state.lock:
-            found = self._patients.get(ins)
+            found = self.patient_rows.get(ins)
             if found is None:
                 return False
-            self._patients[ins] = replace(found, status=status)
+            self.patient_rows[ins] = replace(found, status=status)
             return True
-
-    def drop_patient(self, ins: str) -> int:
-        with self.state.lock:
-            return 1 if self._patients.pop(ins, None) is not None else 0
-
-    def all_patients(self) -> list[PatientRecord]:
-        """The registry, for the stores beside the index (profiles, the purge)."""
-        with self.state.lock:
-            return list(self._patients.values())
 
     # -- documents ---------------------------------------------------------------------------------------
 
     def documents(self, ins: str, query: DocumentQuery) -> list[DocumentRecord]:
         with self.state.lock:
             self.state.check()
-            found = [d for d in self._documents.values() if d.patient_ins == ins and _matches(d, query)]
+            found = [d for d in self.document_rows.values() if d.patient_ins == ins and _matches(d, query)]
         found.sort(key=lambda d: d.document_id)
         found.sort(key=lambda d: d.service_date, reverse=True)
         return found[query.offset:query.offset + query.limit]
@@ -185,7 +176,7 @@ class MemoryIndex:
     def document(self, document_id: str) -> DocumentRecord | None:
         with self.state.lock:
             self.state.check()
-            return self._documents.get(document_id)
+            return self.document_rows.get(document_id)
 
 
 def _matches(doc: DocumentRecord, query: DocumentQuery) -> bool:

@@ -21,12 +21,12 @@ class MemoryMailbox:
 
     def __init__(self, index: MemoryIndex) -> None:
         self.state = index.state
-        self._messages: dict[str, MessageRecord] = {}
-        self._copies: set[tuple[str, str]] = set()  # (submission id, mailbox)
-        self._deliveries: dict[tuple[str, str], DeliveryRecord] = {}
-        self._filings: dict[str, MailFiling] = {}
-        self._filed: dict[str, str] = {}  # document submission id -> filing (message id)
-        self._claims: dict[str, str] = {}  # filing -> the submission that sends its report
+        self.message_rows: dict[str, MessageRecord] = {}
+        self.copy_rows: set[tuple[str, str]] = set()  # (submission id, mailbox)
+        self.delivery_rows: dict[tuple[str, str], DeliveryRecord] = {}
+        self.filing_rows: dict[str, MailFiling] = {}
+        self.filed_rows: dict[str, str] = {}  # document submission id -> filing (message id)
+        self.claim_rows: dict[str, str] = {}  # filing -> the submission that sends its report
 
     @classmethod
     def beside(cls, index: MemoryIndex) -> MemoryMailbox:
@@ -36,36 +36,36 @@ class MemoryMailbox:
         with self.state.lock:
             self.state.check()
             copy = (message.submission_id, message.mailbox)
-            if copy in self._copies or message.message_id in self._messages:
+            if copy in self.copy_rows or message.message_id in self.message_rows:
                 return False
-            self._copies.add(copy)
-            self._messages[message.message_id] = message
+            self.copy_rows.add(copy)
+            self.message_rows[message.message_id] = message
             return True
 
     def messages(self, mailbox: str, *, limit: int = 200, offset: int = 0) -> list[MessageRecord]:
         with self.state.lock:
             self.state.check()
-            found = sorted((m for m in self._messages.values() if m.mailbox == mailbox), key=lambda m: m.message_id)
+            found = sorted((m for m in self.message_rows.values() if m.mailbox == mailbox), key=lambda m: m.message_id)
         found.sort(key=lambda m: m.received_at, reverse=True)
         return found[offset:offset + limit]
 
     def message(self, message_id: str) -> MessageRecord | None:
         with self.state.lock:
             self.state.check()
-            return self._messages.get(message_id)
+            return self.message_rows.get(message_id)
 
     def mark_read(self, message_id: str) -> MessageRecord | None:
         with self.state.lock:
             self.state.check()
-            found = self._messages.get(message_id)
+            found = self.message_rows.get(message_id)
             if found is not None and found.read_at is None:
-                found = self._messages[message_id] = replace(found, read_at=now())
+                found = self.message_rows[message_id] = replace(found, read_at=now())
             return found
 
     def correspondents(self, mailbox: str) -> tuple[set[str], set[str]]:
         with self.state.lock:
             self.state.check()
-            received = sorted((m for m in self._messages.values() if m.mailbox == mailbox and m.direction == "in"),
+            received = sorted((m for m in self.message_rows.values() if m.mailbox == mailbox and m.direction == "in"),
                               key=lambda m: m.received_at)
         wrote: set[str] = set()
         closed: set[str] = set()
@@ -78,44 +78,44 @@ class MemoryMailbox:
     def record_delivery(self, delivery: DeliveryRecord) -> None:
         with self.state.lock:
             self.state.check()
-            self._deliveries[(delivery.submission_id, delivery.recipient)] = replace(delivery, updated_at=now())
+            self.delivery_rows[(delivery.submission_id, delivery.recipient)] = replace(delivery, updated_at=now())
 
     def deliveries(self, submission_id: str) -> list[DeliveryRecord]:
         with self.state.lock:
             self.state.check()
-            found = [d for (s, _), d in self._deliveries.items() if s == submission_id]
+            found = [d for (s, _), d in self.delivery_rows.items() if s == submission_id]
         return sorted(found, key=lambda d: d.recipient)
 
     def deliveries_to(self, recipient: str, *, limit: int = 200) -> list[DeliveryRecord]:
         with self.state.lock:
             self.state.check()
-            found = [d for d in self._deliveries.values() if d.recipient.lower() == recipient.lower()]
+            found = [d for d in self.delivery_rows.values() if d.recipient.lower() == recipient.lower()]
         found.sort(key=lambda d: d.updated_at or now(), reverse=True)
         return found[:limit]
 
     def record_filing(self, filing: MailFiling) -> None:
         with self.state.lock:
             self.state.check()
-            if filing.message_id in self._filings:
+            if filing.message_id in self.filing_rows:
                 return
-            documents = tuple(d for d in filing.documents if d.submission_id not in self._filed)
-            self._filings[filing.message_id] = replace(filing, documents=documents)
-            self._filed.update((d.submission_id, filing.message_id) for d in documents)
+            documents = tuple(d for d in filing.documents if d.submission_id not in self.filed_rows)
+            self.filing_rows[filing.message_id] = replace(filing, documents=documents)
+            self.filed_rows.update((d.submission_id, filing.message_id) for d in documents)
 
     def filing(self, message_id: str) -> MailFiling | None:
         with self.state.lock:
             self.state.check()
-            return self._filings.get(message_id)
+            return self.filing_rows.get(message_id)
 
     def filing_of(self, document_submission_id: str) -> MailFiling | None:
         with self.state.lock:
             self.state.check()
-            message_id = self._filed.get(document_submission_id)
-            return None if message_id is None else self._filings.get(message_id)
+            message_id = self.filed_rows.get(document_submission_id)
+            return None if message_id is None else self.filing_rows.get(message_id)
 
     def claim_report(self, message_id: str, *, by: str) -> bool:
         with self.state.lock:
             self.state.check()
-            if message_id not in self._filings:
+            if message_id not in self.filing_rows:
                 return False
-            return self._claims.setdefault(message_id, by) == by
+            return self.claim_rows.setdefault(message_id, by) == by

@@ -26,9 +26,9 @@ class MemoryNotifications(NotifySettings):
 
     def __init__(self, index: MemoryIndex) -> None:
         super().__init__(index.state)
-        self._notices: dict[str, Notice] = {}  # in seq order
-        self._leases: dict[str, datetime] = {}
-        self._batches: dict[str, LetterBatch] = {}
+        self.notice_rows: dict[str, Notice] = {}  # in seq order
+        self.lease_rows: dict[str, datetime] = {}
+        self.batch_rows: dict[str, LetterBatch] = {}
 
     @classmethod
     def beside(cls, index: MemoryIndex) -> MemoryNotifications:
@@ -40,15 +40,15 @@ class MemoryNotifications(NotifySettings):
         with self.state.lock:
             self.state.check()
             for new in notices:
-                if new.notice_id not in self._notices:
-                    self._notices[new.notice_id] = replace(new, seq=len(self._notices) + 1)
+                if new.notice_id not in self.notice_rows:
+                    self.notice_rows[new.notice_id] = replace(new, seq=len(self.notice_rows) + 1)
             wanted = {n.notice_id for n in notices}
-            return [n for n in self._notices.values() if n.notice_id in wanted]
+            return [n for n in self.notice_rows.values() if n.notice_id in wanted]
 
     def notice(self, notice_id: str) -> Notice | None:
         with self.state.lock:
             self.state.check()
-            return self._notices.get(notice_id)
+            return self.notice_rows.get(notice_id)
 
     def for_patient(self, ins: str, *, channel: Channel | None = None, after_seq: int | None = None,
                     limit: int = 200) -> list[Notice]:
@@ -60,23 +60,23 @@ class MemoryNotifications(NotifySettings):
     def mark_read(self, ins: str, notice_id: str, *, at: datetime) -> Notice | None:
         with self.state.lock:
             self.state.check()
-            found = self._notices.get(notice_id)
+            found = self.notice_rows.get(notice_id)
             if found is None or found.ins != ins:
                 return None
             if found.read_at is None:
-                found = self._notices[notice_id] = replace(found, read_at=at)
+                found = self.notice_rows[notice_id] = replace(found, read_at=at)
             return found
 
     def claim(self, notice_id: str, *, now: datetime, lease_s: float) -> Notice | None:
         with self.state.lock:
             self.state.check()
-            found = self._notices.get(notice_id)
-            lease = self._leases.get(notice_id)
+            found = self.notice_rows.get(notice_id)
+            lease = self.lease_rows.get(notice_id)
             if (found is None or found.state is not NoticeState.QUEUED or found.due_at > now
                     or (lease is not None and lease >= now)):
                 return None
-            self._leases[notice_id] = now + timedelta(seconds=lease_s)
-            claimed = self._notices[notice_id] = replace(found, attempts=found.attempts + 1)
+            self.lease_rows[notice_id] = now + timedelta(seconds=lease_s)
+            claimed = self.notice_rows[notice_id] = replace(found, attempts=found.attempts + 1)
             return claimed
 
     def release(self, notice_id: str, *, error: str) -> None:
@@ -112,8 +112,9 @@ class MemoryNotifications(NotifySettings):
     def record_batch(self, batch: LetterBatch, notice_ids: Sequence[str]) -> None:
         with self.state.lock:
             self.state.check()
-            self._batches.setdefault(batch.batch_id, batch)
-            queued = [i for i in notice_ids if i in self._notices and self._notices[i].state is NoticeState.QUEUED]
+            self.batch_rows.setdefault(batch.batch_id, batch)
+            rows = self.notice_rows
+            queued = [i for i in notice_ids if i in rows and rows[i].state is NoticeState.QUEUED]
             self._change(queued, state=NoticeState.SENT, sent_at=batch.created_at, batch_id=batch.batch_id, code="")
 
     def withdraw_codes(self, about_ins: str) -> int:
@@ -125,26 +126,17 @@ class MemoryNotifications(NotifySettings):
     def batches(self, *, limit: int = 100) -> list[LetterBatch]:
         with self.state.lock:
             self.state.check()
-            return sorted(self._batches.values(), key=lambda b: b.created_at, reverse=True)[:limit]
+            return sorted(self.batch_rows.values(), key=lambda b: b.created_at, reverse=True)[:limit]
 
     def batch(self, batch_id: str) -> LetterBatch | None:
         with self.state.lock:
             self.state.check()
-            return self._batches.get(batch_id)
-
-    def forget(self, ins: str) -> int:
-        """Drop the notices addressed to `ins` (the purge); how many."""
-        with self.state.lock:
-            mine = [i for i, n in self._notices.items() if n.ins == ins]
-            for notice_id in mine:
-                del self._notices[notice_id]
-                self._leases.pop(notice_id, None)
-            return len(mine)
+            return self.batch_rows.get(batch_id)
 
     def _where(self, keep: Any) -> list[Notice]:
         with self.state.lock:
             self.state.check()
-            return [n for n in self._notices.values() if keep(n)]
+            return [n for n in self.notice_rows.values() if keep(n)]
 
     def _change(self, notice_ids: Sequence[str], **values: Any) -> int:
         """Update the notices named (a finished or released one loses its lease); how many."""
@@ -152,9 +144,9 @@ class MemoryNotifications(NotifySettings):
             self.state.check()
             changed = 0
             for notice_id in dict.fromkeys(notice_ids):
-                found = self._notices.get(notice_id)
+                found = self.notice_rows.get(notice_id)
                 if found is not None:
-                    self._notices[notice_id] = replace(found, **values)
-                    self._leases.pop(notice_id, None)
+                    self.notice_rows[notice_id] = replace(found, **values)
+                    self.lease_rows.pop(notice_id, None)
                     changed += 1
             return changed

@@ -27,54 +27,49 @@ class NotifySettings:
 
     def __init__(self, state: MemoryState) -> None:
         self.state = state
-        self._preferences: dict[str, Preferences] = {}
-        self._devices: dict[str, list[str]] = {}
-        self._representatives: dict[str, list[str]] = {}
-        self._contacts: dict[str, Contact] = {}
+        self.preference_rows: dict[str, Preferences] = {}
+        self.device_rows: dict[str, list[str]] = {}
+        self.representative_rows: dict[str, list[str]] = {}
+        self.contact_rows: dict[str, Contact] = {}
 
     def preferences(self, ins: str) -> Preferences:
         with self.state.lock:
             self.state.check()
-            return self._preferences.get(ins, Preferences())
+            return self.preference_rows.get(ins, Preferences())
 
     def set_preferences(self, ins: str, preferences: Preferences) -> None:
         with self.state.lock:
             self.state.check()
-            self._preferences[ins] = preferences
+            self.preference_rows[ins] = preferences
 
     def devices(self, ins: str) -> list[str]:
         with self.state.lock:
             self.state.check()
-            return list(self._devices.get(ins, []))
+            return list(self.device_rows.get(ins, []))
 
     def add_device(self, ins: str, endpoint: str) -> None:
         with self.state.lock:
             self.state.check()
-            known = self._devices.setdefault(ins, [])
+            known = self.device_rows.setdefault(ins, [])
             if endpoint not in known:
                 known.append(endpoint)
 
     def representatives(self, ins: str) -> list[str]:
         with self.state.lock:
             self.state.check()
-            return sorted(self._representatives.get(ins, []))
+            return sorted(self.representative_rows.get(ins, []))
 
     def set_representatives(self, ins: str, representatives: Sequence[str]) -> None:
         with self.state.lock:
             self.state.check()
-            self._representatives[ins] = list(representatives)
+            self.representative_rows[ins] = list(representatives)
             if not representatives:
-                del self._representatives[ins]
-
-    def represented(self) -> dict[str, list[str]]:
-        """Every represented patient and their representatives (for the profiles beside this store)."""
-        with self.state.lock:
-            return {ins: list(reps) for ins, reps in self._representatives.items()}
+                del self.representative_rows[ins]
 
     def contact(self, ins: str) -> Contact | None:
         with self.state.lock:
             self.state.check()
-            return self._contacts.get(ins)
+            return self.contact_rows.get(ins)
 
     def set_contact(self, ins: str, *, email: str, phone: str) -> Contact:
         return self._upsert(ins, {"email": email, "phone": phone, **_NO_PENDING})
@@ -89,33 +84,25 @@ class NotifySettings:
             return None
         with self.state.lock:
             self.state.check()
-            found = self._contacts.get(ins)
+            found = self.contact_rows.get(ins)
             if found is None or found.pending_sha256 != code_sha256:
                 return None
-            done = self._contacts[ins] = replace(found, email=found.pending_email, phone=found.pending_phone,
+            done = self.contact_rows[ins] = replace(found, email=found.pending_email, phone=found.pending_phone,
                                                  **_NO_PENDING)
             return done
 
     def count_contact_attempt(self, ins: str, *, seen: int, drop: bool) -> bool:
         with self.state.lock:
             self.state.check()
-            found = self._contacts.get(ins)
+            found = self.contact_rows.get(ins)
             if found is None or found.pending_attempts != seen:
                 return False
             values = dict(_NO_PENDING) if drop else {"pending_attempts": seen + 1}
-            self._contacts[ins] = replace(found, **values)
+            self.contact_rows[ins] = replace(found, **values)
             return True
-
-    def forget_settings(self, ins: str) -> dict[str, int]:
-        """Drop `ins`'s preferences, devices and representatives (the purge): rows per table."""
-        with self.state.lock:
-            return {"notification_preferences": 1 if self._preferences.pop(ins, None) is not None else 0,
-                    "push_devices": len(self._devices.pop(ins, [])),
-                    "legal_representatives": len(self._representatives.pop(ins, [])),
-                    "notification_contacts": 1 if self._contacts.pop(ins, None) is not None else 0}
 
     def _upsert(self, ins: str, values: dict[str, Any]) -> Contact:
         with self.state.lock:
             self.state.check()
-            stored = self._contacts[ins] = replace(self._contacts.get(ins, Contact(ins=ins)), **values)
+            stored = self.contact_rows[ins] = replace(self.contact_rows.get(ins, Contact(ins=ins)), **values)
             return stored

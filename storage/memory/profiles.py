@@ -36,7 +36,7 @@ class MemoryProfiles:
     def __init__(self, index: MemoryIndex) -> None:
         self.state = index.state
         self._index = index
-        self._profiles: dict[str, Profile] = {}
+        self.profile_rows: dict[str, Profile] = {}
 
     @classmethod
     def beside(cls, index: MemoryIndex) -> MemoryProfiles:
@@ -45,12 +45,12 @@ class MemoryProfiles:
     def profile(self, ins: str) -> Profile | None:
         with self.state.lock:
             self.state.check()
-            return self._profiles.get(ins)
+            return self.profile_rows.get(ins)
 
     def statuses(self, ins: Sequence[str]) -> dict[str, PatientStatus]:
         with self.state.lock:
             self.state.check()
-            return {i: p.status for i in ins if (p := self._profiles.get(i)) is not None and p.purged_at is None}
+            return {i: p.status for i in ins if (p := self.profile_rows.get(i)) is not None and p.purged_at is None}
 
     def due_auto_open(self, now: datetime, limit: int = 500) -> list[Profile]:
         due = self._where(lambda p: p.status is PatientStatus.CREATED and p.code_expires_at is not None
@@ -66,8 +66,8 @@ class MemoryProfiles:
                              after: str = "") -> list[tuple[str, str]]:
         with self.state.lock:
             self.state.check()
-            represented = MemoryNotifications.beside(self._index).represented()
-            born = {p.ins: p.birth_date for p in self._index.all_patients()}
+            represented = list(MemoryNotifications.beside(self._index).representative_rows)
+            born = {p.ins: p.birth_date for p in self._index.patient_rows.values()}
         found = [(ins, born[ins]) for ins in represented
                  if ins > after and born.get(ins) and born[ins] <= born_on_or_before]
         return sorted(found)[:limit]
@@ -80,10 +80,10 @@ class MemoryProfiles:
                          "code_generation": 1 if code_sha256 else 0})
         with self.state.lock:
             self.state.check()
-            found = self._profiles.get(ins)
+            found = self.profile_rows.get(ins)
             if found is not None and found.purged_at is None:
                 return None
-            self._profiles[ins] = new
+            self.profile_rows[ins] = new
             self._index.set_patient_status(ins, status)
         return new
 
@@ -122,7 +122,7 @@ class MemoryProfiles:
         with self.state.lock:
             self.state.check()
             for one in dict.fromkeys(ins):
-                own, registered = self._profiles.get(one), self._index.patient(one)
+                own, registered = self.profile_rows.get(one), self._index.patient(one)
                 if (own is not None and own.purged_at is None and registered is not None
                         and registered.status is not own.status):
                     changed += self._index.set_patient_status(one, own.status)
@@ -135,15 +135,15 @@ class MemoryProfiles:
     def _where(self, keep: Callable[[Profile], bool]) -> list[Profile]:
         with self.state.lock:
             self.state.check()
-            return [p for p in self._profiles.values() if keep(p)]
+            return [p for p in self.profile_rows.values() if keep(p)]
 
     def _update(self, ins: str, holds: Callable[[Profile], bool],
                 change: Callable[[Profile], Profile]) -> Profile | None:
         """Apply `change` to the profile if `holds` (a conditional UPDATE); the new profile, or None."""
         with self.state.lock:
             self.state.check()
-            found = self._profiles.get(ins)
+            found = self.profile_rows.get(ins)
             if found is None or not holds(found):
                 return None
-            changed = self._profiles[ins] = change(found)
+            changed = self.profile_rows[ins] = change(found)
             return changed

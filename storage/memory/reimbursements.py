@@ -27,8 +27,8 @@ class MemoryReimbursements:
 
     def __init__(self, index: MemoryIndex) -> None:
         self.state = index.state
-        self._acts: dict[str, _Act] = {}
-        self._documents: dict[str, HeldDocument] = {}
+        self.act_rows: dict[str, _Act] = {}
+        self.document_rows: dict[str, HeldDocument] = {}
 
     @classmethod
     def beside(cls, index: MemoryIndex) -> MemoryReimbursements:
@@ -41,30 +41,30 @@ class MemoryReimbursements:
         with self.state.lock:
             self.state.check()
             for act in acts:
-                if act.act_ref not in self._acts:
-                    self._acts[act.act_ref] = _Act(HeldAct(act, batch_id, received_at), release.get(act.ins))
+                if act.act_ref not in self.act_rows:
+                    self.act_rows[act.act_ref] = _Act(HeldAct(act, batch_id, received_at), release.get(act.ins))
                     added += 1
         return added
 
     def hold_document(self, document: HeldDocument) -> bool:
         with self.state.lock:
             self.state.check()
-            if document.document_key in self._documents:
+            if document.document_key in self.document_rows:
                 return False
-            self._documents[document.document_key] = replace(document, filed_submission=None)
+            self.document_rows[document.document_key] = replace(document, filed_submission=None)
             return True
 
     def schedule(self, ins: str, release_after: datetime) -> int:
         changed = 0
         with self.state.lock:
             self.state.check()
-            for act in self._acts.values():
+            for act in self.act_rows.values():
                 if act.held.act.ins == ins and act.held.filed_submission is None:
                     act.release_after = release_after
                     changed += 1
-            for key, doc in self._documents.items():
+            for key, doc in self.document_rows.items():
                 if doc.ins == ins and doc.filed_submission is None:
-                    self._documents[key] = replace(doc, release_after=release_after)
+                    self.document_rows[key] = replace(doc, release_after=release_after)
                     changed += 1
         return changed
 
@@ -74,21 +74,21 @@ class MemoryReimbursements:
 
         with self.state.lock:
             self.state.check()
-            found = {a.held.act.ins for a in self._acts.values()
+            found = {a.held.act.ins for a in self.act_rows.values()
                      if a.held.filed_submission is None and due(a.release_after)}
-            found |= {d.ins for d in self._documents.values() if d.filed_submission is None and due(d.release_after)}
+            found |= {d.ins for d in self.document_rows.values() if d.filed_submission is None and due(d.release_after)}
         return sorted(i for i in found if i > after)[:limit]
 
     def pending_acts(self, ins: str) -> list[HeldAct]:
         with self.state.lock:
             self.state.check()
-            held = [a.held for a in self._acts.values() if a.held.act.ins == ins and a.held.filed_submission is None]
+            held = [a.held for a in self.act_rows.values() if a.held.act.ins == ins and a.held.filed_submission is None]
         return sorted(held, key=lambda h: (h.received_at, h.act.act_ref))
 
     def pending_documents(self, ins: str) -> list[HeldDocument]:
         with self.state.lock:
             self.state.check()
-            held = [d for d in self._documents.values() if d.ins == ins and d.filed_submission is None]
+            held = [d for d in self.document_rows.values() if d.ins == ins and d.filed_submission is None]
         return sorted(held, key=lambda d: (d.received_at, d.document_key))
 
     def mark_filed(self, submission_id: str, *, act_refs: Sequence[str] = (),
@@ -97,24 +97,24 @@ class MemoryReimbursements:
         with self.state.lock:
             self.state.check()
             for ref in dict.fromkeys(act_refs):
-                act = self._acts.get(ref)
+                act = self.act_rows.get(ref)
                 if act is not None and act.held.filed_submission is None:
                     act.held = replace(act.held, filed_submission=submission_id)
                     changed += 1
             for key in dict.fromkeys(document_keys):
-                doc = self._documents.get(key)
+                doc = self.document_rows.get(key)
                 if doc is not None and doc.filed_submission is None:
-                    self._documents[key] = replace(doc, filed_submission=submission_id)
+                    self.document_rows[key] = replace(doc, filed_submission=submission_id)
                     changed += 1
         return changed
 
     def held_act(self, act_ref: str) -> HeldAct | None:
         with self.state.lock:
             self.state.check()
-            act = self._acts.get(act_ref)
+            act = self.act_rows.get(act_ref)
         return act.held if act is not None else None
 
     def held_document(self, document_key: str) -> HeldDocument | None:
         with self.state.lock:
             self.state.check()
-            return self._documents.get(document_key)
+            return self.document_rows.get(document_key)

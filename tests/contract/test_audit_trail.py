@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -115,6 +116,17 @@ def test_a_deleted_last_row_is_detected(sql_audit: SqlAuditTrail, sql_index: Sql
     raw(sql_index, "DELETE FROM audit_trail WHERE seq = 5")
     result = verify_trail(sql_audit)
     assert not result.ok and result.broken_seq == 5 and "missing" in result.reason
+
+
+def test_an_entry_changed_or_deleted_in_memory_is_named_by_its_seq() -> None:
+    audit = MemoryAuditTrail.beside(MemoryIndex())
+    audit.append([event(n) for n in range(5)])
+    audit.rows[2] = replace(audit.rows[2], actor_id="810000000999")
+    result = verify_trail(audit)
+    assert not result.ok and result.broken_seq == 3 and result.checked == 2
+    del audit.rows[2]
+    result = verify_trail(audit)
+    assert not result.ok and result.broken_seq == 3 and "missing" in result.reason
 
 
 def test_a_purge_removes_the_bodies_and_keeps_the_chain(audit: AuditTrail) -> None:

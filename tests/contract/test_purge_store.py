@@ -1,4 +1,4 @@
-"""The purge's SQL side on both index back ends (SQLite, PostgreSQL): same code, same expectations.
+"""The purge's store side on every back end (memory, SQLite, PostgreSQL): same expectations.
 Objects are not touched here (tests/integration/test_restitution.py erases them on SeaweedFS)."""
 
 from __future__ import annotations
@@ -22,30 +22,35 @@ from hub.records import (
     PatientStatus,
 )
 from pipelines.notify.core.policy import notice_id
+from storage.memory.index import MemoryIndex
+from storage.memory.mailbox import MemoryMailbox
+from storage.memory.notifications import MemoryNotifications
+from storage.memory.purge import MemoryPurge
 from storage.sql.index import SqlIndex
 from storage.sql.mailbox import SqlMailbox
 from storage.sql.notifications import SqlNotifications
 from storage.sql.purge import SqlPurge
 from tests.builders import TEST_INS, TEST_OID, document, with_key
+from tests.contract.conftest import beside
 
 OTHER = with_key("1850775123456")
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 
 
 class Stores:
-    def __init__(self, index: SqlIndex) -> None:
+    def __init__(self, index: MemoryIndex | SqlIndex) -> None:
         self.index = index
-        self.mail = SqlMailbox.beside(index)
-        self.notices = SqlNotifications.beside(index)
-        self.purge = SqlPurge.beside(index)
+        self.mail = beside(index, MemoryMailbox, SqlMailbox)
+        self.notices = beside(index, MemoryNotifications, SqlNotifications)
+        self.purge = beside(index, MemoryPurge, SqlPurge)
 
 
 @pytest.fixture
-def stores(sql_index: SqlIndex) -> Iterator[Stores]:
-    sql_index.upsert_patients([PatientRecord(ins=ins, oid=TEST_OID, birth_name="TEST", given_names="Jeanne",
+def stores(index: MemoryIndex | SqlIndex) -> Iterator[Stores]:
+    index.upsert_patients([PatientRecord(ins=ins, oid=TEST_OID, birth_name="TEST", given_names="Jeanne",
                                              email="j@example.org", status=PatientStatus.ACTIVE)
                                for ins in (TEST_INS, OTHER)])
-    yield Stores(sql_index)
+    yield Stores(index)
 
 
 def ref(name: str, kind: str = "cda") -> BlobRef:

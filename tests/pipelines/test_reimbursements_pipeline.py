@@ -1,6 +1,6 @@
 """InsurerBatches without services: what it refuses (nothing held), how it chunks, and that a re-run after a
-crash submits the same items under the same submission ids.  SQLite index and holds, in-memory S3 and bus
-(storage.memory)."""
+crash submits the same items under the same submission ids.  The index and holds in memory and on SQLite
+(each test runs on both), in-memory S3 and bus (storage.memory)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from pipelines.insurer.core.reimbursements import history_document_id
 from pipelines.insurer.reimbursements import InsurerBatches
 from storage.memory.blobs import MemoryBlobStore
 from storage.memory.bus import MemoryPublisher
+from storage.memory.index import MemoryIndex
+from storage.memory.reimbursements import MemoryReimbursements
 from storage.sql.index import SqlIndex
 from storage.sql.reimbursements import SqlReimbursements
 from tests.builders import TEST_INS, TEST_OID, with_key
@@ -28,6 +30,7 @@ from tests.services import FIXTURES_CDA, missing
 NS = {"h": "urn:hl7-org:v3"}
 ACTIVATED = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 RELEASE = ACTIVATED + timedelta(hours=48)
+AnyIndex = MemoryIndex | SqlIndex
 
 
 @pytest.fixture(scope="module")
@@ -35,19 +38,21 @@ def rules() -> ValidationRules:
     return load_validation_rules()
 
 
-@pytest.fixture
-def index(tmp_path: Path) -> Iterator[SqlIndex]:
-    index = SqlIndex.connect(f"sqlite:///{tmp_path / 'index.sqlite3'}")
+@pytest.fixture(params=["memory", "sqlite"])
+def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AnyIndex]:
+    index = MemoryIndex() if request.param == "memory" else SqlIndex.connect(f"sqlite:///{tmp_path / 'index.sqlite3'}")
     index.upsert_patients([PatientRecord(ins=TEST_INS, oid=TEST_OID, birth_name="TEST", given_names="Jeanne",
                                          birth_date="1979-03-01", sex="F", status=PatientStatus.ACTIVE)])
     yield index
-    index.dispose()
+    if isinstance(index, SqlIndex):
+        index.dispose()
 
 
 class Parts:
-    def __init__(self, index: SqlIndex, rules: ValidationRules, *, chunk: int = 500) -> None:
+    def __init__(self, index: AnyIndex, rules: ValidationRules, *, chunk: int = 500) -> None:
         self.index, self.blobs, self.bus = index, MemoryBlobStore(), MemoryPublisher()
-        self.holds = SqlReimbursements.beside(index)
+        self.holds = (MemoryReimbursements.beside(index) if isinstance(index, MemoryIndex)
+                      else SqlReimbursements.beside(index))
         self.activated: dict[str, datetime] = {TEST_INS: ACTIVATED}
         intake = Intake(store=self.blobs, index=index, publisher=self.bus)
         self.feed = InsurerBatches(intake=intake, index=index, store=self.blobs, holds=self.holds,
@@ -81,7 +86,7 @@ def refusal(call: object, raw: bytes) -> dict[str, object]:
     return dict(caught.value.finding)
 
 
-def test_a_bad_batch_is_refused_whole_and_nothing_is_held(index: SqlIndex, rules: ValidationRules) -> None:
+def test_a_bad_batch_is_refused_whole_and_nothing_is_held(index: AnyIndex, rules: ValidationRules) -> None:
     parts = Parts(index, rules)
     finding = refusal(parts.feed.accept_batch, batch(line("A1"), line("A2", TEST_INS[:13] + "00")))
     assert finding["rule"] == "remb.batch" and finding["count"] == 1
@@ -102,7 +107,7 @@ def test_a_bad_batch_is_refused_whole_and_nothing_is_held(index: SqlIndex, rules
     ("CNAM-HR_2021.01.xml", "garbage", "xml.well-formed"),
 ])
 def test_insurer_documents_that_are_not_remb_with_an_ins_are_refused(
-        index: SqlIndex, rules: ValidationRules, name: str, change: str | None, rule: str) -> None:
+        index: AnyIndex, rules: ValidationRules, name: str, change: str | None, rule: str) -> None:
     parts = Parts(index, rules)
     raw = _changed(fixture(name), change)
     assert refusal(parts.feed.accept_document, raw)["rule"] == rule
@@ -128,7 +133,7 @@ def _changed(raw: bytes, change: str | None) -> bytes:
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
 
 
-def test_many_acts_are_filed_in_chunks_cut_in_received_order(index: SqlIndex, rules: ValidationRules) -> None:
+def test_many_acts_are_filed_in_chunks_cut_in_received_order(index: AnyIndex, rules: ValidationRules) -> None:
     parts = Parts(index, rules, chunk=2)
     parts.feed.accept_batch(batch(*(line(f"A{n}") for n in range(5))))
     counts = parts.feed.release(RELEASE)
@@ -148,7 +153,7 @@ def _doc_id(raw: bytes) -> str:
     return f"{element.get('root')}^{element.get('extension')}"
 
 
-def test_a_rerun_after_a_crash_uses_the_same_submission_and_bytes(index: SqlIndex, rules: ValidationRules) -> None:
+def test_a_rerun_after_a_crash_uses_the_same_submission_and_bytes(index: AnyIndex, rules: ValidationRules) -> None:
     parts = Parts(index, rules)
     parts.feed.accept_batch(batch(line("A1"), line("A2")))
     parts.feed.accept_document(fixture())
@@ -165,7 +170,7 @@ def test_a_rerun_after_a_crash_uses_the_same_submission_and_bytes(index: SqlInde
     assert len({e.submission_id for e in parts.bus.published}) == 2  # one history, one insurer document
 
 
-def test_a_bus_outage_leaves_everything_pending(index: SqlIndex, rules: ValidationRules) -> None:
+def test_a_bus_outage_leaves_everything_pending(index: AnyIndex, rules: ValidationRules) -> None:
     parts = Parts(index, rules)
     parts.feed.accept_batch(batch(line("A1")))
     parts.bus.down = True
@@ -176,7 +181,7 @@ def test_a_bus_outage_leaves_everything_pending(index: SqlIndex, rules: Validati
     assert parts.feed.release(RELEASE)["acts"] == 1
 
 
-def test_patients_not_released_are_paged_through_and_wait(index: SqlIndex, rules: ValidationRules) -> None:
+def test_patients_not_released_are_paged_through_and_wait(index: AnyIndex, rules: ValidationRules) -> None:
     parts = Parts(index, rules)
     others = [with_key(f"17903991234{n:02d}") for n in range(5)]
     parts.feed.accept_batch(batch(line("A0"), *(line(f"O{n}", ins) for n, ins in enumerate(others))))
@@ -187,7 +192,7 @@ def test_patients_not_released_are_paged_through_and_wait(index: SqlIndex, rules
         "released": 1, "waiting": 5, "histories": 1, "documents": 0, "acts": 1}
 
 
-def test_the_routine_release_looks_only_at_what_an_opening_scheduled(index: SqlIndex, rules: ValidationRules) -> None:
+def test_the_routine_release_looks_only_at_what_an_opening_scheduled(index: AnyIndex, rules: ValidationRules) -> None:
     parts = Parts(index, rules)
     waiting = with_key("1790399123400")
     del parts.activated[TEST_INS]  # nobody is open when the batch arrives

@@ -55,8 +55,8 @@ def test_a_purge_report_is_complete_only_when_every_object_is_erased() -> None:
                                                            "audit_redacted": None}
 
 
-def test_the_read_your_writes_cache_forgets_what_it_deletes() -> None:
-    inner = MemoryBlobStore()
+def test_the_read_your_writes_cache_forgets_what_it_deletes(memory_store: MemoryBlobStore) -> None:
+    inner = memory_store
     cache = RecentBlobs(inner)
     ref = cache.put(b"<x/>", kind="cda", content_type="text/xml")
     cache.delete(ref)

@@ -111,8 +111,8 @@ def test_the_fallback_gate_takes_producers_only(writer: Credential) -> None:
     assert refusal is not None and refusal.rule == "write.role"
 
 
-def test_the_gate_traces_a_refusal_only_in_a_known_patients_trail() -> None:
-    index = MemoryIndex()
+def test_the_gate_traces_a_refusal_only_in_a_known_patients_trail(memory_index: MemoryIndex) -> None:
+    index = memory_index
     index.upsert_patients([PatientRecord(ins=ME, oid=builders.TEST_OID)])  # knows one patient
     trail = MemoryAuditTrail.beside(index)
     gate = HeaderWriteGate(index=index, trail=trail)
