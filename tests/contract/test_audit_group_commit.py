@@ -22,7 +22,7 @@ class Counted(SqlAuditTrail):
     """The real store, counting its transactions (and, when asked, failing the next one)."""
 
     def __init__(self, index: SqlIndex) -> None:
-        super().__init__(index.engine, reader=index.reader_engine)
+        super().__init__(index.database)
         self.transactions = 0
         self.fail_next = False
         self.slow = threading.Event()
