@@ -61,7 +61,7 @@ _CHUNK = 500  # ids per IN (...) query
 
 
 class SqlRecordControls(SqlStore):
-    """hub.access.RecordControls on the index's engine."""
+    """hub.access.RecordControls on the index's database."""
 
     # -- document flags ---------------------------------------------------------------------------
 

@@ -86,7 +86,7 @@ def _profile(row: Any) -> Profile:
 
 
 class SqlProfiles(SqlStore):
-    """pipelines.record.core.profile.LifecycleStore on the index's engine."""
+    """pipelines.record.core.profile.LifecycleStore on the index's database."""
 
     # -- reads ---------------------------------------------------------------------------------------
 

@@ -58,7 +58,7 @@ _CHUNK = 500
 
 
 class SqlReimbursements(SqlStore):
-    """pipelines.insurer.core.history.ReimbursementHolds on the index's engine (SQLite or PostgreSQL, same code)."""
+    """pipelines.insurer.core.history.ReimbursementHolds on the index's database (SQLite or PostgreSQL, same code)."""
 
     def hold_acts(self, batch_id: str, acts: Sequence[ReimbursedAct], *, received_at: datetime,
                   release_after: Mapping[str, datetime | None] | None = None) -> int:
