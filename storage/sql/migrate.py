@@ -31,6 +31,7 @@ from sqlalchemy.engine import Connection
 
 import storage.migrations
 from hub.errors import ConfigError
+from storage.migrations.baseline import BASELINE
 from storage.sql.database import Database, db_errors, sqlite_pragmas
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ def _current(conn: Connection) -> str | None:
 
 def _legacy(conn: Connection) -> bool:
     tables = set(sa.inspect(conn).get_table_names())
-    return VERSION_TABLE not in tables and bool(tables & {"submissions", "patients", "documents"})
+    return VERSION_TABLE not in tables and bool(tables & set(BASELINE.tables))
 
 
 @contextmanager
@@ -136,6 +137,10 @@ def _locked(database: Database) -> Iterator[Connection]:
     if database.postgres:
         with database.begin() as conn:
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(LOCK))))
+            yield conn
+        return
+    if database.engine.url.database in (None, "", ":memory:"):  # one connection's database: no one to wait for
+        with database.begin() as conn:
             yield conn
         return
     engine = _sqlite_migrator(database)
