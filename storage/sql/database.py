@@ -11,6 +11,8 @@ Does not: create or alter tables (storage/migrations does, through storage.sql.m
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -51,11 +53,28 @@ def postgres_url(url: str) -> str:
 def sqlite_pragmas(synchronous: str) -> Any:
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _wal(cursor)
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA busy_timeout=15000")
         cursor.close()
     return on_connect
+
+
+def _wal(cursor: Any, *, tries: int = 150) -> None:
+    """WAL mode (persistent in the file).  Switching a new database to it takes an exclusive lock and SQLite
+    answers "locked" at once, without waiting, while another connection holds one (processes or threads
+    opening a new database together): try again for up to 15 s.  A database in WAL already costs one read."""
+    for _ in range(tries - 1):
+        if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+            return
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            time.sleep(0.1)
+    cursor.execute("PRAGMA journal_mode=WAL")
 
 
 def make_engine(url: str, *, durable: bool = True, autocommit: bool = False) -> Engine:
