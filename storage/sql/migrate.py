@@ -15,7 +15,7 @@ Does not: hold the models (storage.sql.schema) or the revisions (storage/migrati
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -109,7 +109,7 @@ def downgrade(database: Database, target: str) -> Revisions:
     return Revisions(before, current(database), head())
 
 
-def _run(step: Any, conn: Connection) -> None:
+def _run(step: Callable[[Config], None], conn: Connection) -> None:
     try:
         step(alembic_config(conn))
     except CommandError as exc:  # e.g. a revision this code does not know: a newer hub migrated it

@@ -193,6 +193,14 @@ def test_a_database_that_differs_is_refused_whole(legacy_url: str, database: Dat
     assert "api_tokens" not in sa.inspect(database.engine).get_table_names()
 
 
+def test_a_database_from_a_newer_hub_is_refused(database: Database) -> None:
+    migrate.upgrade(database)
+    with database.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(ConfigError, match="newer meshub"):
+        SqlIndex(database).migrate()
+
+
 def test_a_release_older_than_the_late_column_gets_it(tmp_path: Path) -> None:
     # Given a database of a release before submissions.confidentiality (its ALTER TABLE never ran)
     path = tmp_path / "older.sqlite3"
