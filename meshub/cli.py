@@ -1,8 +1,8 @@
 """`meshub`: run the hub, and talk to a running hub over HTTP (scriptable: --json, exit codes).
 
 Commands: run, submit, status, documents, get, messages, mailbox, notifications, letters, (in
-meshub.cli_records) patients, audit, insurer, and (in meshub.cli_keys) keys.  Client commands
-find the hub's URL and development credentials in --data-dir (written by
+meshub.cli_records) patients, audit, insurer, (in meshub.cli_keys) keys, (in meshub.cli_migrate) migrate.
+Client commands find the hub's URL and development credentials in --data-dir (written by
 `meshub run`) unless --url / --token (or MESHUB_URL / MESHUB_TOKEN) are given.
 Exit codes: 0 success; 1 a submission was rejected or refused (403: its rule is printed), or something asked for is
 missing; 2 usage, connection or server errors.
@@ -25,7 +25,7 @@ import httpx
 
 from config.settings import Settings, settings_from_file
 from hub.errors import ConfigError
-from meshub import cli_keys, cli_records, datadir
+from meshub import cli_keys, cli_migrate, cli_records, datadir
 from meshub.cli_client import (
     EXIT_ERROR,
     EXIT_FAILED,
@@ -87,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     add_client_options(mailbox)
     cli_records.add_parsers(sub)
     cli_keys.add_parsers(sub)
+    cli_migrate.add_parsers(sub)
     return parser
 
 
@@ -328,7 +329,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 COMMANDS = {"run": cmd_run, "submit": cmd_submit, "status": cmd_status, "documents": cmd_documents,
             "get": cmd_get, "patients": cli_records.cmd_patients, "audit": cli_records.cmd_audit,
             "insurer": cli_records.cmd_insurer, "messages": cmd_messages, "mailbox": cmd_mailbox,
-            "notifications": cmd_notifications, "letters": cmd_letters, "keys": cli_keys.cmd_keys}
+            "notifications": cmd_notifications, "letters": cmd_letters, "keys": cli_keys.cmd_keys,
+            "migrate": cli_migrate.cmd_migrate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

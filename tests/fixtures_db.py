@@ -1,4 +1,4 @@
-"""PostgreSQL and SQLite index fixtures: a fresh database per test."""
+"""PostgreSQL and SQLite index fixtures: a fresh database per test (`sql_index`: migrated by SqlIndex.connect)."""
 
 from __future__ import annotations
 

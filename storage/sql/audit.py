@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from hub.audit import GENESIS, AuditEntry, NewAuditEntry, chain
 from hub.errors import NotFound
-from storage.sql.index import SqlIndex, db_errors, metadata
+from storage.sql.database import Database, OnDatabase, SqlStore, metadata, when
 
 trail = sa.Table(
     "audit_trail", metadata,
@@ -59,30 +58,29 @@ TABLES = [trail, head]
 HEAD_ID = 1
 
 
-class SqlAuditTrail:
-    """hub.audit.AuditTrail on the index's engines: durable appends, autocommit reads."""
+class SqlAuditTrail(SqlStore):
+    """hub.audit.AuditTrail on the index's database: durable appends, autocommit reads."""
 
-    def __init__(self, engine: Engine, *, reader: Engine | None = None) -> None:
-        self._engine = engine
-        self._reader = reader or engine.execution_options(isolation_level="AUTOCOMMIT")
+    def __init__(self, database: Database) -> None:
+        super().__init__(database)
         self._lock = head.update().where(head.c.id == HEAD_ID).values(seq=head.c.seq)
         self._read_head = sa.select(head.c.seq, head.c.hash).where(head.c.id == HEAD_ID)
 
     @classmethod
-    def beside(cls, index: SqlIndex) -> SqlAuditTrail:
-        """The trail sharing `index`'s database; creates its tables and head row if missing (idempotent)."""
-        insert = postgresql.insert if index.engine.dialect.name == "postgresql" else sqlite.insert
-        with db_errors(), index.engine.begin() as conn:
-            metadata.create_all(conn, tables=TABLES, checkfirst=True)
-            conn.execute(insert(head).values(id=HEAD_ID, seq=0, hash=GENESIS)
+    def beside(cls, index: OnDatabase) -> SqlAuditTrail:
+        """The trail sharing `index`'s database; creates its head row if missing (idempotent: the row is
+        data, the table comes from the migrations)."""
+        trail = cls(index.database)
+        with trail._db.begin() as conn:
+            conn.execute(trail._db.insert(head).values(id=HEAD_ID, seq=0, hash=GENESIS)
                          .on_conflict_do_nothing(index_elements=["id"]))
-        return cls(index.engine, reader=index.reader_engine)
+        return trail
 
     def append(self, entries: Sequence[NewAuditEntry]) -> list[AuditEntry]:
         """Chain and store `entries` in one durable transaction (see Rule 1 and 2)."""
         if not entries:
             return []
-        with db_errors(), self._engine.begin() as conn:
+        with self._db.begin() as conn:
             last_seq, last_hash = self._locked_head(conn)
             known = self._stored_keys(conn, {n.key for n in entries if n.key})
             stored = chain(last_seq, last_hash, _fresh(entries, known))
@@ -112,16 +110,16 @@ class SqlAuditTrail:
             return []
         query = (trail.select().where(trail.c.ins == ins, trail.c.seq > after_seq)
                  .order_by(trail.c.seq).limit(limit))
-        with db_errors(), self._reader.connect() as conn:
+        with self._db.read() as conn:
             return [_entry(r) for r in conn.execute(query)]
 
     def entries(self, *, after_seq: int = 0, limit: int = 1000) -> list[AuditEntry]:
         query = trail.select().where(trail.c.seq > after_seq).order_by(trail.c.seq).limit(limit)
-        with db_errors(), self._reader.connect() as conn:
+        with self._db.read() as conn:
             return [_entry(r) for r in conn.execute(query)]
 
     def head(self) -> tuple[int, str]:
-        with db_errors(), self._reader.connect() as conn:
+        with self._db.read() as conn:
             row = conn.execute(self._read_head).first()
         return (int(row.seq), str(row.hash)) if row is not None else (0, GENESIS)
 
@@ -130,7 +128,7 @@ class SqlAuditTrail:
             return 0
         purge = trail.update().where(trail.c.ins == ins, trail.c.redacted.is_(False)).values(
             ins="", actor_id="", target="", key=None, detail=None, redacted=True)
-        with db_errors(), self._engine.begin() as conn:
+        with self._db.begin() as conn:
             return int(conn.execute(purge).rowcount)
 
 
@@ -180,8 +178,7 @@ def _row(e: AuditEntry) -> dict[str, Any]:
 
 
 def _entry(r: Any) -> AuditEntry:
-    at: datetime = r.at.astimezone(UTC) if r.at.tzinfo is not None else r.at.replace(tzinfo=UTC)
-    return AuditEntry(seq=int(r.seq), at=at, ins=r.ins, actor_kind=r.actor_kind, actor_id=r.actor_id,
-                      action=r.action, target=r.target, outcome=r.outcome, detail=_detail_of(r.detail),
-                      key=r.key or "", body_sha256=r.body_sha256, prev_hash=r.prev_hash,
-                      entry_hash=r.entry_hash, redacted=bool(r.redacted))
+    return AuditEntry(seq=int(r.seq), at=when(r.at).astimezone(UTC), ins=r.ins, actor_kind=r.actor_kind,
+                      actor_id=r.actor_id, action=r.action, target=r.target, outcome=r.outcome,
+                      detail=_detail_of(r.detail), key=r.key or "", body_sha256=r.body_sha256,
+                      prev_hash=r.prev_hash, entry_hash=r.entry_hash, redacted=bool(r.redacted))

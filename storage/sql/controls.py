@@ -15,15 +15,13 @@ Does not: decide who may do what (pipelines.record.core.access) or keep the docu
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
 
 from hub.access import FLAG_NAMES, NO_FLAGS, DocumentFlags, PatientControls
-from storage.sql.index import SqlIndex, db_errors, metadata
+from storage.sql.database import SqlStore, aware, metadata
 
 document_controls = sa.Table(
     "document_controls", metadata,
@@ -62,24 +60,8 @@ TABLES = [document_controls, access_settings, blocked_professionals, professiona
 _CHUNK = 500  # ids per IN (...) query
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
-
-
-class SqlRecordControls:
-    """hub.access.RecordControls on the index's engine."""
-
-    def __init__(self, engine: Engine, *, reader: Engine | None = None) -> None:
-        self._engine = engine
-        self._reader = reader or engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-
-    @classmethod
-    def beside(cls, index: SqlIndex) -> SqlRecordControls:
-        """The store sharing `index`'s database; creates its tables if missing (idempotent)."""
-        with db_errors(), index.engine.begin() as conn:
-            metadata.create_all(conn, tables=TABLES, checkfirst=True)
-        return cls(index.engine, reader=index.reader_engine)
+class SqlRecordControls(SqlStore):
+    """hub.access.RecordControls on the index's database."""
 
     # -- document flags ---------------------------------------------------------------------------
 
@@ -87,7 +69,7 @@ class SqlRecordControls:
         """The flags of every document asked; NO_FLAGS for one nothing was ever set on."""
         wanted = list(dict.fromkeys(document_ids))
         found: dict[str, DocumentFlags] = {}
-        with db_errors(), self._reader.connect() as conn:
+        with self._db.read() as conn:
             for start in range(0, len(wanted), _CHUNK):
                 chunk = wanted[start:start + _CHUNK]
                 rows = conn.execute(document_controls.select().where(document_controls.c.document_id.in_(chunk)))
@@ -100,8 +82,8 @@ class SqlRecordControls:
             raise ValueError(f"unknown document flag {flag_name!r} (one of {', '.join(FLAG_NAMES)})")
         changed = {flag_name: bool(value), "updated_at": at, "updated_by": by}
         row = {"document_id": document_id, "ins": ins, **dict.fromkeys(FLAG_NAMES, False), **changed}
-        with db_errors(), self._engine.begin() as conn:
-            conn.execute(self._insert(document_controls).values(row).on_conflict_do_update(
+        with self._db.begin() as conn:
+            conn.execute(self._db.insert(document_controls).values(row).on_conflict_do_update(
                 index_elements=["document_id"], set_=changed))
 
     def delete(self, document_id: str, ins: str, *, by: str, at: datetime) -> bool:
@@ -109,8 +91,8 @@ class SqlRecordControls:
         row = {"document_id": document_id, "ins": ins, **dict.fromkeys(FLAG_NAMES, False), "deleted_at": at,
                "deleted_by": by, "updated_at": at, "updated_by": by}
         table = document_controls
-        with db_errors(), self._engine.begin() as conn:
-            inserted = conn.execute(self._insert(table).values(row).on_conflict_do_nothing(
+        with self._db.begin() as conn:
+            inserted = conn.execute(self._db.insert(table).values(row).on_conflict_do_nothing(
                 index_elements=["document_id"]).returning(table.c.document_id)).first()
             if inserted is not None:
                 return True
@@ -122,7 +104,7 @@ class SqlRecordControls:
 
     def controls(self, ins: str) -> PatientControls:
         """Blocked professionals and emergency settings of `ins` (both emergencies allowed by default)."""
-        with db_errors(), self._reader.connect() as conn:
+        with self._db.read() as conn:
             settings = conn.execute(access_settings.select().where(access_settings.c.ins == ins)).first()
             blocked = conn.execute(sa.select(blocked_professionals.c.idnps).where(
                 blocked_professionals.c.ins == ins)).scalars().all()
@@ -138,41 +120,41 @@ class SqlRecordControls:
         if not changed:
             return
         row = {"ins": ins, "bris_de_glace_allowed": True, "regulation_allowed": True, **changed}
-        with db_errors(), self._engine.begin() as conn:
-            conn.execute(self._insert(access_settings).values(row).on_conflict_do_update(
+        with self._db.begin() as conn:
+            conn.execute(self._db.insert(access_settings).values(row).on_conflict_do_update(
                 index_elements=["ins"], set_=changed))
 
     def block(self, ins: str, idnps: str) -> None:
         """Block a professional from the whole record (idempotent)."""
-        with db_errors(), self._engine.begin() as conn:
-            conn.execute(self._insert(blocked_professionals).values(ins=ins, idnps=idnps)
+        with self._db.begin() as conn:
+            conn.execute(self._db.insert(blocked_professionals).values(ins=ins, idnps=idnps)
                          .on_conflict_do_nothing(index_elements=["ins", "idnps"]))
 
     def unblock(self, ins: str, idnps: str) -> None:
         """Lift a block (idempotent)."""
-        with db_errors(), self._engine.begin() as conn:
+        with self._db.begin() as conn:
             conn.execute(blocked_professionals.delete().where(blocked_professionals.c.ins == ins,
                                                               blocked_professionals.c.idnps == idnps))
 
     def note_access(self, ins: str, idnps: str, at: datetime) -> bool:
         """Record a professional's access to the record; True only for their very first (Rule 1)."""
         table = professional_access
-        with db_errors(), self._engine.begin() as conn:
-            first = conn.execute(self._insert(table).values(ins=ins, idnps=idnps, first_at=at)
+        with self._db.begin() as conn:
+            first = conn.execute(self._db.insert(table).values(ins=ins, idnps=idnps, first_at=at)
                                  .on_conflict_do_nothing(index_elements=["ins", "idnps"])
                                  .returning(table.c.first_at)).first()
         return first is not None
 
     def first_access(self, ins: str, idnps: str) -> datetime | None:
         """When this professional first opened the record (None: never)."""
-        with db_errors(), self._reader.connect() as conn:
+        with self._db.read() as conn:
             value = conn.execute(sa.select(professional_access.c.first_at).where(
                 professional_access.c.ins == ins, professional_access.c.idnps == idnps)).scalar()
-        return _aware(value)
+        return aware(value)
 
 
 def _flags_from_row(r: Any) -> DocumentFlags:
     return DocumentFlags(
         masked_by_patient=bool(r.masked_by_patient), hidden_from_representatives=bool(r.hidden_from_representatives),
         invisible_lifted=bool(r.invisible_lifted), deleted=r.deleted_at is not None,
-        deleted_at=_aware(r.deleted_at), deleted_by=r.deleted_by, updated_at=_aware(r.updated_at))
+        deleted_at=aware(r.deleted_at), deleted_by=r.deleted_by, updated_at=aware(r.updated_at))

@@ -14,15 +14,12 @@ Does not: decide who may write to whom (pipelines.mail.core.mss) or keep message
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
 
 from hub.records import DeliveryRecord, DeliveryState, FiledDocument, MailFiling, MessageRecord
-from storage.sql.index import SqlIndex, db_errors, metadata
+from storage.sql.database import SqlStore, aware, metadata, utc_now, when
 
 messages = sa.Table(
     "messages", metadata,
@@ -77,49 +74,36 @@ filing_documents = sa.Table(
     sa.Column("entry", sa.Text, nullable=False),
 )
 
-
-def _aware(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+TABLES = [messages, deliveries, filings, filing_documents]
 
 
-class SqlMailbox:
-    """pipelines.mail.ports.Mailboxes on the index's engine (same database, same durability settings)."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-
-    @classmethod
-    def beside(cls, index: SqlIndex) -> SqlMailbox:
-        """The mailbox store sharing `index`'s database; creates its tables if missing (idempotent)."""
-        store = cls(index.engine)
-        with db_errors(), index.engine.begin() as conn:
-            metadata.create_all(conn, tables=[messages, deliveries, filings, filing_documents], checkfirst=True)
-        return store
+class SqlMailbox(SqlStore):
+    """pipelines.mail.ports.Mailboxes on the index's database (same durability settings; reads on the
+    durable engine's connections)."""
 
     def store_message(self, message: MessageRecord) -> bool:
         row = _message_row(message)
-        statement = self._insert(messages).values(row).on_conflict_do_nothing(
+        statement = self._db.insert(messages).values(row).on_conflict_do_nothing(
             index_elements=["submission_id", "mailbox"]).returning(messages.c.message_id)
-        with db_errors(), self._engine.begin() as conn:
+        with self._db.begin() as conn:
             return conn.execute(statement).first() is not None
 
     def messages(self, mailbox: str, *, limit: int = 200, offset: int = 0) -> list[MessageRecord]:
         query = messages.select().where(messages.c.mailbox == mailbox).order_by(
             messages.c.received_at.desc(), messages.c.message_id).limit(limit).offset(offset)
-        with db_errors(), self._engine.connect() as conn:
+        with self._db.connection() as conn:
             return [_message_from_row(row) for row in conn.execute(query)]
 
     def message(self, message_id: str) -> MessageRecord | None:
-        with db_errors(), self._engine.connect() as conn:
+        with self._db.connection() as conn:
             row = conn.execute(messages.select().where(messages.c.message_id == message_id)).first()
         return _message_from_row(row) if row is not None else None
 
     def mark_read(self, message_id: str) -> MessageRecord | None:
         """Set read_at once (the first read is the one an MDN reports)."""
-        with db_errors(), self._engine.begin() as conn:
+        with self._db.begin() as conn:
             conn.execute(messages.update().where(messages.c.message_id == message_id,
-                                                 messages.c.read_at.is_(None)).values(read_at=datetime.now(UTC)))
+                                                 messages.c.read_at.is_(None)).values(read_at=utc_now()))
         return self.message(message_id)
 
     def correspondents(self, mailbox: str) -> tuple[set[str], set[str]]:
@@ -127,7 +111,7 @@ class SqlMailbox:
             messages.c.mailbox == mailbox, messages.c.direction == "in").order_by(messages.c.received_at)
         wrote: set[str] = set()
         closed: set[str] = set()
-        with db_errors(), self._engine.connect() as conn:
+        with self._db.connection() as conn:
             for row in conn.execute(query):  # in order: a later message that does not close reopens
                 address = row.correspondent.lower()
                 wrote.add(address)
@@ -137,11 +121,11 @@ class SqlMailbox:
     def record_delivery(self, delivery: DeliveryRecord) -> None:
         row = {"submission_id": delivery.submission_id, "recipient": delivery.recipient, "route": delivery.route,
                "state": str(delivery.state), "attempts": delivery.attempts, "last_reply": delivery.last_reply,
-               "updated_at": datetime.now(UTC)}
-        statement = self._insert(deliveries).values(row).on_conflict_do_update(
+               "updated_at": utc_now()}
+        statement = self._db.insert(deliveries).values(row).on_conflict_do_update(
             index_elements=["submission_id", "recipient"],
             set_={k: row[k] for k in ("route", "state", "attempts", "last_reply", "updated_at")})
-        with db_errors(), self._engine.begin() as conn:
+        with self._db.begin() as conn:
             conn.execute(statement)
 
     def deliveries(self, submission_id: str) -> list[DeliveryRecord]:
@@ -153,10 +137,10 @@ class SqlMailbox:
                                 .order_by(deliveries.c.updated_at.desc()).limit(limit))
 
     def _deliveries(self, query: sa.Select[Any]) -> list[DeliveryRecord]:
-        with db_errors(), self._engine.connect() as conn:
+        with self._db.connection() as conn:
             return [DeliveryRecord(submission_id=r.submission_id, recipient=r.recipient, route=r.route,
                                    state=DeliveryState(r.state), attempts=r.attempts, last_reply=r.last_reply,
-                                   updated_at=_aware(r.updated_at)) for r in conn.execute(query)]
+                                   updated_at=aware(r.updated_at)) for r in conn.execute(query)]
 
     # -- filings and their integration report ---------------------------------------------------------
 
@@ -166,28 +150,26 @@ class SqlMailbox:
                "findings": json.dumps(list(filing.findings))}
         docs = [{"submission_id": d.submission_id, "message_id": filing.message_id, "position": n, "entry": d.entry}
                 for n, d in enumerate(filing.documents)]
-        with db_errors(), self._engine.begin() as conn:
-            created = conn.execute(self._insert(filings).values(row).on_conflict_do_nothing(
+        with self._db.begin() as conn:
+            created = conn.execute(self._db.insert(filings).values(row).on_conflict_do_nothing(
                 index_elements=["message_id"]).returning(filings.c.message_id)).first() is not None
             if created and docs:  # the first record stays whole; a redelivery adds nothing
-                conn.execute(self._insert(filing_documents).values(docs).on_conflict_do_nothing(
+                conn.execute(self._db.insert(filing_documents).values(docs).on_conflict_do_nothing(
                     index_elements=["submission_id"]))
 
     def filing(self, message_id: str) -> MailFiling | None:
-        with db_errors(), self._engine.connect() as conn:
+        with self._db.connection() as conn:
             row = conn.execute(filings.select().where(filings.c.message_id == message_id)).first()
             if row is None:
                 return None
             docs = conn.execute(filing_documents.select().where(filing_documents.c.message_id == message_id)
                                 .order_by(filing_documents.c.position)).all()
-        received_at = _aware(row.received_at)
-        assert received_at is not None
         return MailFiling(message_id=row.message_id, mail_submission_id=row.mail_submission_id, mailbox=row.mailbox,
-                          received_at=received_at, findings=tuple(json.loads(row.findings)),
+                          received_at=when(row.received_at), findings=tuple(json.loads(row.findings)),
                           documents=tuple(FiledDocument(d.submission_id, d.entry) for d in docs))
 
     def filing_of(self, document_submission_id: str) -> MailFiling | None:
-        with db_errors(), self._engine.connect() as conn:
+        with self._db.connection() as conn:
             message_id = conn.execute(sa.select(filing_documents.c.message_id).where(
                 filing_documents.c.submission_id == document_submission_id)).scalar()
         return None if message_id is None else self.filing(str(message_id))
@@ -195,9 +177,9 @@ class SqlMailbox:
     def claim_report(self, message_id: str, *, by: str) -> bool:
         """A conditional UPDATE decides: on PostgreSQL a second claimant waits for the first one's row lock,
         then finds `report_by` set; SQLite serialises writers."""
-        with db_errors(), self._engine.begin() as conn:
+        with self._db.begin() as conn:
             conn.execute(filings.update().where(filings.c.message_id == message_id, filings.c.report_by.is_(None))
-                         .values(report_by=by, reported_at=datetime.now(UTC)))
+                         .values(report_by=by, reported_at=utc_now()))
             holder = conn.execute(sa.select(filings.c.report_by).where(filings.c.message_id == message_id)).scalar()
         return holder == by
 
@@ -213,11 +195,9 @@ def _message_row(message: MessageRecord) -> dict[str, Any]:
 
 
 def _message_from_row(row: Any) -> MessageRecord:
-    received_at = _aware(row.received_at)
-    assert received_at is not None
     return MessageRecord(
         message_id=row.message_id, mailbox=row.mailbox, submission_id=row.submission_id, direction=row.direction,
         correspondent=row.correspondent, subject=row.subject, rfc_message_id=row.rfc_message_id,
         in_reply_to=row.in_reply_to, blob_bucket=row.blob_bucket, blob_key=row.blob_key, sha256=row.sha256,
-        size=row.size, received_at=received_at, closed=bool(row.closed), read_at=_aware(row.read_at),
+        size=row.size, received_at=when(row.received_at), closed=bool(row.closed), read_at=aware(row.read_at),
         attachments=tuple(json.loads(row.attachments)), documents=tuple(json.loads(row.documents)))

@@ -1,5 +1,4 @@
-"""Notices, preferences, push devices, legal representatives, letter batches and the patients' own contact
-addresses, on the index's database.
+"""Notices, preferences, push devices, legal representatives and letter batches, on the index's database.
 
 Owns: the tables and transactions behind pipelines.notify.ports.NotificationStore.
 Rule 1: a notice is inserted once per (event, channel, addressee, address): the notice id is derived
@@ -16,15 +15,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
 
-from hub.notices import Channel, Contact, EventKind, LetterBatch, Notice, NoticeState, Preferences
-from storage.sql.index import SqlIndex, db_errors, metadata
+from hub.notices import Channel, EventKind, LetterBatch, Notice, NoticeState, Preferences
+from storage.sql.contacts import ContactAddresses, contacts
+from storage.sql.database import aware, metadata, utc_now, when
 
 notices = sa.Table(
     "notices", metadata,
@@ -85,48 +83,12 @@ letter_batches = sa.Table(
     sa.Column("size", sa.BigInteger, nullable=False),
 )
 
-contacts = sa.Table(
-    "notification_contacts", metadata,
-    sa.Column("ins", sa.String(15), primary_key=True),
-    sa.Column("email", sa.Text, nullable=False, default=""),
-    sa.Column("phone", sa.String(32), nullable=False, default=""),
-    sa.Column("pending_email", sa.Text, nullable=False, default=""),
-    sa.Column("pending_phone", sa.String(32), nullable=False, default=""),
-    sa.Column("pending_sha256", sa.String(64), nullable=False, default=""),
-    sa.Column("pending_expires", sa.DateTime(timezone=True)),
-    sa.Column("pending_attempts", sa.Integer, nullable=False, default=0),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-)
-
 TABLES = [notices, preferences, devices, representatives, letter_batches, contacts]
-_NO_PENDING: dict[str, Any] = {"pending_email": "", "pending_phone": "", "pending_sha256": "",
-                               "pending_expires": None, "pending_attempts": 0}
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
-
-
-def _when(value: datetime | None) -> datetime:
-    aware = _aware(value)
-    assert aware is not None
-    return aware
-
-
-class SqlNotifications:
-    """pipelines.notify.ports.NotificationStore on the index's engine."""
-
-    def __init__(self, engine: Engine, *, reader: Engine | None = None) -> None:
-        self._engine = engine
-        self._reader = reader or engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-
-    @classmethod
-    def beside(cls, index: SqlIndex) -> SqlNotifications:
-        """The store sharing `index`'s database; creates its tables if missing (idempotent)."""
-        with db_errors(), index.engine.begin() as conn:
-            metadata.create_all(conn, tables=TABLES, checkfirst=True)
-        return cls(index.engine, reader=index.reader_engine)
+class SqlNotifications(ContactAddresses):
+    """pipelines.notify.ports.NotificationStore on the index's database (the patients' own contact
+    addresses: storage.sql.contacts)."""
 
     # -- notices ----------------------------------------------------------------------------------
 
@@ -134,14 +96,14 @@ class SqlNotifications:
         if not batch:
             return []
         rows = [_notice_row(n) for n in batch]
-        with db_errors(), self._engine.begin() as conn:
-            conn.execute(self._insert(notices).values(rows).on_conflict_do_nothing(index_elements=["notice_id"]))
+        with self._db.begin() as conn:
+            conn.execute(self._db.insert(notices).values(rows).on_conflict_do_nothing(index_elements=["notice_id"]))
             found = conn.execute(notices.select().where(notices.c.notice_id.in_([n.notice_id for n in batch]))
                                  .order_by(notices.c.seq)).all()
         return [_notice_from_row(r) for r in found]
 
     def notice(self, notice_id: str) -> Notice | None:
-        with db_errors(), self._reader.connect() as conn:
+        with self._db.read() as conn:
             row = conn.execute(notices.select().where(notices.c.notice_id == notice_id)).first()
         return _notice_from_row(row) if row is not None else None
 
@@ -154,11 +116,11 @@ class SqlNotifications:
             query = query.where(notices.c.seq > after_seq).order_by(notices.c.seq)
         else:
             query = query.order_by(notices.c.seq.desc())
-        with db_errors(), self._reader.connect() as conn:
+        with self._db.read() as conn:
             return [_notice_from_row(r) for r in conn.execute(query.limit(limit))]
 
     def mark_read(self, ins: str, notice_id: str, *, at: datetime) -> Notice | None:
-        with db_errors(), self._engine.begin() as conn:
+        with self._db.begin() as conn:
             conn.execute(notices.update().where(notices.c.notice_id == notice_id, notices.c.ins == ins,
                                                 notices.c.read_at.is_(None)).values(read_at=at))
             row = conn.execute(notices.select().where(notices.c.notice_id == notice_id,
@@ -167,7 +129,7 @@ class SqlNotifications:
 
     def claim(self, notice_id: str, *, now: datetime, lease_s: float) -> Notice | None:
         free = sa.or_(notices.c.lease_until.is_(None), notices.c.lease_until < now)
-        with db_errors(), self._engine.begin() as conn:
+        with self._db.begin() as conn:
             claimed = conn.execute(notices.update().where(
                 notices.c.notice_id == notice_id, notices.c.state == str(NoticeState.QUEUED),
                 notices.c.due_at <= now, free).values(
@@ -178,7 +140,7 @@ class SqlNotifications:
         return _notice_from_row(row) if row is not None else None
 
     def release(self, notice_id: str, *, error: str) -> None:
-        with db_errors(), self._engine.begin() as conn:
+        with self._db.begin() as conn:
             conn.execute(notices.update().where(notices.c.notice_id == notice_id)
                          .values(lease_until=None, last_error=error[:500]))
 
@@ -188,7 +150,7 @@ class SqlNotifications:
             notices.c.address == notice.address, notices.c.state == str(NoticeState.QUEUED),
             notices.c.due_at <= due_before, notices.c.notice_id != notice.notice_id,
             notices.c.kind == str(notice.kind)).order_by(notices.c.seq).limit(100)
-        with db_errors(), self._reader.connect() as conn:
+        with self._db.read() as conn:
             return [_notice_from_row(r) for r in conn.execute(query)]
 
     def finish(self, notice_ids: Sequence[str], state: NoticeState, *, at: datetime, batch_id: str = "",
@@ -197,11 +159,11 @@ class SqlNotifications:
                                   "provider_ref": provider_ref, "last_error": error[:500], "code": ""}
         if state in (NoticeState.SENT, NoticeState.DELIVERED):
             values["sent_at"] = at
-        with db_errors(), self._engine.begin() as conn:
+        with self._db.begin() as conn:
             conn.execute(notices.update().where(notices.c.notice_id.in_(list(notice_ids))).values(values))
 
     def set_state(self, provider_ref: str, state: NoticeState, *, at: datetime) -> int:
-        with db_errors(), self._engine.begin() as conn:
+        with self._db.begin() as conn:
             return int(conn.execute(notices.update().where(
                 notices.c.provider_ref == provider_ref,
                 notices.c.state.in_([str(NoticeState.SENT), str(NoticeState.DELIVERED)])).values(
@@ -211,20 +173,20 @@ class SqlNotifications:
         query = sa.select(sa.func.max(notices.c.sent_at)).where(
             notices.c.ins == ins, notices.c.channel == str(channel), notices.c.sent_at.is_not(None),
             notices.c.event_id != exclude_event)
-        with db_errors(), self._reader.connect() as conn:
-            return _aware(conn.execute(query).scalar())
+        with self._db.read() as conn:
+            return aware(conn.execute(query).scalar())
 
     def queued_letters(self, *, due_before: datetime) -> list[Notice]:
         query = notices.select().where(notices.c.channel == str(Channel.POSTAL),
                                        notices.c.state == str(NoticeState.QUEUED),
                                        notices.c.due_at <= due_before).order_by(notices.c.seq)
-        with db_errors(), self._reader.connect() as conn:
+        with self._db.read() as conn:
             return [_notice_from_row(r) for r in conn.execute(query)]
 
     def record_batch(self, batch: LetterBatch, notice_ids: Sequence[str]) -> None:
         row = {**batch.to_dict(), "created_at": batch.created_at}
-        with db_errors(), self._engine.begin() as conn:
-            conn.execute(self._insert(letter_batches).values(row).on_conflict_do_nothing(
+        with self._db.begin() as conn:
+            conn.execute(self._db.insert(letter_batches).values(row).on_conflict_do_nothing(
                 index_elements=["batch_id"]))
             conn.execute(notices.update().where(notices.c.notice_id.in_(list(notice_ids)),
                                                 notices.c.state == str(NoticeState.QUEUED)).values(
@@ -234,7 +196,7 @@ class SqlNotifications:
     def withdraw_codes(self, about_ins: str) -> int:
         """The codes about `about_ins` still waiting (queued activation-code notices) are dead: failed, code
         blanked; how many."""
-        with db_errors(), self._engine.begin() as conn:
+        with self._db.begin() as conn:
             return int(conn.execute(notices.update().where(
                 notices.c.about_ins == about_ins, notices.c.kind == str(EventKind.ACTIVATION_CODE),
                 notices.c.state == str(NoticeState.QUEUED)).values(
@@ -243,103 +205,52 @@ class SqlNotifications:
 
     def batches(self, *, limit: int = 100) -> list[LetterBatch]:
         query = letter_batches.select().order_by(letter_batches.c.created_at.desc()).limit(limit)
-        with db_errors(), self._reader.connect() as conn:
+        with self._db.read() as conn:
             return [_batch_from_row(r) for r in conn.execute(query)]
 
     def batch(self, batch_id: str) -> LetterBatch | None:
-        with db_errors(), self._reader.connect() as conn:
+        with self._db.read() as conn:
             row = conn.execute(letter_batches.select().where(letter_batches.c.batch_id == batch_id)).first()
         return _batch_from_row(row) if row is not None else None
 
     # -- per-patient settings ---------------------------------------------------------------------
 
     def preferences(self, ins: str) -> Preferences:
-        with db_errors(), self._reader.connect() as conn:
+        with self._db.read() as conn:
             raw = conn.execute(sa.select(preferences.c.choices).where(preferences.c.ins == ins)).scalar()
         return Preferences(**json.loads(raw)) if raw else Preferences()
 
     def set_preferences(self, ins: str, choices: Preferences) -> None:
         row = {"ins": ins, "choices": json.dumps(choices.to_dict())}
-        with db_errors(), self._engine.begin() as conn:
-            conn.execute(self._insert(preferences).values(row).on_conflict_do_update(
+        with self._db.begin() as conn:
+            conn.execute(self._db.insert(preferences).values(row).on_conflict_do_update(
                 index_elements=["ins"], set_={"choices": row["choices"]}))
 
     def devices(self, ins: str) -> list[str]:
-        with db_errors(), self._reader.connect() as conn:
+        with self._db.read() as conn:
             return [r.endpoint for r in conn.execute(devices.select().where(devices.c.ins == ins)
                                                      .order_by(devices.c.added_at))]
 
     def add_device(self, ins: str, endpoint: str) -> None:
-        with db_errors(), self._engine.begin() as conn:
-            conn.execute(self._insert(devices).values(ins=ins, endpoint=endpoint, added_at=datetime.now(UTC))
+        with self._db.begin() as conn:
+            conn.execute(self._db.insert(devices).values(ins=ins, endpoint=endpoint, added_at=utc_now())
                          .on_conflict_do_nothing(index_elements=["ins", "endpoint"]))
 
     def representatives(self, ins: str) -> list[str]:
-        with db_errors(), self._reader.connect() as conn:
+        with self._db.read() as conn:
             return [r.representative_ins for r in conn.execute(
                 representatives.select().where(representatives.c.ins == ins)
                 .order_by(representatives.c.representative_ins))]
 
     def set_representatives(self, ins: str, reps: Sequence[str]) -> None:
-        with db_errors(), self._engine.begin() as conn:
+        with self._db.begin() as conn:
             conn.execute(representatives.delete().where(representatives.c.ins == ins))
             if reps:
                 conn.execute(representatives.insert(), [{"ins": ins, "representative_ins": r} for r in reps])
 
 
-    # -- the patient's own contact addresses -------------------------------------------------------
-
-    def contact(self, ins: str) -> Contact | None:
-        with db_errors(), self._reader.connect() as conn:
-            row = conn.execute(contacts.select().where(contacts.c.ins == ins)).first()
-        return _contact_from_row(row) if row is not None else None
-
-    def set_contact(self, ins: str, *, email: str, phone: str) -> Contact:
-        return self._upsert_contact(ins, {"email": email, "phone": phone, **_NO_PENDING})
-
-    def set_pending_contact(self, ins: str, *, email: str, phone: str, code_sha256: str,
-                            expires: datetime) -> Contact:
-        return self._upsert_contact(ins, {"pending_email": email, "pending_phone": phone,
-                                          "pending_sha256": code_sha256, "pending_expires": expires,
-                                          "pending_attempts": 0})
-
-    def confirm_contact(self, ins: str, *, code_sha256: str) -> Contact | None:
-        if not code_sha256:
-            return None
-        update = contacts.update().where(contacts.c.ins == ins, contacts.c.pending_sha256 == code_sha256).values(
-            email=contacts.c.pending_email, phone=contacts.c.pending_phone, updated_at=datetime.now(UTC),
-            **_NO_PENDING).returning(*contacts.c)
-        with db_errors(), self._engine.begin() as conn:
-            row = conn.execute(update).first()
-        return _contact_from_row(row) if row is not None else None
-
-    def count_contact_attempt(self, ins: str, *, seen: int, drop: bool) -> bool:
-        values = dict(_NO_PENDING) if drop else {"pending_attempts": seen + 1}
-        update = contacts.update().where(contacts.c.ins == ins, contacts.c.pending_attempts == seen).values(
-            updated_at=datetime.now(UTC), **values)
-        with db_errors(), self._engine.begin() as conn:
-            return bool(conn.execute(update).rowcount)
-
-    def _upsert_contact(self, ins: str, values: dict[str, Any]) -> Contact:
-        row = {"ins": ins, "email": "", "phone": "", **_NO_PENDING, **values, "updated_at": datetime.now(UTC)}
-        insert = self._insert(contacts).values(row)
-        statement = insert.on_conflict_do_update(
-            index_elements=["ins"], set_={k: insert.excluded[k] for k in {*values, "updated_at"}}
-        ).returning(*contacts.c)
-        with db_errors(), self._engine.begin() as conn:
-            stored = conn.execute(statement).first()
-        assert stored is not None
-        return _contact_from_row(stored)
-
-
-def _contact_from_row(r: Any) -> Contact:
-    return Contact(ins=r.ins, email=r.email, phone=r.phone, pending_email=r.pending_email,
-                   pending_phone=r.pending_phone, pending_sha256=r.pending_sha256,
-                   pending_expires=_aware(r.pending_expires), pending_attempts=r.pending_attempts)
-
-
 def _batch_from_row(r: Any) -> LetterBatch:
-    return LetterBatch(batch_id=r.batch_id, period=r.period, created_at=_when(r.created_at), letters=r.letters,
+    return LetterBatch(batch_id=r.batch_id, period=r.period, created_at=when(r.created_at), letters=r.letters,
                        bucket=r.bucket, pdf_key=r.pdf_key, sha256=r.sha256, size=r.size)
 
 
@@ -355,7 +266,7 @@ def _notice_row(n: Notice) -> dict[str, Any]:
 def _notice_from_row(r: Any) -> Notice:
     return Notice(notice_id=r.notice_id, event_id=r.event_id, kind=EventKind(r.kind), ins=r.ins,
                   about_ins=r.about_ins, channel=Channel(r.channel), address=r.address,
-                  state=NoticeState(r.state), created_at=_when(r.created_at), due_at=_when(r.due_at),
-                  attempts=r.attempts, sent_at=_aware(r.sent_at), read_at=_aware(r.read_at), batch_id=r.batch_id,
+                  state=NoticeState(r.state), created_at=when(r.created_at), due_at=when(r.due_at),
+                  attempts=r.attempts, sent_at=aware(r.sent_at), read_at=aware(r.read_at), batch_id=r.batch_id,
                   provider_ref=r.provider_ref, last_error=r.last_error, fallback_of=r.fallback_of, code=r.code,
-                  code_expires=_aware(r.code_expires), seq=r.seq)
+                  code_expires=aware(r.code_expires), seq=r.seq)

@@ -16,16 +16,16 @@ Does not: decide anything (pipelines.record.core.lifecycle) or keep a code in cl
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from hub.records import PatientStatus
 from pipelines.record.core.profile import Activation, Profile
-from storage.sql.index import SqlIndex, db_errors, metadata, patients
+from storage.sql.database import SqlStore, aware, metadata, utc_now
+from storage.sql.index_tables import patients
 from storage.sql.notifications import representatives
 
 CHUNK = 500  # INS per IN (...) list
@@ -67,15 +67,6 @@ _TIMES = ("created_at", "code_expires_at", "activated_at", "opposed_at", "closed
           "purged_at", "locked_until")
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; everything stored here is UTC."""
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
-
-
 def _row(values: Mapping[str, Any]) -> dict[str, Any]:
     """Profile fields -> column values (enums as their text); unknown names are a programming error."""
     unknown = set(values) - _WRITABLE
@@ -88,38 +79,25 @@ def _profile(row: Any) -> Profile:
     data = dict(row._mapping)
     data.pop("updated_at", None)
     for name in _TIMES:
-        data[name] = _aware(data[name])
+        data[name] = aware(data[name])
     data["status"] = PatientStatus(data["status"])
     data["activation"] = Activation(data["activation"])
     return Profile(**data)
 
 
-class SqlProfiles:
-    """pipelines.record.core.profile.LifecycleStore on the index's engine."""
-
-    def __init__(self, engine: Engine, *, reader: Engine | None = None) -> None:
-        self._engine = engine
-        self._reader = reader or engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-
-    @classmethod
-    def beside(cls, index: SqlIndex) -> SqlProfiles:
-        """The store sharing `index`'s database; creates its table (and the representatives table it
-        reads) if missing (idempotent)."""
-        with db_errors(), index.engine.begin() as conn:
-            metadata.create_all(conn, tables=[*TABLES, representatives], checkfirst=True)
-        return cls(index.engine, reader=index.reader_engine)
+class SqlProfiles(SqlStore):
+    """pipelines.record.core.profile.LifecycleStore on the index's database."""
 
     # -- reads ---------------------------------------------------------------------------------------
 
     def profile(self, ins: str) -> Profile | None:
-        with db_errors(), self._reader.connect() as conn:
+        with self._db.read() as conn:
             row = conn.execute(profiles.select().where(profiles.c.ins == ins)).first()
         return _profile(row) if row is not None else None
 
     def statuses(self, ins: Sequence[str]) -> dict[str, PatientStatus]:
         found: dict[str, PatientStatus] = {}
-        with db_errors(), self._reader.connect() as conn:
+        with self._db.read() as conn:
             for chunk in _chunks(ins):
                 found.update((r.ins, PatientStatus(r.status)) for r in conn.execute(
                     sa.select(profiles.c.ins, profiles.c.status).where(
@@ -146,11 +124,11 @@ class SqlProfiles:
                  .select_from(represented.join(patients, patients.c.ins == represented.c.ins))
                  .where(patients.c.birth_date != "", patients.c.birth_date <= born_on_or_before)
                  .order_by(patients.c.ins).limit(limit))
-        with db_errors(), self._reader.connect() as conn:
+        with self._db.read() as conn:
             return [(r.ins, r.birth_date) for r in conn.execute(query)]
 
     def _many(self, query: sa.Select[Any]) -> list[Profile]:
-        with db_errors(), self._reader.connect() as conn:
+        with self._db.read() as conn:
             return [_profile(r) for r in conn.execute(query)]
 
     # -- writes --------------------------------------------------------------------------------------
@@ -163,11 +141,11 @@ class SqlProfiles:
         row = {**_DEFAULTS, **_row(values or {}), "ins": ins, "status": str(status), "created_at": created_at,
                "code_expires_at": expires_at, "code_sha256": code_sha256, "vitale_sha256": vitale_sha256,
                "code_generation": 1 if code_sha256 else 0, "updated_at": created_at}
-        insert = self._insert(profiles).values(row)
+        insert = self._db.insert(profiles).values(row)
         statement = insert.on_conflict_do_update(
             index_elements=["ins"], set_={k: insert.excluded[k] for k in row if k != "ins"},
             where=profiles.c.purged_at.is_not(None)).returning(*profiles.c)
-        with db_errors(), self._engine.begin() as conn:
+        with self._db.begin() as conn:
             inserted = conn.execute(statement).first()
             if inserted is None:
                 return None
@@ -176,12 +154,12 @@ class SqlProfiles:
 
     def transition(self, ins: str, *, from_statuses: Sequence[PatientStatus], to_status: PatientStatus,
                    values: Mapping[str, Any], where: Mapping[str, Any] | None = None) -> Profile | None:
-        now = _now()
+        now = utc_now()
         conditions = [profiles.c.ins == ins, profiles.c.status.in_([str(s) for s in from_statuses])]
         conditions += [profiles.c[name] == value for name, value in _row(where or {}).items()]
         update = profiles.update().where(*conditions).values(
             **_row(values), status=str(to_status), updated_at=now).returning(*profiles.c)
-        with db_errors(), self._engine.begin() as conn:
+        with self._db.begin() as conn:
             changed = conn.execute(update).first()
             if changed is None:
                 return None
@@ -203,25 +181,25 @@ class SqlProfiles:
         return self._one(update)
 
     def mark_announced(self, ins: str, generation: int) -> None:
-        with db_errors(), self._engine.begin() as conn:
+        with self._db.begin() as conn:
             conn.execute(profiles.update().where(
                 profiles.c.ins == ins, profiles.c.announced_generation < generation).values(
                 announced_generation=generation))
 
     def set_vitale(self, ins: str, vitale_sha256: str) -> None:
-        with db_errors(), self._engine.begin() as conn:
+        with self._db.begin() as conn:
             conn.execute(profiles.update().where(profiles.c.ins == ins, profiles.c.vitale_sha256 != vitale_sha256)
-                         .values(vitale_sha256=vitale_sha256, updated_at=_now()))
+                         .values(vitale_sha256=vitale_sha256, updated_at=utc_now()))
 
     def sync_status(self, ins: Sequence[str]) -> int:
         own = sa.select(profiles.c.status).where(profiles.c.ins == patients.c.ins).scalar_subquery()
         differs = sa.exists().where(profiles.c.ins == patients.c.ins, profiles.c.status != patients.c.status,
                                     profiles.c.purged_at.is_(None))
         changed = 0
-        with db_errors(), self._engine.begin() as conn:
+        with self._db.begin() as conn:
             for chunk in _chunks(ins):
                 changed += int(conn.execute(patients.update().where(patients.c.ins.in_(chunk), differs).values(
-                    status=own, updated_at=_now())).rowcount or 0)
+                    status=own, updated_at=utc_now())).rowcount or 0)
         return changed
 
     def mark_purged(self, ins: str, now: datetime) -> Profile | None:
@@ -231,7 +209,7 @@ class SqlProfiles:
         return self._one(update)
 
     def _one(self, statement: sa.Update) -> Profile | None:
-        with db_errors(), self._engine.begin() as conn:
+        with self._db.begin() as conn:
             row = conn.execute(statement).first()
         return _profile(row) if row is not None else None
 

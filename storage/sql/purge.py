@@ -22,23 +22,20 @@ not found here.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from hub.envelope import BlobRef
 from hub.records import PatientStatus
 from pipelines.record.core.restitution import PurgeReport
 from storage.sql.controls import TABLES as CONTROL_TABLES
-from storage.sql.index import SqlIndex, db_errors, documents, links, metadata, patients, submissions
+from storage.sql.database import Database, OnDatabase, SqlStore, metadata, utc_now
+from storage.sql.index_tables import documents, links, patients, submissions
 from storage.sql.mailbox import deliveries, filing_documents, filings, messages
-from storage.sql.notifications import TABLES as NOTIFICATION_TABLES
 from storage.sql.notifications import devices, notices, preferences, representatives
 from storage.sql.profiles import profiles
-from storage.sql.reimbursements import TABLES as REIMBURSEMENT_TABLES
 from storage.sql.reimbursements import insurer_documents, reimbursed_acts
 
 PATIENT_DOMAIN = "patient.mssante.fr"
@@ -55,29 +52,23 @@ blob_erasures = sa.Table(
     sa.Column("queued_at", sa.DateTime(timezone=True), nullable=False),
 )
 
-MAILBOX_TABLES = [messages, deliveries, filings, filing_documents]
-
 
 def _chunks(values: Sequence[str]) -> Iterable[list[str]]:
     for start in range(0, len(values), CHUNK):
         yield list(values[start:start + CHUNK])
 
 
-class SqlPurge:
-    """pipelines.record.core.restitution.PurgeStore on the index's engine."""
+class SqlPurge(SqlStore):
+    """pipelines.record.core.restitution.PurgeStore on the index's database."""
 
-    def __init__(self, engine: Engine, *, patient_domain: str = PATIENT_DOMAIN) -> None:
-        self._engine = engine
+    def __init__(self, database: Database, *, patient_domain: str = PATIENT_DOMAIN) -> None:
+        super().__init__(database)
         self._domain = patient_domain.lower()
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
     @classmethod
-    def beside(cls, index: SqlIndex, *, patient_domain: str = PATIENT_DOMAIN) -> SqlPurge:
-        """The purge sharing `index`'s database; creates the tables it reads and its own if missing."""
-        with db_errors(), index.engine.begin() as conn:
-            metadata.create_all(conn, tables=[*MAILBOX_TABLES, *NOTIFICATION_TABLES, *CONTROL_TABLES,
-                                              *REIMBURSEMENT_TABLES, profiles, blob_erasures], checkfirst=True)
-        return cls(index.engine, patient_domain=patient_domain)
+    def beside(cls, index: OnDatabase, *, patient_domain: str = PATIENT_DOMAIN) -> Self:
+        """The purge sharing `index`'s database, for the patients of `patient_domain`."""
+        return cls(index.database, patient_domain=patient_domain)
 
     def mailbox_of(self, ins: str) -> str:
         """The patient's MSSanté address (`<INS>@patient.mssante.fr`), as mailboxes are stored: lower case."""
@@ -85,7 +76,7 @@ class SqlPurge:
 
     def purge(self, ins: str) -> PurgeReport:
         """Delete the patient's rows, blank their registry row, queue the objects left unreferenced."""
-        with db_errors(), self._engine.begin() as conn:
+        with self._db.begin() as conn:
             doomed = _Doomed.collect(conn, ins, self.mailbox_of(ins))
             rows = self._delete(conn, ins, doomed)
             refs = _unreferenced(conn, doomed.refs)
@@ -96,14 +87,14 @@ class SqlPurge:
         """Queued objects no row refers to (again); a queued object that is referred to again (the same
         bytes submitted anew since) is dropped from the queue: it is live, not an orphan."""
         query = blob_erasures.select().order_by(blob_erasures.c.queued_at, blob_erasures.c.blob_key).limit(limit)
-        with db_errors(), self._engine.begin() as conn:
+        with self._db.begin() as conn:
             queued = [BlobRef(r.bucket, r.blob_key, r.sha256, r.size) for r in conn.execute(query)]
             orphans = _unreferenced(conn, queued)
             self._forget(conn, [ref for ref in queued if ref not in orphans])
         return orphans
 
     def erased(self, refs: Sequence[BlobRef]) -> None:
-        with db_errors(), self._engine.begin() as conn:
+        with self._db.begin() as conn:
             self._forget(conn, refs)
 
     # -- inside the transaction -------------------------------------------------------------------
@@ -145,15 +136,15 @@ class SqlPurge:
         already = sa.and_(patients.c.status == str(PatientStatus.CLOSED),
                           *(patients.c[trait] == "" for trait in IDENTITY_TRAITS))
         return patients.update().where(patients.c.ins == ins, sa.not_(already)).values(
-            **blank, status=str(PatientStatus.CLOSED), updated_at=datetime.now(UTC))
+            **blank, status=str(PatientStatus.CLOSED), updated_at=utc_now())
 
     def _queue(self, conn: Connection, refs: Sequence[BlobRef]) -> None:
         if not refs:
             return
-        now = datetime.now(UTC)
+        now = utc_now()
         rows = [{"bucket": r.bucket, "blob_key": r.key, "sha256": r.sha256, "size": r.size, "queued_at": now}
                 for r in refs]
-        conn.execute(self._insert(blob_erasures).values(rows).on_conflict_do_nothing(
+        conn.execute(self._db.insert(blob_erasures).values(rows).on_conflict_do_nothing(
             index_elements=["bucket", "blob_key"]))
 
     def _forget(self, conn: Connection, refs: Sequence[BlobRef]) -> None:

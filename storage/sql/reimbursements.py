@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
 
 from hub.envelope import BlobRef
 from pipelines.insurer.core.history import HeldAct, HeldDocument, ReimbursedAct
-from storage.sql.index import SqlIndex, db_errors, metadata
+from storage.sql.database import SqlStore, aware, metadata, when
 
 reimbursed_acts = sa.Table(
     "reimbursed_acts", metadata,
@@ -59,25 +57,8 @@ TABLES = [reimbursed_acts, insurer_documents]
 _CHUNK = 500
 
 
-def _when(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything stored here is UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
-class SqlReimbursements:
-    """pipelines.insurer.core.history.ReimbursementHolds on the index's engine (SQLite or PostgreSQL, same code)."""
-
-    def __init__(self, engine: Engine, *, reader: Engine | None = None) -> None:
-        self._engine = engine
-        self._reader = reader or engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-
-    @classmethod
-    def beside(cls, index: SqlIndex) -> SqlReimbursements:
-        """The store sharing `index`'s database; creates its tables if missing (idempotent)."""
-        with db_errors(), index.engine.begin() as conn:
-            metadata.create_all(conn, tables=TABLES, checkfirst=True)
-        return cls(index.engine, reader=index.reader_engine)
+class SqlReimbursements(SqlStore):
+    """pipelines.insurer.core.history.ReimbursementHolds on the index's database (SQLite or PostgreSQL, same code)."""
 
     def hold_acts(self, batch_id: str, acts: Sequence[ReimbursedAct], *, received_at: datetime,
                   release_after: Mapping[str, datetime | None] | None = None) -> int:
@@ -86,9 +67,9 @@ class SqlReimbursements:
                  "received_at": received_at, "filed_submission": None, "release_after": release.get(a.ins)}
                 for a in acts]
         added = 0
-        with db_errors(), self._engine.begin() as conn:
+        with self._db.begin() as conn:
             for start in range(0, len(rows), _CHUNK):
-                statement = self._insert(reimbursed_acts).values(rows[start:start + _CHUNK]).on_conflict_do_nothing(
+                statement = self._db.insert(reimbursed_acts).values(rows[start:start + _CHUNK]).on_conflict_do_nothing(
                     index_elements=["act_ref"]).returning(reimbursed_acts.c.act_ref)
                 added += len(conn.execute(statement).all())
         return added
@@ -98,14 +79,14 @@ class SqlReimbursements:
                "blob_key": document.blob.key, "sha256": document.blob.sha256, "size": document.blob.size,
                "received_at": document.received_at, "filed_submission": None,
                "release_after": document.release_after}
-        statement = self._insert(insurer_documents).values(row).on_conflict_do_nothing(
+        statement = self._db.insert(insurer_documents).values(row).on_conflict_do_nothing(
             index_elements=["document_key"]).returning(insurer_documents.c.document_key)
-        with db_errors(), self._engine.begin() as conn:
+        with self._db.begin() as conn:
             return conn.execute(statement).first() is not None
 
     def schedule(self, ins: str, release_after: datetime) -> int:
         changed = 0
-        with db_errors(), self._engine.begin() as conn:
+        with self._db.begin() as conn:
             for table in (reimbursed_acts, insurer_documents):
                 changed += int(conn.execute(table.update().where(
                     table.c.ins == ins, table.c.filed_submission.is_(None)).values(
@@ -119,27 +100,27 @@ class SqlReimbursements:
         acts, documents = pending(reimbursed_acts), pending(insurer_documents)
         both = sa.union(acts, documents).subquery()
         query = sa.select(both.c.ins).order_by(both.c.ins).limit(limit)
-        with db_errors(), self._reader.connect() as conn:
+        with self._db.read() as conn:
             return [str(r.ins) for r in conn.execute(query)]
 
     def pending_acts(self, ins: str) -> list[HeldAct]:
         query = reimbursed_acts.select().where(reimbursed_acts.c.ins == ins,
                                                reimbursed_acts.c.filed_submission.is_(None)).order_by(
             reimbursed_acts.c.received_at, reimbursed_acts.c.act_ref)
-        with db_errors(), self._reader.connect() as conn:
+        with self._db.read() as conn:
             return [_act_from_row(r) for r in conn.execute(query)]
 
     def pending_documents(self, ins: str) -> list[HeldDocument]:
         query = insurer_documents.select().where(insurer_documents.c.ins == ins,
                                                  insurer_documents.c.filed_submission.is_(None)).order_by(
             insurer_documents.c.received_at, insurer_documents.c.document_key)
-        with db_errors(), self._reader.connect() as conn:
+        with self._db.read() as conn:
             return [_document_from_row(r) for r in conn.execute(query)]
 
     def mark_filed(self, submission_id: str, *, act_refs: Sequence[str] = (),
                    document_keys: Sequence[str] = ()) -> int:
         changed = 0
-        with db_errors(), self._engine.begin() as conn:
+        with self._db.begin() as conn:
             for table, column, keys in ((reimbursed_acts, reimbursed_acts.c.act_ref, list(act_refs)),
                                         (insurer_documents, insurer_documents.c.document_key, list(document_keys))):
                 for start in range(0, len(keys), _CHUNK):
@@ -150,13 +131,13 @@ class SqlReimbursements:
 
     def held_act(self, act_ref: str) -> HeldAct | None:
         """One act by its reference, filed or not (for operators and tests)."""
-        with db_errors(), self._reader.connect() as conn:
+        with self._db.read() as conn:
             row = conn.execute(reimbursed_acts.select().where(reimbursed_acts.c.act_ref == act_ref)).first()
         return _act_from_row(row) if row is not None else None
 
     def held_document(self, document_key: str) -> HeldDocument | None:
         """One insurer document by its CDA id, filed or not (for operators and tests)."""
-        with db_errors(), self._reader.connect() as conn:
+        with self._db.read() as conn:
             row = conn.execute(insurer_documents.select().where(
                 insurer_documents.c.document_key == document_key)).first()
         return _document_from_row(row) if row is not None else None
@@ -164,11 +145,11 @@ class SqlReimbursements:
 
 def _act_from_row(r: Any) -> HeldAct:
     return HeldAct(act=ReimbursedAct.from_dict(json.loads(r.fields)), batch_id=r.batch_id,
-                   received_at=_when(r.received_at), filed_submission=r.filed_submission)
+                   received_at=when(r.received_at), filed_submission=r.filed_submission)
 
 
 def _document_from_row(r: Any) -> HeldDocument:
     return HeldDocument(document_key=r.document_key, ins=r.ins,
                         blob=BlobRef(bucket=r.blob_bucket, key=r.blob_key, sha256=r.sha256, size=r.size),
-                        received_at=_when(r.received_at), filed_submission=r.filed_submission,
-                        release_after=_when(r.release_after) if r.release_after is not None else None)
+                        received_at=when(r.received_at), filed_submission=r.filed_submission,
+                        release_after=aware(r.release_after))

@@ -9,13 +9,10 @@ constant time over the network (a lookup by digest reveals nothing about other t
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 
 from config.settings import Credential
-from storage.sql.index import SqlIndex, db_errors, metadata
+from storage.sql.database import SqlStore, metadata, utc_now
 
 tokens = sa.Table(
     "api_tokens", metadata,
@@ -28,29 +25,19 @@ tokens = sa.Table(
 )
 
 
-class SqlTokens:
+class SqlTokens(SqlStore):
     """Issued credentials: issue, look up by digest, revoke a patient's."""
-
-    def __init__(self, engine: Engine, *, reader: Engine | None = None) -> None:
-        self._engine = engine
-        self._reader = reader or engine
-
-    @classmethod
-    def beside(cls, index: SqlIndex) -> SqlTokens:
-        with db_errors(), index.engine.begin() as conn:
-            metadata.create_all(conn, tables=[tokens], checkfirst=True)
-        return cls(index.engine, reader=index.reader_engine)
 
     def issue(self, credential: Credential) -> None:
         """Keep `credential` (its token's digest); durable when this returns."""
-        with db_errors(), self._engine.begin() as conn:
+        with self._db.begin() as conn:
             conn.execute(tokens.insert().values(token_sha256=credential.token_sha256, name=credential.name,
                                                 role=credential.role, ins=credential.ins,
-                                                issued_at=datetime.now(UTC)))
+                                                issued_at=utc_now()))
 
     def lookup(self, token_sha256: str) -> Credential | None:
         """The live credential whose token has this digest, or None."""
-        with db_errors(), self._reader.connect() as conn:
+        with self._db.read() as conn:
             row = conn.execute(tokens.select().where(tokens.c.token_sha256 == token_sha256,
                                                      tokens.c.revoked_at.is_(None))).first()
         return None if row is None else Credential(name=row.name, role=row.role, token_sha256=row.token_sha256,
@@ -58,6 +45,6 @@ class SqlTokens:
 
     def revoke(self, ins: str) -> int:
         """Every token issued for this patient stops working (closure, opposition); how many."""
-        with db_errors(), self._engine.begin() as conn:
+        with self._db.begin() as conn:
             return int(conn.execute(tokens.update().where(tokens.c.ins == ins, tokens.c.revoked_at.is_(None))
-                                    .values(revoked_at=datetime.now(UTC))).rowcount)
+                                    .values(revoked_at=utc_now())).rowcount)
