@@ -46,20 +46,18 @@ from connectors.outbound.relay import SmtpRelay
 from connectors.outbound.url_guard import UrlPolicy
 from hub.auth import Authenticator
 from hub.bus import open_connection
-from hub.bus.kombu_bus import KombuPublisher, declare
+from hub.bus.kombu_bus import KombuPublisher, RoutedPublisher, declare
 from hub.bus.worker import Worker
-from hub.envelope import BlobRef, Envelope, Source
 from hub.errors import ConfigError, HubError, StoreUnavailable
-from hub.intake import Intake
-from hub.mailqueue import MAIL_CONTENT_TYPE
+from hub.intake import Intake, resubmitted
 from hub.notices import Channel
 from hub.ports import BlobStore, Handler
 from hub.retry import RetryPolicy
-from hub.topology import Topology
+from hub.topology import INTAKE, NOTIFY, OUTBOUND, Topology, topologies
 from meshub import datadir
 from meshub.compose_records import RecordParts, written_then_announced
 from meshub.gateway_process import GatewayPlan, GatewayProcess
-from pipelines.documents.router import Router
+from pipelines.definitions import Dispatch, Steps, queues, routes
 from pipelines.documents.runner import DocumentPipeline
 from pipelines.documents.write_gate import EdgeRefusalTracer, HeaderWriteGate
 from pipelines.insurer.reimbursements import InsurerBatches
@@ -89,8 +87,9 @@ SWEEP_EVERY_S = 60.0
 FULL_RELEASE_EVERY_S = 3600.0  # the reimbursement release's safety net: every pending patient, hourly
 SWEEP_AGE = timedelta(minutes=15)
 OUTBOUND_WORKERS = 2
-#: submissions from these sources are queued mail, not CDA documents (the sweep republishes them as such)
-MAIL_SOURCES = frozenset({"smtp", "mailbox", "dsn", "imap"})
+#: publisher connections per queue (intake answers producers: the most)
+PUBLISH_POOLS = {INTAKE: 32}
+WORKER_NAMES = {INTAKE: "worker", OUTBOUND: "outbound", NOTIFY: "notify"}
 
 
 @dataclass
@@ -100,18 +99,14 @@ class Hub:
     settings: Settings
     store: MinioBlobStore
     index: SqlIndex
-    publisher: KombuPublisher
+    publisher: RoutedPublisher
     intake: Intake
-    topology: Topology
+    topologies: dict[str, Topology]
     pipeline_store: BlobStore
     mailboxes: SqlMailbox
-    outbound_topology: Topology
-    outbound_publisher: KombuPublisher
     rules: MssRules
     notices: SqlNotifications
     notify_ports: NotifyPorts
-    notify_topology: Topology
-    notify_publisher: KombuPublisher
     records: RecordParts
     stop: threading.Event = field(default_factory=threading.Event)
     gateways: list[GatewayProcess] = field(default_factory=list)
@@ -195,33 +190,29 @@ class Hub:
         notifier = Notifier(self.notify_ports)
         written = written_then_announced(self.records.record_access(notifier), notifier)
         mail = MailPipeline(MailPorts(store=self.pipeline_store, index=self.index, mailboxes=self.mailboxes,
-                                      intake=self.intake, outbound=self.outbound_publisher, rules=self.rules,
+                                      intake=self.intake, outbound=self.publisher, rules=self.rules,
                                       reports=self.reports(), mail_limits=mail_limits, xdm_limits=xdm_limits,
                                       announce=notifier.message_filed))
         # A document filed from a mail ("mss") settles that mail's integration report once it is final.
         documents = DocumentPipeline(store=self.pipeline_store, index=self.index, rules=load_validation_rules(
             max_bytes=self.settings.max_body_bytes), tables=load_classification(),
             followers={"mss": mail.integration}, announce=written)
-        pipeline: Handler = Router({MAIL_CONTENT_TYPE: mail}, default=documents)
-        for n in range(count):
-            worker = Worker(lambda: open_connection(self.settings.bus_url), self.topology, pipeline)
-            self.spawn(f"worker-{n}", worker.run, background=True)
-        outbound = OutboundPipeline(self._outbound_ports())
-        for n in range(OUTBOUND_WORKERS):
-            worker = Worker(lambda: open_connection(self.settings.bus_url), self.outbound_topology, outbound)
-            self.spawn(f"outbound-{n}", worker.run, background=True)
-        self.start_notifications()
+        table = routes(Steps(documents=documents, mail=mail, outbound=OutboundPipeline(self._outbound_ports()),
+                             notices=self.notice_sender()))
+        counts = {INTAKE: count, OUTBOUND: OUTBOUND_WORKERS, NOTIFY: self.settings.notify.workers}
+        for queue in queues(table):
+            handler: Handler = Dispatch(table, queue=queue)
+            for n in range(counts.get(queue, 1)):
+                worker = Worker(lambda: open_connection(self.settings.bus_url), self.topologies[queue], handler)
+                self.spawn(WORKER_NAMES.get(queue, queue) + f"-{n}", worker.run, background=True)
+        self.spawn("letters", self._letters_loop, background=True)
 
-    def start_notifications(self) -> None:
-        """The notify workers (one send per wake-up, retried on the bus) and the letter printer."""
+    def notice_sender(self) -> NoticeSender:
+        """One send per wake-up (NoticeDue), retried on the bus."""
         notify = self.settings.notify
         retry = RetryPolicy(max_attempts=notify.retry_attempts, base_delay_s=notify.retry_base_s,
                             max_delay_s=notify.retry_max_delay_s)
-        sender = NoticeSender(self.notify_ports, self.notification_channels(), link=notify.link, retry=retry)
-        for n in range(self.settings.notify.workers):
-            worker = Worker(lambda: open_connection(self.settings.bus_url), self.notify_topology, sender)
-            self.spawn(f"notify-{n}", worker.run, background=True)
-        self.spawn("letters", self._letters_loop, background=True)
+        return NoticeSender(self.notify_ports, self.notification_channels(), link=notify.link, retry=retry)
 
     def letter_run(self, clock: Callable[[], datetime] | None = None) -> LetterRun:
         """Printing due postal notices into one PDF batch (`clock`: tests look a month ahead)."""
@@ -264,7 +255,7 @@ class Hub:
         except ValueError as exc:
             raise ConfigError(f"config [relay.retry]: {exc}") from exc
         relay = SmtpRelay(helo_name=mail.hostname, timeout_s=mail.relay_timeout_s, cafile=mail.relay_cafile)
-        return OutboundPorts(store=self.store, mailboxes=self.mailboxes, outbound=self.outbound_publisher,
+        return OutboundPorts(store=self.store, mailboxes=self.mailboxes, outbound=self.publisher,
                              rules=self.rules, reports=self.reports(), relay=relay,
                              next_hops=next_hops_from_rows(mail.next_hops), local=local, schedule=schedule)
 
@@ -346,13 +337,7 @@ class Hub:
         """Republish pending submissions older than `older_than` (a lost message is processed anyway)."""
         stale = self.index.stale_pending(older_than)
         for record in stale:
-            ref = BlobRef(bucket=self.settings.store.bucket, key=record.blob_key, sha256=record.sha256,
-                          size=record.size)
-            content_type = MAIL_CONTENT_TYPE if record.source_kind in MAIL_SOURCES else "text/xml"
-            self.publisher.publish(Envelope(submission_id=record.submission_id, received_at=record.received_at,
-                                            source=Source(kind=record.source_kind, producer=record.producer),
-                                            raw=ref, content_type=content_type,
-                                            confidentiality=record.confidentiality))
+            self.publisher.publish(resubmitted(record, bucket=self.settings.store.bucket))
         if stale:
             log.warning("recovery sweep republished %d stale submission(s)", len(stale))
         return len(stale)
@@ -366,8 +351,6 @@ class Hub:
         for thread in self.threads:
             thread.join(timeout=10)
         self.publisher.close()
-        self.outbound_publisher.close()
-        self.notify_publisher.close()
         self.index.dispose()
         self.exit_stack.close()
 
@@ -451,16 +434,13 @@ def build_hub(settings: Settings, *, workers_in_process: bool = False) -> Hub:
     try:
         store = _object_store(settings, stack)
         index = SqlIndex.connect(settings.index_url)
-        topology = Topology(prefix=settings.bus_prefix)
-        outbound_topology = Topology(prefix=settings.bus_prefix, queue="outbound")
-        notify_topology = Topology(prefix=settings.bus_prefix, queue="notify")
+        bus = topologies(settings.bus_prefix)
         with open_connection(settings.bus_url) as conn:
-            declare(conn, topology)
-            declare(conn, outbound_topology)
-            declare(conn, notify_topology)
-        publisher = KombuPublisher(open_connection(settings.bus_url), topology, pool_size=32)
-        outbound_publisher = KombuPublisher(open_connection(settings.bus_url), outbound_topology, pool_size=4)
-        notify_publisher = KombuPublisher(open_connection(settings.bus_url), notify_topology, pool_size=4)
+            for topology in bus.values():
+                declare(conn, topology)
+        publisher = RoutedPublisher({queue: KombuPublisher(open_connection(settings.bus_url), topology,
+                                                           pool_size=PUBLISH_POOLS.get(queue, 4))
+                                     for queue, topology in bus.items()})
         mailboxes = SqlMailbox.beside(index)
         notices = SqlNotifications.beside(index)
         policy = load_notify_policy(digest_window_s=settings.notify.digest_window_s)
@@ -471,12 +451,10 @@ def build_hub(settings: Settings, *, workers_in_process: bool = False) -> Hub:
         raise
     blobs: BlobStore = RecentBlobs(store) if workers_in_process else store
     intake = Intake(store=blobs, index=index, publisher=publisher)
-    return Hub(settings=settings, store=store, index=index, publisher=publisher, intake=intake,
-               topology=topology, pipeline_store=blobs, mailboxes=mailboxes, outbound_topology=outbound_topology,
-               outbound_publisher=outbound_publisher, rules=rules, records=records,
-               notices=notices, notify_ports=NotifyPorts(index=index, notices=notices, queue=notify_publisher,
-                                                         policy=policy),
-               notify_topology=notify_topology, notify_publisher=notify_publisher, exit_stack=stack)
+    return Hub(settings=settings, store=store, index=index, publisher=publisher, intake=intake, topologies=bus,
+               pipeline_store=blobs, mailboxes=mailboxes, rules=rules, records=records, notices=notices,
+               notify_ports=NotifyPorts(index=index, notices=notices, queue=publisher, policy=policy),
+               exit_stack=stack)
 
 
 def serve(hub: Hub, *, on_ready: Callable[[str], None] | None = None) -> None:

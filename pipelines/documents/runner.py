@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from hub.envelope import Envelope
 from hub.errors import IntegrityError, NotFound
 from hub.findings import Finding
-from hub.ports import BlobStore, Handler, Index
+from hub.ports import BlobStore, Index
 from hub.records import DocumentRecord
 from pipelines.cda.classification import ClassificationTables
 from pipelines.cda.validation import ValidationRules
@@ -33,7 +33,7 @@ class DocumentPipeline:
     idempotent); its TransientError retries the envelope, which finds its outcome already recorded."""
 
     def __init__(self, *, store: BlobStore, index: Index, rules: ValidationRules,
-                 tables: ClassificationTables, followers: Mapping[str, Handler] | None = None,
+                 tables: ClassificationTables, followers: Mapping[str, Callable[[Envelope], None]] | None = None,
                  announce: Callable[[DocumentRecord], None] | None = None) -> None:
         self._store = store
         self._announce = announce

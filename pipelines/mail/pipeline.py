@@ -28,6 +28,7 @@ from datetime import datetime
 
 from hub.access import PRODUCER_CODES
 from hub.envelope import BlobRef, Envelope, Source
+from hub.events import DeliveryRequested
 from hub.findings import Finding
 from hub.intake import Intake
 from hub.mailqueue import MAIL_CONTENT_TYPE, Reply, SmtpEnvelope, SmtpRecipient, pack, unpack
@@ -191,8 +192,9 @@ class MailPipeline:
         for rcpt, route in onward:
             self._p.mailboxes.record_delivery(DeliveryRecord(q.envelope.submission_id, rcpt.address, route,
                                                              DeliveryState.QUEUED))
-        self._p.outbound.publish(Envelope(submission_id=q.envelope.submission_id, received_at=q.envelope.received_at,
-                                          source=q.envelope.source, raw=ref, content_type=MAIL_CONTENT_TYPE))
+        self._p.outbound.publish(DeliveryRequested(Envelope(
+            submission_id=q.envelope.submission_id, received_at=q.envelope.received_at, source=q.envelope.source,
+            raw=ref, content_type=MAIL_CONTENT_TYPE)))
 
     def _bounce(self, q: Queued, rcpt: SmtpRecipient, route: str, reply: Reply) -> None:
         self._p.mailboxes.record_delivery(DeliveryRecord(q.envelope.submission_id, rcpt.address, route,
