@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -51,6 +52,7 @@ from storage.sql.reimbursements import SqlReimbursements
 from storage.sql.tokens import SqlTokens
 
 log = logging.getLogger(__name__)
+FULL_RELEASE_EVERY_S = 3600.0  # the reimbursement release's safety net: every pending patient, hourly
 
 
 def _now() -> datetime:
@@ -168,6 +170,25 @@ class RecordParts:
         facts = access.facts(record, self.controls.flags([record.document_id]).get(record.document_id))
         return access.can_see(Actor(ActorKind.PATIENT, record.patient_ins), AccessMode.NORMAL, facts,
                               habilitations=self.habilitations).allowed
+
+
+class RecordTimers:
+    """The record's timers as one periodic tick (meshub.scheduler): openings, majority, purges, erasures and
+    the reimbursement release, whose safety net (every pending patient, not only those scheduled) runs
+    at most every `full_every_s`."""
+
+    def __init__(self, parts: RecordParts, lifecycle: Lifecycle, insurer: InsurerBatches, *,
+                 full_every_s: float = FULL_RELEASE_EVERY_S) -> None:
+        self._parts, self._lifecycle, self._insurer = parts, lifecycle, insurer
+        self._full_every_s = full_every_s
+        self._last_full: float | None = None
+
+    def tick(self) -> dict[str, Any]:
+        full = self._last_full is None or time.monotonic() - self._last_full >= self._full_every_s
+        swept = self._parts.sweep(self._lifecycle, self._insurer, full=full)
+        if full:
+            self._last_full = time.monotonic()
+        return swept
 
 
 def written_then_announced(records: RecordAccess, notifier: Notifier) -> Callable[[DocumentRecord], None]:

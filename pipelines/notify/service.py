@@ -239,6 +239,10 @@ class LetterRun:
     link: str
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
+    def tick(self) -> LetterBatch | None:
+        """The periodic run (meshub.scheduler): print what is due."""
+        return self.run()
+
     def run(self) -> LetterBatch | None:
         now = self.clock()
         due = self.notices.queued_letters(due_before=now)
