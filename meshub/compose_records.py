@@ -189,12 +189,3 @@ class RecordTimers:
         if full:
             self._last_full = time.monotonic()
         return swept
-
-
-def written_then_announced(records: RecordAccess, notifier: Notifier) -> Callable[[DocumentRecord], None]:
-    """What the document pipeline calls for each indexed document: its `write` trail entry, then the
-    patient's notification (both idempotent: a redelivery finds them)."""
-    def done(document: DocumentRecord) -> None:
-        records.record_written(document)
-        notifier.document_indexed(document)
-    return done

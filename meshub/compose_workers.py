@@ -22,56 +22,80 @@ from connectors.outbound.notify_channels import (
     SmtpEmailChannel,
 )
 from connectors.outbound.relay import SmtpRelay
+from hub.bus.local import LocalBus
 from hub.errors import ConfigError
+from hub.events import DocumentFiled, DocumentRejected
 from hub.notices import Channel
 from hub.retry import RetryPolicy
-from hub.topology import INTAKE, NOTIFY, OUTBOUND
+from hub.topology import INTAKE, NOTIFY, OUTBOUND, OUTCOMES
 from meshub.compose_core import Core
-from meshub.compose_records import written_then_announced
-from pipelines.definitions import Route, Steps, queues, routes
+from pipelines.definitions import Dispatch, Route, Steps, queues, routes
 from pipelines.documents.runner import DocumentPipeline
 from pipelines.mail.core.mime import MailLimits
 from pipelines.mail.core.relay_schedule import RelaySchedule, next_hops_from_rows
 from pipelines.mail.core.xdm import XdmLimits
 from pipelines.mail.outbound import OutboundPipeline, OutboundPorts
-from pipelines.mail.pipeline import MailPipeline, MailPorts
+from pipelines.mail.pipeline import IntegrationReports, MailPipeline, MailPorts
 from pipelines.notify.ports import NotificationChannel
 from pipelines.notify.service import NoticeSender, Notifier
+from pipelines.record.access import RecordAccess
+from storage.sql.index import SqlIndex
 
 OUTBOUND_WORKERS = 2
+MAIL_DOCUMENTS = "mss"  # the source kind of the documents a mail files (pipelines.mail.pipeline)
 #: thread names of each queue's workers (`worker-0`, `outbound-1`, `notify-0`...)
 WORKER_NAMES = {INTAKE: "worker", OUTBOUND: "outbound", NOTIFY: "notify"}
 
 
 @dataclass(frozen=True)
 class WorkerPlan:
-    """What the workers of this process run: the table, and how many workers consume each queue."""
+    """What the workers of this process run: the table, and how many workers consume each queue
+    (the outcomes of documents are handled in the documents' workers, before their ack: LocalBus)."""
 
     table: tuple[Route, ...]
     counts: dict[str, int]
 
     @property
     def queues(self) -> tuple[str, ...]:
-        return queues(self.table)
+        return tuple(q for q in queues(self.table) if q != OUTCOMES)
+
+
+class AfterFiling:
+    """The steps after a document's outcome: its `write` trail entry and the patient's notification (a
+    new document), and the integration report of the mail that carried it (`mss`); all idempotent."""
+
+    def __init__(self, index: SqlIndex, records: RecordAccess, notifier: Notifier,
+                 integration: IntegrationReports) -> None:
+        self._index, self._records, self._notifier, self._integration = index, records, notifier, integration
+
+    def filed(self, event: DocumentFiled) -> None:
+        document = self._index.document(event.document_id) if event.document_id else None
+        if document is not None:
+            self._records.record_written(document)
+            self._notifier.document_indexed(document)
+        self.rejected(event)
+
+    def rejected(self, event: DocumentFiled | DocumentRejected) -> None:
+        if event.source_kind == MAIL_DOCUMENTS:
+            self._integration(event)
 
 
 def build_workers(core: Core, count: int) -> WorkerPlan:
     """The steps wired on `core`; `count` workers on intake (CDA documents and queued mail)."""
     mail_limits, xdm_limits = parse_limits(core.settings.mail)
     notifier = Notifier(core.notify_ports)
-    written = written_then_announced(core.records.record_access(notifier), notifier)
     mail = MailPipeline(MailPorts(store=core.pipeline_store, index=core.index, mailboxes=core.mailboxes,
                                   intake=core.intake, outbound=core.publisher, rules=core.rules,
                                   reports=core.reports(), mail_limits=mail_limits, xdm_limits=xdm_limits,
                                   announce=notifier.message_filed))
-    # A document filed from a mail ("mss") settles that mail's integration report once it is final.
+    outcomes = LocalBus()
     documents = DocumentPipeline(store=core.pipeline_store, index=core.index, rules=load_validation_rules(
-        max_bytes=core.settings.max_body_bytes), tables=load_classification(),
-        followers={"mss": mail.integration}, announce=written)
-    steps = Steps(documents=documents, mail=mail, outbound=OutboundPipeline(outbound_ports(core)),
-                  notices=notice_sender(core))
-    return WorkerPlan(routes(steps), {INTAKE: count, OUTBOUND: OUTBOUND_WORKERS,
-                                      NOTIFY: core.settings.notify.workers})
+        max_bytes=core.settings.max_body_bytes), tables=load_classification(), outcomes=outcomes)
+    after = AfterFiling(core.index, core.records.record_access(notifier), notifier, mail.integration)
+    table = routes(Steps(documents=documents, mail=mail, outbound=OutboundPipeline(outbound_ports(core)),
+                         notices=notice_sender(core), filed=after.filed, rejected=after.rejected))
+    outcomes.handler = Dispatch(table, queue=OUTCOMES)
+    return WorkerPlan(table, {INTAKE: count, OUTBOUND: OUTBOUND_WORKERS, NOTIFY: core.settings.notify.workers})
 
 
 def notice_sender(core: Core) -> NoticeSender:

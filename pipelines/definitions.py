@@ -17,7 +17,16 @@ from typing import Any, TypeVar, cast
 
 from hub.envelope import Envelope
 from hub.errors import PermanentError
-from hub.events import DeliveryRequested, DocumentSubmitted, Event, MailQueued, NoticeDue, Submitted
+from hub.events import (
+    DeliveryRequested,
+    DocumentFiled,
+    DocumentRejected,
+    DocumentSubmitted,
+    Event,
+    MailQueued,
+    NoticeDue,
+    Submitted,
+)
 from hub.topology import queue_of
 
 E = TypeVar("E", bound=Event)
@@ -53,6 +62,8 @@ class Steps:
     mail: Callable[[Envelope], None]
     outbound: Callable[[Envelope], None]
     notices: Callable[[NoticeDue], None]
+    filed: Callable[[DocumentFiled], None]
+    rejected: Callable[[DocumentRejected], None]
 
 
 def routes(steps: Steps) -> tuple[Route, ...]:
@@ -62,6 +73,8 @@ def routes(steps: Steps) -> tuple[Route, ...]:
         on(MailQueued, by_envelope(steps.mail)),
         on(DeliveryRequested, by_envelope(steps.outbound)),
         on(NoticeDue, steps.notices),
+        on(DocumentFiled, steps.filed),
+        on(DocumentRejected, steps.rejected),
     )
 
 

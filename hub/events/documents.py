@@ -46,14 +46,27 @@ class Outcome(Event):
 @registered
 @dataclass(frozen=True, slots=True)
 class DocumentFiled(Outcome):
-    """A submission filed a document in a patient's record (indexed, or a duplicate of one)."""
+    """A submission's document is in a patient's record: `document_id` newly indexed, or "" when it was
+    a duplicate of one already there (nothing new to announce).
+    Producer: DocumentPipeline.  Handler: the write trail entry, the patient's notification, and for a
+    document a mail carried (`mss`), that mail's integration report."""
 
+    document_id: str = ""
     kind: ClassVar[str] = "document.filed"
+
+    def data(self) -> dict[str, Any]:
+        return {"submission": self.submission_id, "source": self.source_kind, "document": self.document_id}
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any], *, attempt: int) -> Self:
+        return cls(submission_id=str(data["submission"]), source_kind=str(data["source"]), tries=attempt,
+                   document_id=str(data.get("document", "")))
 
 
 @registered
 @dataclass(frozen=True, slots=True)
 class DocumentRejected(Outcome):
-    """A submission was rejected with findings (nothing filed)."""
+    """A submission was rejected with findings (nothing filed).
+    Producer: DocumentPipeline.  Handler: for a document a mail carried (`mss`), its integration report."""
 
     kind: ClassVar[str] = "document.rejected"

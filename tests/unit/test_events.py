@@ -85,13 +85,18 @@ def test_the_table_dispatches_each_event_to_its_step_and_refuses_others() -> Non
     table = routes(Steps(documents=lambda e: seen.append("doc " + e.submission_id),
                          mail=lambda e: seen.append("mail " + e.submission_id),
                          outbound=lambda e: seen.append("out " + e.submission_id),
-                         notices=lambda e: seen.append("notice " + e.notice_id)))
-    assert queues(table) == ("intake", "outbound", "notify")
+                         notices=lambda e: seen.append("notice " + e.notice_id),
+                         filed=lambda e: seen.append("filed " + e.document_id),
+                         rejected=lambda e: seen.append("rejected " + e.submission_id)))
+    assert queues(table) == ("intake", "outbound", "notify", "outcomes")
     intake = Dispatch(table, queue="intake")
     intake(DocumentSubmitted(ENVELOPE))
     intake(MailQueued(ENVELOPE))
     Dispatch(table, queue="notify")(NoticeDue("n1", AT, "email"))
-    assert seen == ["doc s1", "mail s1", "notice n1"]
+    outcomes = Dispatch(table, queue="outcomes")
+    outcomes(DocumentFiled("s1", "http", document_id="d1"))
+    outcomes(DocumentRejected("s2", "mss"))
+    assert seen == ["doc s1", "mail s1", "notice n1", "filed d1", "rejected s2"]
     with pytest.raises(PermanentError):
         intake(NoticeDue("n1", AT, "email"))
     assert on(NoticeDue, print).queue == queue_of(NoticeDue) == "notify"
