@@ -35,9 +35,11 @@ from connectors.outbound.notify_channels import InAppChannel, SmtpEmailChannel
 from hub.bus import open_connection
 from hub.bus.kombu_bus import KombuPublisher, declare, queues
 from hub.bus.worker import Worker
+from hub.events import NoticeDue
 from hub.notices import Channel, Event, EventKind, Preferences
 from hub.records import PatientRecord, PatientStatus
-from hub.topology import Topology
+from hub.topology import NOTIFY, Topology
+from pipelines.definitions import Dispatch, on
 from pipelines.notify.ports import NotificationChannel
 from pipelines.notify.service import NoticeSender, Notifier, NotifyPorts
 from storage.sql.index import SqlIndex
@@ -86,7 +88,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                                          status=PatientStatus.ACTIVE) for n, ins in enumerate(people)])
     for ins in people:
         notices.set_preferences(ins, Preferences(quiet_hours=""))
-    topology = Topology(prefix=f"bench{uuid.uuid4().hex[:6]}", queue="notify")
+    topology = Topology(prefix=f"bench{uuid.uuid4().hex[:6]}", queue=NOTIFY)
     with open_connection(bus_url) as conn:
         declare(conn, topology)
     publisher = KombuPublisher(open_connection(bus_url), topology, pool_size=max(4, args.announcers))
@@ -105,7 +107,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         channels: dict[Channel, NotificationChannel] = {Channel.EMAIL: email, Channel.INAPP: InAppChannel()}
         sender = NoticeSender(ports, channels, link="https://mes.test")
         stop = threading.Event()
-        workers = [threading.Thread(target=Worker(lambda: open_connection(bus_url), topology, sender).run,
+        handler = Dispatch((on(NoticeDue, sender),), queue=NOTIFY)
+        workers = [threading.Thread(target=Worker(lambda: open_connection(bus_url), topology, handler).run,
                                     args=(stop,), daemon=True) for _ in range(args.workers)]
         for worker in workers:
             worker.start()

@@ -18,8 +18,9 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from hub.envelope import Envelope, Source
+from hub.envelope import BlobRef, Envelope, Source
 from hub.errors import BusUnavailable, IndexUnavailable
+from hub.events import Submitted, submission_event
 from hub.mailqueue import MAIL_CONTENT_TYPE, SpooledMail
 from hub.ports import BlobStore, Index, Publisher
 from hub.records import SubmissionRecord
@@ -47,7 +48,8 @@ class Intake:
                confidentiality: tuple[str, ...] = ()) -> SubmissionRecord:
         """Make `raw` durable and queued; raise TransientError if any step could not be confirmed.
 
-        `kind` is the object-key family (`cda` for documents, `mail` for queued SMTP messages).
+        `kind` is the object-key family (`cda` for documents, `mail` for queued SMTP messages); it says
+        which event starts the work (hub.events.submission_event: DocumentSubmitted or MailQueued).
         `confidentiality`: the producer's masking codes given beside the document (kept with the
         submission, applied when it is indexed).
         `submission_id` (and `received_at`) are given by callers that may accept the same item again:
@@ -67,7 +69,7 @@ class Intake:
         envelope = Envelope(submission_id=record.submission_id, received_at=record.received_at,
                             source=source, raw=ref, content_type=content_type, confidentiality=confidentiality)
         try:
-            self._publisher.publish(envelope)
+            self._publisher.publish(submission_event(kind)(envelope))
         except BusUnavailable:
             if created:
                 self._forget(record.submission_id)
@@ -89,3 +91,17 @@ class Intake:
         except IndexUnavailable:
             # The recovery sweep republishes it later; processing it is harmless (idempotent index).
             log.warning("could not drop unpublished submission=%s", submission_id)
+
+
+def record_kind(record: SubmissionRecord) -> str:
+    """The object-key family the submission's bytes were stored under (`cda`, `mail`): what it is."""
+    return record.blob_key.partition("/")[0]
+
+
+def resubmitted(record: SubmissionRecord, *, bucket: str) -> Submitted:
+    """The event a pending submission is published again as (the recovery sweep), by its record kind."""
+    ref = BlobRef(bucket=bucket, key=record.blob_key, sha256=record.sha256, size=record.size)
+    return submission_event(record_kind(record))(Envelope(
+        submission_id=record.submission_id, received_at=record.received_at,
+        source=Source(kind=record.source_kind, producer=record.producer), raw=ref,
+        confidentiality=record.confidentiality))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from hub.envelope import BlobRef, Envelope
+from hub.events import Event
 from hub.records import (
     DocumentQuery,
     DocumentRecord,
@@ -35,21 +36,21 @@ class BlobStore(Protocol):
 
 
 class Publisher(Protocol):
-    """Puts envelopes on the intake queue.  Returns only once the broker confirmed the message."""
+    """Puts events on the bus (each on its queue, hub.topology).  Returns once the broker confirmed it."""
 
-    def publish(self, envelope: Envelope, *, delay_s: float = 0.0) -> None:
+    def publish(self, event: Event, *, delay_s: float = 0.0) -> None:
         """Publish durably (persistent, confirmed); raise BusUnavailable otherwise."""
         ...
 
 
 class Handler(Protocol):
-    """What the worker calls for each envelope.
+    """What the worker calls for each event (pipelines.definitions says which handles which).
 
     Return normally: done (the message is acked).  Raise TransientError: retry
     later with backoff.  Raise PermanentError: dead-letter.
     """
 
-    def __call__(self, envelope: Envelope) -> None: ...
+    def __call__(self, event: Event) -> None: ...
 
 
 class Index(Protocol):

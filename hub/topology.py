@@ -1,14 +1,43 @@
 """Names of the bus: exchange, queues, dead-letter and delay tiers (pure).
 
-Owns: how queue names are derived from a prefix and a queue name, the broker-level
-redelivery limit, and which delay tier a retry delay falls into.
+Owns: which queue each bus event travels on (EVENT_QUEUES), how queue names are derived from a prefix
+and a queue name, the broker-level redelivery limit, and which delay tier a retry delay falls into.
+Every queue has the same tiers: `<prefix>.<queue>` (main), `.wait.<N>s` (delayed retries), `.dead`.
 Does not: talk to a broker (hub.bus.kombu_bus declares these names) or decide how
 long to wait before a retry (hub.retry).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from hub.events import (
+    DeliveryRequested,
+    DocumentFiled,
+    DocumentRejected,
+    DocumentSubmitted,
+    Event,
+    MailQueued,
+    NoticeDue,
+)
+
+INTAKE, OUTBOUND, NOTIFY, OUTCOMES = "intake", "outbound", "notify", "outcomes"
+#: every event's queue (a worker of a queue handles every event routed to it); names kept from the
+#: release where one envelope type travelled on intake, outbound and notify
+EVENT_QUEUES: Mapping[type[Event], str] = {
+    DocumentSubmitted: INTAKE,
+    MailQueued: INTAKE,
+    DeliveryRequested: OUTBOUND,
+    NoticeDue: NOTIFY,
+    DocumentFiled: OUTCOMES,
+    DocumentRejected: OUTCOMES,
+}
+
+
+def queue_of(event: type[Event]) -> str:
+    """The queue `event` travels on (KeyError: an event declared without a queue is a programming error)."""
+    return EVENT_QUEUES[event]
 
 
 @dataclass(frozen=True)
@@ -61,3 +90,9 @@ class Topology:
     def tier_for(self, delay_s: float) -> int:
         """Smallest tier >= `delay_s`, capped at the largest tier."""
         return next((tier for tier in self.delay_tiers_s if tier >= delay_s), self.delay_tiers_s[-1])
+
+
+def topologies(prefix: str, queues: tuple[str, ...] | None = None) -> dict[str, Topology]:
+    """Queue name -> its Topology under `prefix`, for every queue of EVENT_QUEUES (or those given)."""
+    names = queues if queues is not None else tuple(dict.fromkeys(EVENT_QUEUES.values()))
+    return {name: Topology(prefix=prefix, queue=name) for name in names}

@@ -125,7 +125,7 @@ def _hub_running(data_dir: Path) -> int | None:
 
 
 def _store(settings: Settings, stack: ExitStack) -> MinioBlobStore:
-    from meshub.compose import _object_store  # heavy imports only when S3 is needed
+    from meshub.compose_store import object_store as _object_store  # heavy imports only when S3 is needed
 
     if settings.embedded_store:
         pid = _hub_running(settings.data_dir)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -51,6 +52,7 @@ from storage.sql.reimbursements import SqlReimbursements
 from storage.sql.tokens import SqlTokens
 
 log = logging.getLogger(__name__)
+FULL_RELEASE_EVERY_S = 3600.0  # the reimbursement release's safety net: every pending patient, hourly
 
 
 def _now() -> datetime:
@@ -170,10 +172,20 @@ class RecordParts:
                               habilitations=self.habilitations).allowed
 
 
-def written_then_announced(records: RecordAccess, notifier: Notifier) -> Callable[[DocumentRecord], None]:
-    """What the document pipeline calls for each indexed document: its `write` trail entry, then the
-    patient's notification (both idempotent: a redelivery finds them)."""
-    def done(document: DocumentRecord) -> None:
-        records.record_written(document)
-        notifier.document_indexed(document)
-    return done
+class RecordTimers:
+    """The record's timers as one periodic tick (meshub.scheduler): openings, majority, purges, erasures and
+    the reimbursement release, whose safety net (every pending patient, not only those scheduled) runs
+    at most every `full_every_s`."""
+
+    def __init__(self, parts: RecordParts, lifecycle: Lifecycle, insurer: InsurerBatches, *,
+                 full_every_s: float = FULL_RELEASE_EVERY_S) -> None:
+        self._parts, self._lifecycle, self._insurer = parts, lifecycle, insurer
+        self._full_every_s = full_every_s
+        self._last_full: float | None = None
+
+    def tick(self) -> dict[str, Any]:
+        full = self._last_full is None or time.monotonic() - self._last_full >= self._full_every_s
+        swept = self._parts.sweep(self._lifecycle, self._insurer, full=full)
+        if full:
+            self._last_full = time.monotonic()
+        return swept

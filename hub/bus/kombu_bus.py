@@ -1,8 +1,8 @@
-"""Declaring the topology and publishing envelopes with kombu, on RabbitMQ or on the SQLite bus.
+"""Declaring the topology and publishing events with kombu, on RabbitMQ or on the SQLite bus.
 
-Owns: queue arguments (quorum queue, delivery limit, dead-letter and wait queues),
-KombuPublisher (persistent, confirmed, mandatory publishes with a short connection
-retry budget), and the mapping of kombu/amqp/sqlite errors to BusUnavailable.
+Owns: queue arguments (quorum queue, delivery limit, dead-letter and wait queues), KombuPublisher (one
+queue) and RoutedPublisher (each event to its queue): persistent, confirmed, mandatory publishes with a
+short connection retry budget, and the mapping of kombu/amqp/sqlite errors to BusUnavailable.
 Does not: consume or decide retries (hub.bus.worker), or name queues (hub.topology).
 
 Delayed delivery: on RabbitMQ a delayed message goes to the wait queue of its tier
@@ -27,9 +27,9 @@ from kombu.exceptions import KombuError
 from kombu.messaging import Producer
 
 from hub.bus.sqlite_transport import DELAY_HEADER
-from hub.envelope import Envelope
 from hub.errors import BusUnavailable
-from hub.topology import Topology
+from hub.events import Event
+from hub.topology import Topology, queue_of
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +121,16 @@ class KombuPublisher:
         self._retry_policy = dict(retry_policy)
         self._acquire_timeout_s = acquire_timeout_s
 
-    def publish(self, envelope: Envelope, *, delay_s: float = 0.0) -> None:
+    @property
+    def topology(self) -> Topology:
+        return self._topology
+
+    def publish(self, event: Event, *, delay_s: float = 0.0) -> None:
+        """Publish `event` on this publisher's queue (a worker's retries go back where they came from)."""
         routing_key, headers = route(self._topology, delay_s=delay_s, amqp=self._amqp)
-        body = json.dumps(envelope.to_dict(), separators=(",", ":")).encode()
+        body = json.dumps(event.to_dict(), separators=(",", ":")).encode()
         self._send(body, routing_key=routing_key, headers=headers)
-        log.debug("published %s to %s (attempt %d)", envelope.submission_id, routing_key, envelope.attempt)
+        log.debug("published %s %s to %s (attempt %d)", event.kind, event.event_id, routing_key, event.attempt)
 
     def dead_letter(self, body: bytes, *, reason: str, content_type: str | None = "application/json",
                     content_encoding: str | None = "utf-8") -> None:
@@ -155,3 +160,17 @@ class KombuPublisher:
             raise
         finally:
             connection.release()
+
+
+class RoutedPublisher:
+    """Publisher (hub.ports) that puts each event on its own queue (hub.topology.EVENT_QUEUES)."""
+
+    def __init__(self, publishers: Mapping[str, KombuPublisher]) -> None:
+        self._by_queue = dict(publishers)
+
+    def publish(self, event: Event, *, delay_s: float = 0.0) -> None:
+        self._by_queue[queue_of(type(event))].publish(event, delay_s=delay_s)
+
+    def close(self) -> None:
+        for publisher in self._by_queue.values():
+            publisher.close()

@@ -1,4 +1,4 @@
-"""The worker: consume envelopes, call a Handler, then ack, retry later or dead-letter.
+"""The worker: consume events, call a Handler, then ack, retry later or dead-letter.
 
 Owns: the decision table below, acking only after the handler returned (the handler
 makes its effect durable first), and reconnecting with backoff when the bus drops.
@@ -10,12 +10,12 @@ compute backoff (hub.retry) or talk to the broker directly (hub.bus.kombu_bus).
     TransientError / other Exception     publish next_attempt() after delay    ack
       ... with retries exhausted         publish to dead queue (with reason)   ack
     PermanentError                       publish to dead queue (with reason)   ack
-    body is not an envelope              publish to dead queue (with reason)   ack
+    body is not an event                 publish to dead queue (with reason)   ack
     worker dies (crash, kill -9)         -                                     broker redelivers;
                                                                                dead after delivery_limit
 
 If publishing the retry or the dead letter fails, the message is not acked: the
-connection is dropped and the broker redelivers it.  Logs carry envelope ids,
+connection is dropped and the broker redelivers it.  Logs carry event kinds and ids,
 durations and decisions, never payloads.
 """
 
@@ -37,8 +37,9 @@ from kombu.entity import Queue
 from kombu.messaging import Consumer
 
 from hub.bus.kombu_bus import KombuPublisher
-from hub.envelope import Envelope
 from hub.errors import EnvelopeDecodeError, HubError, PermanentError, TransientError
+from hub.events import Event
+from hub.events import decode as decode_event
 from hub.ports import Handler
 from hub.retry import RetryPolicy
 from hub.topology import Topology
@@ -60,8 +61,8 @@ def reason_for(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first_line}"[:_REASON_MAX]
 
 
-def decode(message: Any) -> Envelope:
-    """kombu message -> Envelope; EnvelopeDecodeError for anything else."""
+def decode(message: Any) -> Event:
+    """kombu message -> Event (hub.events); EnvelopeDecodeError for anything else."""
     if message.content_type != "application/json":
         raise EnvelopeDecodeError(f"unexpected content type {message.content_type!r}")
     try:
@@ -70,11 +71,11 @@ def decode(message: Any) -> Envelope:
         raise EnvelopeDecodeError(f"body is not JSON: {type(exc).__name__}") from exc
     if not isinstance(data, dict):
         raise EnvelopeDecodeError("body is not a JSON object")
-    return Envelope.from_dict(data)
+    return decode_event(data)
 
 
 class Worker:
-    """Consumes `topology.main_queue` and runs `handler` on each envelope."""
+    """Consumes `topology.main_queue` and runs `handler` on each event (pipelines.definitions.Dispatch)."""
 
     def __init__(self, connection_factory: Callable[[], Connection], topology: Topology,
                  handler: Handler, *, retry: RetryPolicy = _DEFAULT_RETRY, prefetch: int = 4) -> None:
@@ -133,7 +134,7 @@ class Worker:
     def _on_message(self, message: Any, publisher: KombuPublisher) -> None:
         started = time.monotonic()
         try:
-            envelope = decode(message)
+            event = decode(message)
         except EnvelopeDecodeError as exc:
             publisher.dead_letter(message.body, reason=reason_for(exc), content_type=message.content_type,
                                   content_encoding=message.content_encoding)
@@ -141,27 +142,27 @@ class Worker:
             log.warning("undecodable message dead-lettered: %s", reason_for(exc))
             self._processed += 1
             return
-        decision = self._handle(envelope, message, publisher)
+        decision = self._handle(event, message, publisher)
         message.ack()
         self._processed += 1
-        log.info("envelope %s attempt %d: %s in %.3fs", envelope.submission_id, envelope.attempt, decision,
+        log.info("%s %s attempt %d: %s in %.3fs", event.kind, event.event_id, event.attempt, decision,
                  time.monotonic() - started)
 
-    def _handle(self, envelope: Envelope, message: Any, publisher: KombuPublisher) -> str:
+    def _handle(self, event: Event, message: Any, publisher: KombuPublisher) -> str:
         """Run the handler and publish what must follow; return the decision, for the log."""
         try:
-            self._handler(envelope)
+            self._handler(event)
         except PermanentError as exc:
             return self._dead_letter(message, publisher, reason_for(exc))
         except Exception as exc:  # TransientError, or unexpected: retry later
             if not isinstance(exc, TransientError):
-                log.warning("envelope %s: unexpected %s, treated as transient", envelope.submission_id,
+                log.warning("%s %s: unexpected %s, treated as transient", event.kind, event.event_id,
                             type(exc).__name__)
                 log.debug("traceback of the unexpected error", exc_info=True)
-            delay = self._retry.next_delay(envelope.attempt)
+            delay = self._retry.next_delay(event.attempt)
             if delay is None:
                 return self._dead_letter(message, publisher, "retries exhausted: " + reason_for(exc))
-            publisher.publish(envelope.next_attempt(), delay_s=delay)
+            publisher.publish(event.next_attempt(), delay_s=delay)
             return f"retry in {delay:.1f}s ({type(exc).__name__})"
         return "done"
 

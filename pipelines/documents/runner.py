@@ -1,10 +1,9 @@
 """The CDA intake pipeline as a Handler for hub.bus.worker.
 
 Owns: running the stages in order for one envelope, logging the decision
-(submission id, outcome, duration: never content or identifiers), then handing the
-indexed document to the announcer (patient notifications) and the envelope, now final, to the
-follower of its source kind (for `mss`: the integration
-report of the mail that filed it, pipelines.mail.pipeline.IntegrationReports).
+(submission id, outcome, duration: never content or identifiers), then publishing the outcome,
+now committed: DocumentFiled or DocumentRejected (hub.events; who follows is pipelines.definitions:
+the write trail entry, the patient's notification, a mail's integration report).
 Does not: ack, retry or dead-letter (the worker does, from what this raises).
 """
 
@@ -12,13 +11,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
 
 from hub.envelope import Envelope
 from hub.errors import IntegrityError, NotFound
+from hub.events import DocumentFiled, DocumentRejected, Event
 from hub.findings import Finding
-from hub.ports import BlobStore, Handler, Index
-from hub.records import DocumentRecord
+from hub.ports import BlobStore, Index, Publisher
 from pipelines.cda.classification import ClassificationTables
 from pipelines.cda.validation import ValidationRules
 from pipelines.documents import stages
@@ -27,20 +25,18 @@ log = logging.getLogger(__name__)
 
 
 class DocumentPipeline:
-    """fetch -> validate -> patient check -> classify -> index (or reject) -> follower of the source kind.
+    """fetch -> validate -> patient check -> classify -> index (or reject) -> publish the outcome.
 
-    A follower runs after the outcome is committed, on every delivery of the envelope (it must be
-    idempotent); its TransientError retries the envelope, which finds its outcome already recorded."""
+    The outcome is published after it is committed, on every delivery of the envelope (its handlers
+    are idempotent); a publish that fails retries the envelope, which finds its outcome recorded."""
 
     def __init__(self, *, store: BlobStore, index: Index, rules: ValidationRules,
-                 tables: ClassificationTables, followers: Mapping[str, Handler] | None = None,
-                 announce: Callable[[DocumentRecord], None] | None = None) -> None:
+                 tables: ClassificationTables, outcomes: Publisher | None = None) -> None:
         self._store = store
-        self._announce = announce
         self._index = index
         self._rules = rules
         self._tables = tables
-        self._followers = dict(followers or {})
+        self._outcomes = outcomes
 
     def __call__(self, envelope: Envelope) -> None:
         started = time.perf_counter()
@@ -49,20 +45,20 @@ class DocumentPipeline:
         except (IntegrityError, NotFound) as exc:
             self._index.reject(envelope, (_storage_finding(exc).to_dict(),))
             log.error("submission=%s stored bytes unusable: %s", envelope.submission_id, type(exc).__name__)
-            self._follow(envelope)
+            self._publish(DocumentRejected(envelope.submission_id, envelope.source.kind))
             return
         checked = stages.check(data, self._rules, self._index)
         indexed = stages.index_or_reject(envelope, checked, self._tables, self._index)
-        if indexed is not None and self._announce is not None:
-            self._announce(indexed)  # before the ack: a redelivery announces again, and the notices dedupe
         log.info("submission=%s %s in %.1f ms", envelope.submission_id, "ok" if checked.ok else "rejected",
                  (time.perf_counter() - started) * 1000)
-        self._follow(envelope)
+        # before the ack: a redelivery publishes again, and what follows dedupes
+        self._publish(DocumentFiled(envelope.submission_id, envelope.source.kind,
+                                    document_id=indexed.document_id if indexed is not None else "")
+                      if checked.ok else DocumentRejected(envelope.submission_id, envelope.source.kind))
 
-    def _follow(self, envelope: Envelope) -> None:
-        follower = self._followers.get(envelope.source.kind)
-        if follower is not None:
-            follower(envelope)
+    def _publish(self, event: Event) -> None:
+        if self._outcomes is not None:
+            self._outcomes.publish(event)
 
 
 def _storage_finding(exc: Exception) -> Finding:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 
 from hub.delivery import Outcome, RecipientResult
 from hub.envelope import Envelope
+from hub.events import DeliveryRequested
 from hub.mailqueue import MAIL_CONTENT_TYPE, Reply, SmtpEnvelope, SmtpRecipient, pack, unpack
 from hub.ports import BlobStore, Publisher
 from hub.records import DeliveryRecord, DeliveryState
@@ -126,7 +127,7 @@ class OutboundPipeline:
             extra[_WARNED] = "1"
         retry = replace(smtp, recipients=tuple(r for r, _ in deferred), extra=extra)
         ref = self._p.store.put(pack(retry, message), kind="mail", content_type=MAIL_CONTENT_TYPE)
-        self._p.outbound.publish(replace(envelope, raw=ref, attempt=attempts), delay_s=step.delay_s)
+        self._p.outbound.publish(DeliveryRequested(replace(envelope, raw=ref, attempt=attempts)), delay_s=step.delay_s)
 
     def _record(self, envelope: Envelope, rcpt: SmtpRecipient, state: DeliveryState, attempts: int,
                 reply: Reply) -> None:

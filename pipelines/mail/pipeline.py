@@ -28,6 +28,7 @@ from datetime import datetime
 
 from hub.access import PRODUCER_CODES
 from hub.envelope import BlobRef, Envelope, Source
+from hub.events import DeliveryRequested, DocumentFiled, DocumentRejected
 from hub.findings import Finding
 from hub.intake import Intake
 from hub.mailqueue import MAIL_CONTENT_TYPE, Reply, SmtpEnvelope, SmtpRecipient, pack, unpack
@@ -191,8 +192,9 @@ class MailPipeline:
         for rcpt, route in onward:
             self._p.mailboxes.record_delivery(DeliveryRecord(q.envelope.submission_id, rcpt.address, route,
                                                              DeliveryState.QUEUED))
-        self._p.outbound.publish(Envelope(submission_id=q.envelope.submission_id, received_at=q.envelope.received_at,
-                                          source=q.envelope.source, raw=ref, content_type=MAIL_CONTENT_TYPE))
+        self._p.outbound.publish(DeliveryRequested(Envelope(
+            submission_id=q.envelope.submission_id, received_at=q.envelope.received_at, source=q.envelope.source,
+            raw=ref, content_type=MAIL_CONTENT_TYPE)))
 
     def _bounce(self, q: Queued, rcpt: SmtpRecipient, route: str, reply: Reply) -> None:
         self._p.mailboxes.record_delivery(DeliveryRecord(q.envelope.submission_id, rcpt.address, route,
@@ -217,21 +219,21 @@ class IntegrationReports:
     final: MDN `processed` when all were indexed (or duplicates), `processed/Error` listing each problem
     otherwise (each rejected document: its XDM entry, rule and DMP code; each XDM-level error).
 
-    hub.ports.Handler for the CDA pipeline's `mss` documents, and called by the mail pipeline right after
-    filing (all documents may already be final, or there may be none).  Whoever sees the last outcome
-    claims the report (Mailboxes.claim_report: one winner, even for two workers finishing the last two
-    documents at the same moment) and queues it under a submission id derived from the mailbox copy; a
-    redelivery of the winner's envelope claims again and queues the same bytes under the same id, which
-    intake never processes twice.  A report stays unsent while a document is pending (not yet processed,
-    or dead-lettered)."""
+    The step after the CDA pipeline's outcome of an `mss` document (pipelines.definitions), and called by
+    the mail pipeline right after filing (all documents may already be final, or there may be none). Whoever
+    sees the last outcome claims the report (Mailboxes.claim_report: one winner, even for two workers
+    finishing the last two documents at the same moment) and queues it under a submission id derived from
+    the mailbox copy; a redelivery of the winner's envelope claims again and queues the same bytes under the
+    same id, which intake never processes twice. A report stays unsent while a document is pending (not yet
+    processed, or dead-lettered)."""
 
     def __init__(self, ports: MailPorts) -> None:
         self._p = ports
 
-    def __call__(self, envelope: Envelope) -> None:
-        filing = self._p.mailboxes.filing_of(envelope.submission_id)
+    def __call__(self, outcome: DocumentFiled | DocumentRejected) -> None:
+        filing = self._p.mailboxes.filing_of(outcome.submission_id)
         if filing is not None:
-            self.settle(filing, by=envelope.submission_id)
+            self.settle(filing, by=outcome.submission_id)
 
     def settle(self, filing: MailFiling, *, by: str) -> bool:
         """Queue the report if every document is final and `by` holds the claim; True when it was queued."""

@@ -22,8 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from hub.envelope import BlobRef, Envelope, Source
 from hub.errors import ChannelRefused, ChannelUnavailable, NotFound
+from hub.events import NoticeDue
 from hub.notices import Addressee, Channel, Event, EventKind, Letter, LetterBatch, Notice, NoticeState
 from hub.ports import BlobStore, Index, Publisher
 from hub.records import DocumentRecord, PatientRecord, PatientStatus
@@ -32,19 +32,15 @@ from pipelines.notify.core.policy import NotifyPolicy, Reach, addressee_of, audi
 from pipelines.notify.ports import LetterPrinter, NotificationChannel, NotificationStore
 
 log = logging.getLogger(__name__)
-NOTICE_CONTENT_TYPE = "application/x-meshub-notice"
-NO_PAYLOAD = BlobRef(bucket="", key="", sha256="", size=0)  # the notice row is the state
 #: a channel down: retry every 30 s at first, then at most hourly, for two days, then fail (and fall back)
 CHANNEL_RETRY = RetryPolicy(max_attempts=60, base_delay_s=30.0, max_delay_s=3600.0)
 LEASE_S = 120.0
 DIGEST_SLACK = timedelta(seconds=1)
 
 
-def wake_up(notice: Notice) -> Envelope:
-    """The bus message that makes a worker look at `notice` (it carries the id only)."""
-    return Envelope(submission_id=notice.notice_id, received_at=notice.created_at,
-                    source=Source(kind="notice", producer=str(notice.channel)), raw=NO_PAYLOAD,
-                    content_type=NOTICE_CONTENT_TYPE)
+def wake_up(notice: Notice) -> NoticeDue:
+    """The bus event that makes a worker look at `notice` (it carries the id only: the row is the state)."""
+    return NoticeDue(notice_id=notice.notice_id, created_at=notice.created_at, channel=str(notice.channel))
 
 
 def _delay(due: datetime, now: datetime) -> float:
@@ -132,7 +128,7 @@ def _ref(event_id: str) -> str:
 
 
 class NoticeSender:
-    """hub.ports.Handler for the notify queue: one wake-up -> at most one send of its notice (or digest)."""
+    """The handler of NoticeDue (pipelines.definitions): one wake-up -> at most one send of its notice (or digest)."""
 
     def __init__(self, ports: NotifyPorts, channels: Mapping[Channel, NotificationChannel], *, link: str,
                  retry: RetryPolicy = CHANNEL_RETRY) -> None:
@@ -141,21 +137,21 @@ class NoticeSender:
         self._link = link
         self._retry = retry
 
-    def __call__(self, envelope: Envelope) -> None:
+    def __call__(self, due: NoticeDue) -> None:
         p, now = self._p, self._p.clock()
-        notice = p.notices.notice(envelope.submission_id)
+        notice = p.notices.notice(due.notice_id)
         if notice is None or notice.state is not NoticeState.QUEUED:
             return  # already sent (a digest took it, or a redelivered wake-up)
         if notice.due_at > now:
-            p.queue.publish(envelope, delay_s=_delay(notice.due_at, now))  # quiet hours, digest window
+            p.queue.publish(due, delay_s=_delay(notice.due_at, now))  # quiet hours, digest window
             return
         claimed = p.notices.claim(notice.notice_id, now=now, lease_s=LEASE_S)
         if claimed is None:  # another worker holds it: look again once its lease is over
-            p.queue.publish(envelope, delay_s=LEASE_S)
+            p.queue.publish(due, delay_s=LEASE_S)
             return
-        self._send(claimed, envelope, now)
+        self._send(claimed, due, now)
 
-    def _send(self, notice: Notice, envelope: Envelope, now: datetime) -> None:
+    def _send(self, notice: Notice, due: NoticeDue, now: datetime) -> None:
         p = self._p
         group = [notice]
         if notice.channel is Channel.EMAIL and p.policy.kinds[notice.kind].digest:
@@ -167,7 +163,7 @@ class NoticeSender:
                 raise ChannelRefused(f"no {notice.channel} channel configured")
             result = channel.send(outgoing)
         except ChannelUnavailable as exc:
-            self._later(notice, envelope, str(exc) or type(exc).__name__)
+            self._later(notice, due, str(exc) or type(exc).__name__)
             return
         except ChannelRefused as exc:
             self._failed(notice, NoticeState.BOUNCED, exc.reason, now)
@@ -179,14 +175,14 @@ class NoticeSender:
         log.info("notice=%s channel=%s sent (%d in this send) attempt=%d", notice.notice_id, notice.channel,
                  len(group), notice.attempts)
 
-    def _later(self, notice: Notice, envelope: Envelope, error: str) -> None:
+    def _later(self, notice: Notice, due: NoticeDue, error: str) -> None:
         delay = self._retry.next_delay(notice.attempts - 1)
         if delay is None:
             self._failed(notice, NoticeState.FAILED, f"gave up after {notice.attempts} attempts: {error}",
                          self._p.clock())
             return
         self._p.notices.release(notice.notice_id, error=error)
-        self._p.queue.publish(envelope, delay_s=delay)  # before the ack: the retry is durable
+        self._p.queue.publish(due, delay_s=delay)  # before the ack: the retry is durable
         log.warning("notice=%s channel=%s unavailable (%s): retry in %.0f s", notice.notice_id, notice.channel,
                     error[:80], delay)
 
@@ -242,6 +238,10 @@ class LetterRun:
     store: BlobStore
     link: str
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    def tick(self) -> LetterBatch | None:
+        """The periodic run (meshub.scheduler): print what is due."""
+        return self.run()
 
     def run(self) -> LetterBatch | None:
         now = self.clock()

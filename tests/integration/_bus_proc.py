@@ -21,13 +21,14 @@ from hub.bus import open_connection
 from hub.bus.kombu_bus import KombuPublisher
 from hub.bus.worker import Worker
 from hub.envelope import BlobRef, Envelope, Source
+from hub.events import DocumentSubmitted
 from hub.topology import Topology
 
 
-def make_envelope(submission_id: str | None = None) -> Envelope:
-    return Envelope(submission_id=submission_id or uuid.uuid4().hex, received_at=datetime.now(UTC),
-                    source=Source(kind="test", producer="bus-tests"),
-                    raw=BlobRef(bucket="raw", key="k", sha256="0" * 64, size=1))
+def make_envelope(submission_id: str | None = None) -> DocumentSubmitted:
+    return DocumentSubmitted(Envelope(submission_id=submission_id or uuid.uuid4().hex, received_at=datetime.now(UTC),
+                                      source=Source(kind="test", producer="bus-tests"),
+                                      raw=BlobRef(bucket="raw", key="k", sha256="0" * 64, size=1)))
 
 
 def topology_from_json(text: str) -> Topology:
@@ -51,7 +52,7 @@ def record(path: str, line: str) -> None:
 def run_worker(url: str, topology: Topology, record_file: str, mode: str, hang_at: int) -> None:
     started = 0
 
-    def handler(envelope: Envelope) -> None:
+    def handler(envelope: DocumentSubmitted) -> None:
         nonlocal started
         record(record_file, envelope.submission_id)
         started += 1

@@ -29,6 +29,7 @@ import trustme
 from config.settings import Credential, ImapSource, MailSettings, ParseLimits, Settings
 from hub.auth import token_sha256
 from hub.envelope import BlobRef, Envelope, Source
+from hub.events import DocumentSubmitted
 from hub.topology import Topology
 from tests import builders, mail_builders
 from tests.fixtures_mail import Dovecot
@@ -418,11 +419,11 @@ def _redeliver(hub: RunningHub, submission_id: str) -> None:
     """Publish a document's envelope again, as the broker does after a worker died before its ack."""
     record = hub.hub.index.submission(submission_id)
     assert record is not None
-    hub.hub.publisher.publish(Envelope(
+    hub.hub.publisher.publish(DocumentSubmitted(Envelope(
         submission_id=record.submission_id, received_at=record.received_at,
         source=Source(kind=record.source_kind, producer=record.producer),
         raw=BlobRef(bucket=hub.hub.settings.store.bucket, key=record.blob_key, sha256=record.sha256,
-                    size=record.size)))
+                    size=record.size))))
 
 
 def test_a_document_rejected_later_is_reported_once_with_its_rule(mail_hub: RunningHub, ca: trustme.CA,
