@@ -28,7 +28,17 @@ import uvicorn
 from config.settings import Credential, MailSettings, Settings
 from config.tables import load_classification, load_notify_policy, load_validation_rules
 from connectors.inbound.file_drop import DropFolders, FileDrop
-from connectors.inbound.http_api import ApiContext, create_app
+from connectors.inbound.http.app import (
+    ApiParts,
+    DocumentPorts,
+    InsurerPorts,
+    LifecyclePorts,
+    MailboxPorts,
+    NotificationPorts,
+    OperationPorts,
+    TrailChecks,
+    create_app,
+)
 from connectors.inbound.imap import ImapIntake, mail_acceptor
 from connectors.inbound.insurer_drop import InsurerDrop
 from connectors.inbound.smtp_server import listen, make_dev_certificate
@@ -119,25 +129,26 @@ class Hub:
     threads: list[threading.Thread] = field(default_factory=list)
     exit_stack: ExitStack = field(default_factory=ExitStack)
 
-    def api_context(self) -> ApiContext:
+    def api_context(self) -> ApiParts:
+        """The HTTP API's parts, feature by feature (connectors.inbound.http.app.create_app)."""
         notifier, lifecycle = Notifier(self.notify_ports), self.lifecycle()
         records = self.records.record_access(notifier)
         mail = PatientMail(store=self.store, index=self.index, mailboxes=self.mailboxes, intake=self.intake,
                            rules=self.rules, reports=self.reports(), records=records)
-        return ApiContext(intake=self.intake, index=self.index, store=self.store,
-                          auth=Authenticator(self.settings.credentials, issued=self.records.tokens.lookup),
-                          max_body_bytes=self.settings.max_body_bytes,
-                          import_roster=lambda raw: import_roster(raw, self.index, lifecycle),
-                          mailboxes=self.mailboxes, mail=mail, patient_domain=self.rules.patient_domain,
-                          notices=self.notices, print_letters=lambda: self.letter_run().run(),
-                          records=records, verify_trail=self.records.verify,
-                          trail_head=self.records.audit.head,
-                          lifecycle=lifecycle, insurer=self.insurer(lifecycle),
-                          issue_token=self.records.issue_token, revoke_tokens=self.records.tokens.revoke,
-                          contacts=self.records.contacts(notifier),
-                          write_gate=self.write_gate(),
-                          trace_refusal=EdgeRefusalTracer(index=self.index, trail=self.records.audit),
-                          push_policy=self.push_policy())
+        max_body = self.settings.max_body_bytes
+        return ApiParts(
+            auth=Authenticator(self.settings.credentials, issued=self.records.tokens.lookup), blobs=self.store,
+            documents=DocumentPorts(self.intake, self.index, self.write_gate(), max_body),
+            operations=OperationPorts(lambda raw: import_roster(raw, self.index, lifecycle),
+                                      (("index", self.index.ping), ("store", self.store.ping)), max_body),
+            trace_refusal=EdgeRefusalTracer(index=self.index, trail=self.records.audit),
+            records=records, trail=TrailChecks(verify=self.records.verify, head=self.records.audit.head),
+            lifecycle=LifecyclePorts(lifecycle, contacts=self.records.contacts(notifier),
+                                     issue_token=self.records.issue_token, revoke_tokens=self.records.tokens.revoke),
+            insurer=InsurerPorts(self.insurer(lifecycle), max_body),
+            mailbox=MailboxPorts(self.mailboxes, mail, patient_domain=self.rules.patient_domain),
+            notifications=NotificationPorts(self.notices, print_letters=lambda: self.letter_run().run(),
+                                            push_policy=self.push_policy()))
 
     def write_gate(self) -> HeaderWriteGate:
         """Who may write what, checked at the doors before anything is stored (refusals traced)."""
