@@ -22,12 +22,18 @@ from connectors.inbound.http.common import Port, read_body
 from connectors.inbound.http.errors import api_error
 from hub.access import PRODUCER_CODES
 from hub.envelope import Source
-from hub.intake import Intake
 from hub.records import SubmissionRecord
 from hub.writes import HTTP_DOOR, WriteGate
 
 CDA_MEDIA_TYPES = frozenset({"application/xml", "text/xml", "application/hl7-cda+xml", "application/hl7-v3+xml"})
 MAX_WAIT_S = 60.0
+
+
+class Accepts(Protocol):
+    """The way in (hub.intake.Intake.accept): the bytes made durable and queued, or TransientError."""
+
+    def accept(self, raw: bytes, source: Source, *, content_type: str = ...,
+               confidentiality: tuple[str, ...] = ...) -> SubmissionRecord: ...
 
 
 class Submissions(Protocol):
@@ -40,7 +46,7 @@ class Submissions(Protocol):
 class DocumentPorts:
     """What the documents router needs."""
 
-    intake: Intake
+    intake: Accepts
     submissions: Submissions
     write_gate: WriteGate  # who may submit what (before storing)
     max_body_bytes: int
