@@ -2,7 +2,7 @@
 
 Owns: a per-request scope (a context variable the HTTP edge opens for each request) and the note the
 audit trail makes of every `refused` entry appended within it, so the edge's last-resort tracer
-(connectors.inbound.http_api) writes a refusal into the patient's trail only when no service did.
+(connectors.inbound.http.errors) writes a refusal into the patient's trail only when no service did.
 Does not: write the trail (hub.audit.AuditTrail does) or decide anything.
 """
 

@@ -17,7 +17,7 @@ from datetime import datetime
 import uvicorn
 
 from config.settings import Settings
-from connectors.inbound.http_api import ApiContext, create_app
+from connectors.inbound.http.app import ApiParts, create_app
 from hub.bus import open_connection
 from hub.bus.kombu_bus import RoutedPublisher
 from hub.bus.worker import Worker
@@ -100,7 +100,7 @@ class Hub:
     def stop(self) -> threading.Event:
         return self.runtime.stop
 
-    def api_context(self) -> ApiContext:
+    def api_context(self) -> ApiParts:
         return build_api(self.core)
 
     def lifecycle(self) -> Lifecycle:

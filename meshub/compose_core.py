@@ -14,7 +14,16 @@ from datetime import datetime
 
 from config.settings import Settings
 from config.tables import load_notify_policy
-from connectors.inbound.http_api import ApiContext
+from connectors.inbound.http.app import (
+    ApiParts,
+    DocumentPorts,
+    InsurerPorts,
+    LifecyclePorts,
+    MailboxPorts,
+    NotificationPorts,
+    OperationPorts,
+    TrailChecks,
+)
 from connectors.outbound.letters import PdfLetterPrinter
 from connectors.outbound.url_guard import UrlPolicy
 from hub.auth import Authenticator
@@ -125,23 +134,23 @@ def _bus(settings: Settings) -> tuple[RoutedPublisher, dict[str, Topology]]:
                             for queue, topology in bus.items()}), bus
 
 
-def build_api(core: Core) -> ApiContext:
-    """The HTTP API's context (the API process, or `meshub run`)."""
+def build_api(core: Core) -> ApiParts:
+    """The HTTP API's parts, feature by feature (connectors.inbound.http.app.create_app)."""
     notifier, lifecycle = Notifier(core.notify_ports), core.lifecycle()
     records = core.records.record_access(notifier)
     mail = PatientMail(store=core.store, index=core.index, mailboxes=core.mailboxes, intake=core.intake,
                        rules=core.rules, reports=core.reports(), records=records)
-    return ApiContext(intake=core.intake, index=core.index, store=core.store,
-                      auth=Authenticator(core.settings.credentials, issued=core.records.tokens.lookup),
-                      max_body_bytes=core.settings.max_body_bytes,
-                      import_roster=lambda raw: import_roster(raw, core.index, lifecycle),
-                      mailboxes=core.mailboxes, mail=mail, patient_domain=core.rules.patient_domain,
-                      notices=core.notices, print_letters=lambda: core.letter_run().run(),
-                      records=records, verify_trail=core.records.verify,
-                      trail_head=core.records.audit.head,
-                      lifecycle=lifecycle, insurer=core.insurer(lifecycle),
-                      issue_token=core.records.issue_token, revoke_tokens=core.records.tokens.revoke,
-                      contacts=core.records.contacts(notifier),
-                      write_gate=core.write_gate(),
-                      trace_refusal=EdgeRefusalTracer(index=core.index, trail=core.records.audit),
-                      push_policy=core.push_policy())
+    max_body = core.settings.max_body_bytes
+    return ApiParts(
+        auth=Authenticator(core.settings.credentials, issued=core.records.tokens.lookup), blobs=core.store,
+        documents=DocumentPorts(core.intake, core.index, core.write_gate(), max_body),
+        operations=OperationPorts(lambda raw: import_roster(raw, core.index, lifecycle),
+                                  (("index", core.index.ping), ("store", core.store.ping)), max_body),
+        trace_refusal=EdgeRefusalTracer(index=core.index, trail=core.records.audit),
+        records=records, trail=TrailChecks(verify=core.records.verify, head=core.records.audit.head),
+        lifecycle=LifecyclePorts(lifecycle, contacts=core.records.contacts(notifier),
+                                 issue_token=core.records.issue_token, revoke_tokens=core.records.tokens.revoke),
+        insurer=InsurerPorts(core.insurer(lifecycle), max_body),
+        mailbox=MailboxPorts(core.mailboxes, mail, patient_domain=core.rules.patient_domain),
+        notifications=NotificationPorts(core.notices, print_letters=lambda: core.letter_run().run(),
+                                        push_policy=core.push_policy()))

@@ -1,12 +1,12 @@
-"""hub.ports.Publisher in memory: the envelopes published, in order.
+"""hub.ports.Publisher in memory: the events published, in order.
 
-Owns: MemoryPublisher.  Like the kombu publisher it returns only once the envelope is kept, and raises
+Owns: MemoryPublisher.  Like the kombu publisher it returns only once the event is kept, and raises
 BusUnavailable (nothing kept) while `down`.  Does not: consume or run handlers (tests drive those).
 """
 
 from __future__ import annotations
 
-from hub.envelope import Envelope
+from hub.events import Event
 from hub.errors import BusUnavailable
 from storage.memory.base import MemoryState
 
@@ -15,7 +15,7 @@ class MemoryPublisher:
     """A Publisher keeping what it was given in `published` (and each delay in `delays`)."""
 
     def __init__(self) -> None:
-        self.published: list[Envelope] = []
+        self.published: list[Event] = []
         self.delays: list[float] = []
         self.state = MemoryState(BusUnavailable, "bus")
 
@@ -27,9 +27,9 @@ class MemoryPublisher:
     def down(self, value: bool) -> None:
         self.state.down = value
 
-    def publish(self, envelope: Envelope, *, delay_s: float = 0.0) -> None:
-        """Keep `envelope` (BusUnavailable while switched down)."""
+    def publish(self, event: Event, *, delay_s: float = 0.0) -> None:
+        """Keep `event` (BusUnavailable while switched down)."""
         with self.state.lock:
             self.state.check()
-            self.published.append(envelope)
+            self.published.append(event)
             self.delays.append(delay_s)

@@ -16,7 +16,7 @@ import httpx
 import uvicorn
 
 from config.settings import Credential, Settings, StoreSettings
-from connectors.inbound.http_api import create_app
+from connectors.inbound.http.app import create_app
 from hub.auth import token_sha256
 from meshub.compose import Hub, build_hub
 from storage.keyring import ensure_key_file

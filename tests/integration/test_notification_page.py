@@ -24,11 +24,12 @@ import pytest
 import uvicorn
 
 from config.settings import Credential
-from connectors.inbound.http_api import ApiContext, create_app
+from connectors.inbound.http.app import ApiParts, DocumentPorts, NotificationPorts, OperationPorts, create_app
 from hub.auth import Authenticator, token_sha256
 from hub.envelope import BlobRef, Envelope
 from hub.intake import Intake
 from hub.notices import Channel, EventKind, Notice, NoticeState
+from hub.writes import ProducersOnly
 from storage.sql.index import SqlIndex
 from storage.sql.notifications import SqlNotifications
 from tests import builders
@@ -96,9 +97,11 @@ def served(tmp_path: Path) -> Iterator[Served]:
     notices = SqlNotifications.beside(index)
     auth = Authenticator([Credential("jeanne", "patient", token_sha256(TOKEN), ins=INS),
                           Credential("paul", "patient", token_sha256(OTHER_TOKEN), ins=OTHER_INS)])
-    ctx = ApiContext(intake=Intake(store=_NoBlobs(), index=index, publisher=_NoBus()), index=index,
-                     store=_NoBlobs(), auth=auth, max_body_bytes=1024 * 1024, import_roster=_no_roster,
-                     notices=notices)
+    blobs, limit = _NoBlobs(), 1024 * 1024
+    intake = Intake(store=blobs, index=index, publisher=_NoBus())
+    ctx = ApiParts(auth=auth, blobs=blobs, documents=DocumentPorts(intake, index, ProducersOnly(), limit),
+                   operations=OperationPorts(_no_roster, (("index", index.ping), ("store", blobs.ping)), limit),
+                   notifications=NotificationPorts(notices))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port, access_log=False,
                                            log_config=None, timeout_graceful_shutdown=2))

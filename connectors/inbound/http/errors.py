@@ -1,0 +1,92 @@
+"""How the HTTP door answers an error, for every feature router alike.
+
+Owns: the error body {"error": {"code", "message_en", "message_fr", ...}} (api_error), 403 with a
+service's finding (refused), the one handler mapping hub.errors.TransientError (a dependency down) to
+`503 unavailable` with Retry-After, and the edge's last-resort refusal tracing: a 403/404 to an
+identified caller on a route naming a patient ({ins}) or a document ({document_id}) is written into the
+patient's trail when no service wrote it while serving the request (hub.refusals).
+Does not: decide refusals (the services do) or bound parameters (connectors.inbound.http.params).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from config.settings import Credential
+from connectors.inbound.http.params import install_param_errors
+from hub.errors import HubError, Refused, TransientError
+from hub.refusals import already_traced
+
+log = logging.getLogger(__name__)
+RETRY_AFTER_S = "5"
+
+#: (who, ins, document id, rule, route template): a refusal no service traced, into the patient's trail
+RefusalTracer = Callable[[Credential, str, str, str, str], None]
+
+
+def api_error(status: int, code: str, en: str, fr: str, headers: dict[str, str] | None = None) -> HTTPException:
+    return HTTPException(status, detail={"code": code, "message_en": en, "message_fr": fr}, headers=headers)
+
+
+def refused(exc: Refused) -> HTTPException:
+    """403 with the rule as the error's code (`read.role`, `access.habilitation`...) and its finding."""
+    return HTTPException(403, detail={"code": str(exc.finding.get("rule") or "refused"), "finding": exc.finding,
+                                      "message_en": exc.finding.get("message_en", ""),
+                                      "message_fr": exc.finding.get("message_fr", "")})
+
+
+def install_errors(app: FastAPI, trace_refusal: RefusalTracer | None) -> None:
+    """The door's error handlers on `app`; `trace_refusal` writes the refusals no service traced."""
+    app.state.trace_refusal = trace_refusal
+    app.exception_handler(HTTPException)(_http_error)
+    app.exception_handler(TransientError)(_unavailable)
+    install_param_errors(app)
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    """A dependency (store, index, bus, trail) is down: nothing was done, retry later."""
+    body = {"code": "unavailable",
+            "message_en": f"The hub cannot make your submission durable right now ({type(exc).__name__}); "
+                          "nothing was accepted. Retry later.",
+            "message_fr": "Le hub ne peut pas enregistrer durablement votre envoi pour l'instant ; rien n'a "
+                          "été accepté. Réessayez plus tard."}
+    return JSONResponse({"error": body}, status_code=503, headers={"Retry-After": RETRY_AFTER_S})
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code in (403, 404):
+        await _trace_refusal(request, exc)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _trace_refusal(request: Request, exc: HTTPException) -> None:
+    """A 403/404 to an identified caller on a route naming a patient is in that patient's trail: written
+    here when no service wrote it while serving the request (hub.refusals).  A trail that cannot be
+    written is logged; the refusal stands."""
+    trace: RefusalTracer | None = request.app.state.trace_refusal
+    cred = getattr(request.state, "credential", None)
+    params = request.path_params
+    ins, document_id = str(params.get("ins", "")), str(params.get("document_id", ""))
+    if trace is None or cred is None or not (ins or document_id) or (ins and already_traced(ins)):
+        return
+    rule = _rule_of(exc.detail)
+    route = str(getattr(request.scope.get("route"), "path", ""))
+    try:
+        await run_in_threadpool(trace, cred, ins, document_id, rule or str(exc.status_code), route)
+    except HubError as error:
+        log.warning("refusal not traced (%s) on %s", type(error).__name__, route)
+
+
+def _rule_of(detail: object) -> str:
+    """The refusal's rule: the finding's when the body carries one, else the error's code."""
+    if not isinstance(detail, dict):
+        return ""
+    found = detail.get("finding")
+    rule = found.get("rule") if isinstance(found, dict) else None
+    return str(rule or detail.get("code", ""))
