@@ -25,7 +25,7 @@ from typing import Any
 
 import uvicorn
 
-from config.settings import Credential, MailSettings, Settings
+from config.settings import MailSettings, Settings
 from config.tables import load_classification, load_notify_policy, load_validation_rules
 from connectors.inbound.file_drop import DropFolders, FileDrop
 from connectors.inbound.http_api import ApiContext, create_app
@@ -48,6 +48,7 @@ from hub.auth import Authenticator
 from hub.bus import open_connection
 from hub.bus.kombu_bus import KombuPublisher, declare
 from hub.bus.worker import Worker
+from hub.credentials import Credential, Role
 from hub.envelope import BlobRef, Envelope, Source
 from hub.errors import ConfigError, HubError, StoreUnavailable
 from hub.intake import Intake
@@ -323,7 +324,7 @@ class Hub:
     def start_filedrop(self) -> None:
         assert self.settings.filedrop_dir is not None
         writer = drop_writer(self.settings)
-        if writer.role != "producer":
+        if writer.role is not Role.PRODUCER:
             log.error("file drop: [filedrop] producer names a %s credential; only a producer feeds a drop, "
                       "every file will be refused (write.role)", writer.role)
         drop = FileDrop(DropFolders(self.settings.filedrop_dir), intake=self.intake, index=self.index,
@@ -377,7 +378,7 @@ def drop_writer(settings: Settings) -> Credential:
     credential has that name, a producer of that name (the drop folder's owner, an establishment's system)."""
     name = settings.filedrop_producer
     named = [c for c in settings.credentials if c.name == name]
-    return named[0] if named else Credential(name=name, role="producer", token_sha256="")
+    return named[0] if named else Credential(name=name, role=Role.PRODUCER, token_sha256="")
 
 
 def parse_limits(mail: MailSettings) -> tuple[MailLimits, XdmLimits]:

@@ -21,12 +21,12 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from config.settings import Credential
 from connectors.inbound.params import install_param_errors
 from connectors.outbound.url_guard import UrlPolicy
 from hub.access import PRODUCER_CODES
 from hub.audit import Verification
 from hub.auth import Authenticator
+from hub.credentials import Credential, Role
 from hub.envelope import BlobRef, Source
 from hub.errors import HubError, IntegrityError, NotFound, RosterRejected, TransientError
 from hub.intake import Intake
@@ -190,7 +190,7 @@ def identify(request: Request) -> Credential:
 
 
 def admin(cred: Annotated[Credential, Depends(identify)]) -> Credential:
-    if cred.role != "admin":
+    if cred.role is not Role.ADMIN:
         raise api_error(403, "forbidden", "This operation needs an admin credential.",
                         "Cette opération demande un accès administrateur.")
     return cred
@@ -198,7 +198,7 @@ def admin(cred: Annotated[Credential, Depends(identify)]) -> Credential:
 
 def operator(cred: Annotated[Credential, Depends(identify)]) -> Credential:
     """An admin or the insurer (roster, new codes, operator-made oppositions and closures)."""
-    if cred.role not in ("admin", "insurer"):
+    if cred.role not in (Role.ADMIN, Role.INSURER):
         raise api_error(403, "forbidden", "This operation needs an admin or insurer credential.",
                         "Cette opération demande un accès administrateur ou Assurance Maladie.")
     return cred
@@ -287,7 +287,7 @@ def _submission_routes(app: FastAPI, ctx: ApiContext) -> None:
             record = await _wait_final(ctx.index, submission_id, wait)
         except TransientError as exc:
             raise unavailable(exc) from exc
-        if record is None or (cred.role != "admin" and record.producer != cred.name):
+        if record is None or (cred.role is not Role.ADMIN and record.producer != cred.name):
             raise api_error(404, "unknown-submission", "No such submission for this credential.",
                             "Soumission inconnue pour cet accès.")
         return record.to_dict()

@@ -26,10 +26,10 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import AfterValidator, BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from config.settings import Credential
 from connectors.inbound.http_api import ApiContext, api_error, identify, operator, read_body, unavailable
 from connectors.inbound.read_gate import gated
 from connectors.inbound.record_api import actor_of
+from hub.credentials import Credential, Role
 from hub.errors import NotFound, Refused, TransientError
 from hub.ins import valid_matricule
 from hub.notices import Channel
@@ -104,24 +104,24 @@ CODE_REQUESTED = {
 
 
 def _own(ins: str, cred: Annotated[Credential, Depends(identify)]) -> Credential:
-    if cred.role == "patient" and cred.ins == ins:
+    if cred.role is Role.PATIENT and cred.ins == ins:
         return cred
-    raise _not_yours() if cred.role == "patient" else api_error(
+    raise _not_yours() if cred.role is Role.PATIENT else api_error(
         403, "forbidden", "Only the patient themself manages their contact addresses.",
         "Seul le patient lui-même gère ses adresses de contact.")
 
 
 def insurer(cred: Annotated[Credential, Depends(identify)]) -> Credential:
-    if cred.role != "insurer":
+    if cred.role is not Role.INSURER:
         raise api_error(403, "forbidden", "Only the insurer sends reimbursement history.",
                         "Seule l'Assurance Maladie transmet l'historique des remboursements.")
     return cred
 
 
 def _self_or_operator(ins: str, cred: Annotated[Credential, Depends(identify)]) -> Credential:
-    if cred.role in ("admin", "insurer") or (cred.role == "patient" and cred.ins == ins):
+    if cred.role in (Role.ADMIN, Role.INSURER) or (cred.role is Role.PATIENT and cred.ins == ins):
         return cred
-    raise _not_yours() if cred.role == "patient" else api_error(
+    raise _not_yours() if cred.role is Role.PATIENT else api_error(
         403, "forbidden", "Only the patient themself (or an operator) may do this.",
         "Seul le patient lui-même (ou un opérateur) peut faire cette demande.")
 
@@ -129,7 +129,7 @@ def _self_or_operator(ins: str, cred: Annotated[Credential, Depends(identify)]) 
 def _self_or_admin(ins: str, cred: Annotated[Credential, Depends(identify)]) -> Credential:
     """Restitution: another patient is refused here (`access.not-own-record`); every other role goes on to
     the read table (the insurer, producers and professionals: `read.role`, traced with its scope)."""
-    if cred.role == "patient" and cred.ins != ins:
+    if cred.role is Role.PATIENT and cred.ins != ins:
         raise _not_yours()
     return cred
 

@@ -18,10 +18,10 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from config.settings import Credential
 from connectors.inbound.http_api import ApiContext, admin, api_error, fetch_bytes, identify, unavailable
 from connectors.inbound.params import MAX_OFFSET
 from connectors.inbound.read_gate import gated, reading_of, target_of
+from hub.credentials import Credential, Role
 from hub.errors import NotFound, Refused, TransientError
 from hub.reading import Reading
 from hub.records import MessageRecord
@@ -41,7 +41,7 @@ async def _mailbox_owner(ins: str, request: Request, cred: Annotated[Credential,
     """The read table for this route's part (the mailbox, or the notifications), then the patient
     themself or an admin; anyone else gets 403 (and no hint whether the INS exists)."""
     await gated(request, cred, ins, reading_of(request), target=target_of(request))
-    if cred.role == "admin" or (cred.role == "patient" and cred.ins == ins):
+    if cred.role is Role.ADMIN or (cred.role is Role.PATIENT and cred.ins == ins):
         return cred
     raise api_error(403, "read.role", "Only the patient (or an administrator) may use this mailbox.",
                     "Seul le patient (ou un administrateur) peut utiliser cette messagerie.")
@@ -50,7 +50,7 @@ async def _mailbox_owner(ins: str, request: Request, cred: Annotated[Credential,
 def _own_reading(cred: Credential, ins: str) -> bool:
     """Whether this is the patient's own use of their mailbox (not an operator's): only that marks a
     message read, sends the read receipt (MDN displayed) and files documents into the record."""
-    return cred.role == "patient" and cred.ins == ins
+    return cred.role is Role.PATIENT and cred.ins == ins
 
 
 def _refused(exc: Refused) -> HTTPException:
@@ -157,7 +157,7 @@ def _write_routes(app: FastAPI, ctx: ApiContext) -> None:
     async def send_document(ins: str, body: SendDocumentBody, _cred: Owner) -> dict[str, Any]:
         """The patient's own act: the document is read through the record's access rules (a document
         hidden from them, deleted or not theirs is 404, traced); an admin does not send as the patient."""
-        if _cred.role != "patient":
+        if _cred.role is not Role.PATIENT:
             raise api_error(403, "access.patient-only", "Only the patient sends a document of their record.",
                             "Seul le patient envoie un document de son dossier.")
         return {"submission": await _call(mail.send_document, ins, body.document_id, body.to, body.text)}

@@ -22,11 +22,11 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from config.settings import Credential
 from connectors.inbound.http_api import ApiContext, admin, api_error, fetch_bytes, unavailable
 from connectors.inbound.mailbox_api import Owner
 from connectors.inbound.params import MAX_EVENT_ID_CHARS
 from connectors.outbound.url_guard import UrlPolicy, UrlRefused, check_url
+from hub.credentials import Credential
 from hub.envelope import BlobRef
 from hub.errors import TransientError
 from hub.notices import Channel, NoticeState, Preferences

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from config.settings import Credential
 from connectors.inbound.http_api import ApiContext
 from connectors.inbound.record_api import actor_of, guarded
 from hub.actors import Access
+from hub.credentials import Credential
 from hub.reading import Reading
 
 #: the words of a route template that make it a notification route (the rest of /v1/patients/{ins}/...

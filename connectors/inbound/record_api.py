@@ -20,11 +20,11 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from config.settings import Credential
 from connectors.inbound.http_api import ApiContext, admin, api_error, fetch_bytes, identify, unavailable
 from connectors.inbound.params import MAX_SEQ
 from hub.access import Change, DocumentFacts
 from hub.actors import Access, AccessMode, Actor, ActorKind
+from hub.credentials import Credential, Role
 from hub.errors import NotFound, Refused, TransientError
 from hub.records import DocumentQuery
 from pipelines.record.ports import RecordService
@@ -47,14 +47,14 @@ class EmergencyBody(BaseModel):
 
 def actor_of(cred: Credential) -> Actor:
     """The Actor a credential stands for."""
-    if cred.role == "patient":
+    if cred.role is Role.PATIENT:
         return Actor(ActorKind.PATIENT, cred.ins)
-    if cred.role == "professional":
+    if cred.role is Role.PROFESSIONAL:
         return Actor(ActorKind.PROFESSIONAL, cred.idnps, profession=cred.profession, specialty=cred.specialty,
                      regulator=cred.regulator)
-    if cred.role == "admin":
+    if cred.role is Role.ADMIN:
         return Actor(ActorKind.ADMIN, cred.name)
-    if cred.role == "insurer":
+    if cred.role is Role.INSURER:
         return Actor(ActorKind.INSURER, cred.name)
     raise api_error(403, "read.role", "This credential cannot read patient records.",
                     "Cet accès ne permet pas de consulter les dossiers des patients.")

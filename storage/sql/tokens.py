@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from config.settings import Credential
+from hub.credentials import Credential, Role
 from storage.sql.index import SqlIndex, db_errors, metadata
 
 tokens = sa.Table(
@@ -53,7 +53,7 @@ class SqlTokens:
         with db_errors(), self._reader.connect() as conn:
             row = conn.execute(tokens.select().where(tokens.c.token_sha256 == token_sha256,
                                                      tokens.c.revoked_at.is_(None))).first()
-        return None if row is None else Credential(name=row.name, role=row.role, token_sha256=row.token_sha256,
+        return None if row is None else Credential(name=row.name, role=Role(row.role), token_sha256=row.token_sha256,
                                                    ins=row.ins)
 
     def revoke(self, ins: str) -> int:

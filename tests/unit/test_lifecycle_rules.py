@@ -8,9 +8,9 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from pipelines.record.core import lifecycle as lc
 
 from hub.records import PatientStatus
+from pipelines.record.core import lifecycle as lc
 from pipelines.record.core.lifecycle import DEFAULT_RULES, Request
 from pipelines.record.core.profile import Activation, Profile
 

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from config.settings import Credential
 from hub.audit import AuditAction, NewAuditEntry
+from hub.credentials import Credential
 from hub.writes import FILEDROP_DOOR, HTTP_DOOR, WRITERS, ProducersOnly
 from pipelines.documents.core.writes import may_write, read_facts
 from pipelines.documents.write_gate import HeaderWriteGate
