@@ -16,16 +16,15 @@ from hub.actors import Actor, ActorKind
 from hub.errors import NotFound, Refused
 from hub.notices import Channel
 from hub.records import PatientStatus
+from pipelines.record.core.factors import digest_matches, vitale_digest
 from pipelines.record.core.lifecycle import (
     Request,
     activation_values,
     check_code_request,
     closure_values,
     code_expired,
-    digest_matches,
     finding,
     next_status,
-    vitale_digest,
 )
 from pipelines.record.core.profile import Profile
 from pipelines.record.lifecycle.steps import (

@@ -19,7 +19,8 @@ from datetime import datetime
 from typing import Any
 
 from hub.records import PatientRecord, PatientStatus
-from pipelines.record.core.lifecycle import Request, add_years, code_digest, code_expired, new_code, vitale_digest
+from pipelines.record.core.factors import code_digest, new_code, vitale_digest
+from pipelines.record.core.lifecycle import Request, add_years, code_expired
 from pipelines.record.core.profile import Activation
 from pipelines.record.lifecycle.steps import SYSTEM_REF, Steps
 

@@ -24,20 +24,16 @@ from hub.errors import NotFound, Refused
 from hub.notices import Channel, Event, EventKind
 from hub.ports import BlobStore, Index
 from hub.records import PatientStatus
+from pipelines.record.core.factors import StrangerAttempts, code_digest, digest_matches, new_code, vitale_digest
 from pipelines.record.core.lifecycle import (
     DEFAULT_RULES,
     Decision,
     LifecycleRules,
     Request,
-    StrangerAttempts,
     check_factors,
-    code_digest,
-    digest_matches,
     finding,
-    new_code,
     reimbursement_release_at,
     reissue_expiry,
-    vitale_digest,
 )
 from pipelines.record.core.profile import LifecycleStore, Profile, ReceiptPrinter
 
