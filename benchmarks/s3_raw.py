@@ -29,7 +29,8 @@ from minio import Minio
 
 from storage.keyring import Keyring, new_kek
 from storage.objects import MinioBlobStore
-from storage.seaweed import SeaweedServer, free_port
+from storage.seaweed import SeaweedServer
+from storage.seaweed_net import free_port
 
 
 def raw_put_rate(store_or_client: MinioBlobStore | Minio, payloads: list[bytes], *, concurrency: int,

@@ -15,32 +15,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from hub.credentials import Credential, Role
 from hub.errors import ConfigError
 
 MIB = 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Credential:
-    """One API credential: who, with which role, and the SHA-256 of the bearer token."""
-
-    name: str
-    role: str  # one of ROLES
-    token_sha256: str
-    ins: str = ""  # the patient's own INS, for role "patient" (a patient reads and writes only their own record)
-    idnps: str = ""  # role "professional": IDNPS (8 + RPPS)
-    profession: str = ""  # role "professional": JDV_J01 profession (G15_10 médecin, G15_21 pharmacien...)
-    specialty: str = ""  # role "professional": specialty (SM54...), for médecins
-    regulator: bool = False  # role "professional": SAMU / Centre 15 regulator (regulation access)
-    #: MSSanté addresses this credential may send as after SMTP AUTH (MAIL FROM): "name@domain" exactly, "domain"
-    #: any address of it, "*.domain" any address of a subdomain; lower-cased.  A patient credential may also send
-    #: as its own <ins>@patient domain.  Empty: the credential sends no mail (550 5.7.1 mss.sender.not-yours).
-    mail_addresses: tuple[str, ...] = ()
-
-
-#: producer: sends documents; admin: operates the hub; patient: their own record and mailbox;
-#: professional: reads records through the habilitation matrix; insurer: the roster and reimbursement history
-ROLES = ("producer", "admin", "patient", "professional", "insurer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +194,8 @@ def _credentials(rows: Any) -> tuple[Credential, ...]:
     out = []
     for i, row in enumerate(rows):
         try:
-            cred = Credential(name=str(row["name"]), role=str(row["role"]), token_sha256=str(row["token_sha256"]),
+            cred = Credential(name=str(row["name"]), role=_role(row["role"], f"config credentials[{i}]"),
+                              token_sha256=str(row["token_sha256"]),
                               ins=str(row.get("ins", "")), idnps=str(row.get("idnps", "")),
                               profession=str(row.get("profession", "")), specialty=str(row.get("specialty", "")),
                               regulator=bool(row.get("regulator", False)),
@@ -243,12 +222,17 @@ def mail_addresses(value: Any, where: str) -> tuple[str, ...]:
     return found
 
 
+def _role(value: Any, where: str) -> Role:
+    try:
+        return Role(str(value))
+    except ValueError:
+        raise ConfigError(f"{where}.role must be one of {', '.join(Role)}") from None
+
+
 def _check_credential(cred: Credential, where: str) -> None:
-    if cred.role not in ROLES:
-        raise ConfigError(f"{where}.role must be one of {', '.join(ROLES)}")
-    if cred.role == "patient" and not cred.ins:
+    if cred.role is Role.PATIENT and not cred.ins:
         raise ConfigError(f"{where} has role 'patient': it needs the patient's 'ins'")
-    if cred.role == "professional" and not (re.fullmatch(r"8\d{11}", cred.idnps) and cred.profession):
+    if cred.role is Role.PROFESSIONAL and not (re.fullmatch(r"8\d{11}", cred.idnps) and cred.profession):
         raise ConfigError(f"{where} has role 'professional': it needs 'idnps' (8 + the 11 RPPS digits) and "
                           "'profession' (JDV_J01 code such as G15_10)")
 

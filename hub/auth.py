@@ -12,7 +12,7 @@ import hmac
 import secrets
 from collections.abc import Callable, Iterable
 
-from config.settings import Credential
+from hub.credentials import Credential
 
 
 def token_sha256(token: str) -> str:

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Protocol
 
-from config.settings import Credential
 from hub.access import Decision
+from hub.credentials import Credential, Role
 
 HTTP_DOOR = "http"  # POST /v1/documents
 FILEDROP_DOOR = "filedrop"  # the producers' drop folder
@@ -23,9 +23,9 @@ FILEDROP_DOOR = "filedrop"  # the producers' drop folder
 #: door -> the credential roles it takes documents from (any other role: 403 write.role).  The insurer
 #: feeds only /v1/insurer/batches and its own drop; the admin operates the hub and feeds nothing; a drop
 #: folder belongs to one establishment's system (a producer).
-WRITERS: Mapping[str, frozenset[str]] = MappingProxyType({
-    HTTP_DOOR: frozenset({"producer", "professional", "patient"}),
-    FILEDROP_DOOR: frozenset({"producer"}),
+WRITERS: Mapping[str, frozenset[Role]] = MappingProxyType({
+    HTTP_DOOR: frozenset({Role.PRODUCER, Role.PROFESSIONAL, Role.PATIENT}),
+    FILEDROP_DOOR: frozenset({Role.PRODUCER}),
 })
 
 WRITE_ROLE = Decision.refuse(
@@ -54,4 +54,5 @@ class ProducersOnly:
     """The gate of a door without a header reader: producers write, every other role is refused."""
 
     def admit(self, writer: Credential, raw: bytes, *, door: str) -> Decision | None:
-        return None if writer.role == "producer" and "producer" in WRITERS.get(door, frozenset()) else WRITE_ROLE
+        producer = writer.role is Role.PRODUCER and Role.PRODUCER in WRITERS.get(door, frozenset())
+        return None if producer else WRITE_ROLE

@@ -41,6 +41,16 @@ from meshub.cli_client import (
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meshub", description="MES Hub: health document intake hub")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_run_parser(sub)
+    _add_document_parsers(sub)
+    _add_mail_parsers(sub)
+    cli_records.add_parsers(sub)
+    cli_keys.add_parsers(sub)
+    cli_migrate.add_parsers(sub)
+    return parser
+
+
+def _add_run_parser(sub: Any) -> None:
     run = sub.add_parser("run", help="run the hub (embedded default: no external server needed)")
     run.add_argument("--data-dir", type=Path, default=datadir.DEFAULT_DATA_DIR)
     run.add_argument("--config", type=Path, help="TOML config file (external RabbitMQ / S3 / PostgreSQL)")
@@ -53,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--role", choices=("all", "api", "worker"), default="all",
                      help="api: HTTP + file drop; worker: pipeline workers only; all: both (default)")
     run.add_argument("--log-level", default="INFO")
+
+
+def _add_document_parsers(sub: Any) -> None:
     submit = sub.add_parser("submit", help="submit CDA files")
     submit.add_argument("files", nargs="+", type=Path)
     submit.add_argument("--wait", action="store_true", help="wait until each submission is final")
@@ -71,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     get.add_argument("document_id")
     get.add_argument("-o", "--output", type=Path)
     add_client_options(get)
+
+
+def _add_mail_parsers(sub: Any) -> None:
     messages = sub.add_parser("messages", help="list a patient's MSSanté messages")
     messages.add_argument("ins")
     add_client_options(messages)
@@ -85,10 +101,6 @@ def _parser() -> argparse.ArgumentParser:
     mailbox = sub.add_parser("mailbox", help="what the hub delivered to a mailbox address (organisational or other)")
     mailbox.add_argument("address")
     add_client_options(mailbox)
-    cli_records.add_parsers(sub)
-    cli_keys.add_parsers(sub)
-    cli_migrate.add_parsers(sub)
-    return parser
 
 
 # -- client side -----------------------------------------------------------------------------------------
@@ -281,6 +293,17 @@ def _stop_on_signal(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _with_dev_credentials(settings: Settings) -> Settings:
+    """No credentials configured: the development credentials in the data dir (made on first start)."""
+    if settings.credentials:
+        return settings
+    creds, created = datadir.dev_credentials(settings.data_dir)
+    if created:
+        print(f"meshub: created development credentials (producer 'dev-producer' and 'admin') in "
+              f"{settings.data_dir / 'credentials.json'}", flush=True)
+    return replace(settings, credentials=creds)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from meshub.compose import build_hub, serve  # heavy imports only for the server
 
@@ -293,12 +316,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     datadir.make_private(settings.data_dir)  # umask 0o077 from here on: every file the hub writes is 0600
     check_listen_ports(settings, serving=args.role != "worker")
-    if not settings.credentials:  # no credentials configured: development credentials in the data dir
-        creds, created = datadir.dev_credentials(settings.data_dir)
-        settings = replace(settings, credentials=creds)
-        if created:
-            print(f"meshub: created development credentials (producer 'dev-producer' and 'admin') in "
-                  f"{settings.data_dir / 'credentials.json'}", flush=True)
+    settings = _with_dev_credentials(settings)
     hub = build_hub(settings, workers_in_process=args.role == "all")
     try:
         if args.role in ("all", "worker"):

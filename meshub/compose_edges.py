@@ -12,11 +12,12 @@ import logging
 import ssl
 from pathlib import Path
 
-from config.settings import Credential, Settings
+from config.settings import Settings
 from connectors.inbound.file_drop import DropFolders, FileDrop
 from connectors.inbound.imap import ImapIntake, mail_acceptor
 from connectors.inbound.insurer_drop import InsurerDrop
 from connectors.inbound.smtp_server import listen, make_dev_certificate
+from hub.credentials import Credential, Role
 from hub.errors import ConfigError
 from meshub.compose_core import Core
 from meshub.gateway_process import GatewayPlan, GatewayProcess
@@ -87,7 +88,7 @@ def start_filedrop(core: Core, runtime: Runtime) -> None:
     settings = core.settings
     assert settings.filedrop_dir is not None
     writer = drop_writer(settings)
-    if writer.role != "producer":
+    if writer.role is not Role.PRODUCER:
         log.error("file drop: [filedrop] producer names a %s credential; only a producer feeds a drop, "
                   "every file will be refused (write.role)", writer.role)
     drop = FileDrop(DropFolders(settings.filedrop_dir), intake=core.intake, index=core.index,
@@ -110,4 +111,4 @@ def drop_writer(settings: Settings) -> Credential:
     credential has that name, a producer of that name (the drop folder's owner, an establishment's system)."""
     name = settings.filedrop_producer
     named = [c for c in settings.credentials if c.name == name]
-    return named[0] if named else Credential(name=name, role="producer", token_sha256="")
+    return named[0] if named else Credential(name=name, role=Role.PRODUCER, token_sha256="")

@@ -20,13 +20,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from config.settings import Credential, Settings
+from config.settings import Settings
 from config.tables import load_habilitations, load_official_matrix, load_validation_rules
 from connectors.outbound.receipts import OppositionReceipts
 from hub.access import Habilitations
 from hub.actors import AccessMode, Actor, ActorKind
 from hub.audit import Verification
 from hub.auth import new_token, token_sha256
+from hub.credentials import Credential, Role
 from hub.intake import Intake
 from hub.ports import BlobStore
 from hub.records import DocumentRecord
@@ -129,7 +130,7 @@ class RecordParts:
         """A new bearer token for the patient `ins` (after their activation); only its digest is kept."""
         token = new_token()
         name = "patient-" + hashlib.sha256(ins.encode()).hexdigest()[:12]  # no INS in names that get logged
-        self.tokens.issue(Credential(name=name, role="patient", token_sha256=token_sha256(token), ins=ins))
+        self.tokens.issue(Credential(name=name, role=Role.PATIENT, token_sha256=token_sha256(token), ins=ins))
         return token
 
     def verify(self) -> Verification:

@@ -19,8 +19,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from config.settings import Credential
 from hub.auth import new_token, token_sha256
+from hub.credentials import Credential, Role
 
 DEFAULT_DATA_DIR = Path("meshub-data")
 PRIVATE_UMASK = 0o077  # files 0600, folders 0700
@@ -104,7 +104,7 @@ def dev_credentials(data_dir: Path) -> tuple[tuple[Credential, ...], bool]:
     if missing:
         data.update(missing)
         _write_private(path, data)
-    creds = tuple(Credential(name=entry["name"], role=role, token_sha256=token_sha256(entry["token"]),
+    creds = tuple(Credential(name=entry["name"], role=Role(role), token_sha256=token_sha256(entry["token"]),
                              idnps=entry.get("idnps", ""), profession=entry.get("profession", ""),
                              specialty=entry.get("specialty", ""),
                              mail_addresses=_mail_addresses(role, entry)) for role, entry in data.items())

@@ -3,9 +3,9 @@
 Owns: object keys from storage.keys (keyed hash of the content, never an INS
 or a name), encryption at rest (storage.sealing: every body is AES-256-GCM under a
 per-object data key, wrapped by the keyring's current KEK, the wrapped key and the
-KEK id in the object's user metadata), the SHA-256 check of the plaintext on read,
-the urllib3 pool and its short timeouts, and the translation of minio/urllib3
-errors into hub errors, in one place (`_mapped_errors`).
+KEK id in the object's user metadata), the SHA-256 check of the plaintext on read;
+the urllib3 pool and the translation of minio/urllib3 errors into hub errors are
+in storage.s3_client (`mapped_errors`, around every call).
 
 | object read | has `x-amz-meta-meshub-enc` | what get() does |
 |---|---|---|
@@ -26,107 +26,27 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol, cast
 
-import certifi
 import urllib3
 from minio import Minio
 from minio.commonconfig import REPLACE, CopySource
-from minio.error import InvalidResponseError, S3Error, ServerError
-from urllib3.util import Retry, Timeout
+from minio.error import S3Error
 
 from hub.envelope import BlobRef
-from hub.errors import ConfigError, HubError, IntegrityError, NotFound, PermanentError, StoreUnavailable
+from hub.errors import ConfigError, IntegrityError, NotFound, StoreUnavailable
 from storage import sealing
 from storage.keyring import Keyring
 from storage.keys import keyed_digest, object_key
+from storage.s3_client import make_pool, mapped_errors
 from storage.sealing import DecryptionError, KeyUnavailable
 
 logger = logging.getLogger(__name__)
 
 SEALED_TYPE = "application/octet-stream"  # the Content-Type of every encrypted object
-POOL_SIZE = 32  # connections kept per host: enough for ~32 worker threads sharing one store
 _REGION = "us-east-1"  # fixed, so minio does not ask the server for the bucket location first
-
-
-class StoreRejected(PermanentError):
-    """The object store refused the request for a reason retrying cannot fix (4xx other than below)."""
-
-
-# S3 error code -> hub error.  Codes not listed fall back on the HTTP status (5xx transient, else permanent).
-_S3_CODES: Mapping[str, type[HubError]] = {
-    "NoSuchKey": NotFound,
-    "NoSuchVersion": NotFound,
-    "SlowDown": StoreUnavailable,
-    "InternalError": StoreUnavailable,
-    "ServiceUnavailable": StoreUnavailable,
-    "RequestTimeout": StoreUnavailable,
-    "OperationAborted": StoreUnavailable,
-    "AccessDenied": ConfigError,
-    "AllAccessDisabled": ConfigError,
-    "InvalidAccessKeyId": ConfigError,
-    "SignatureDoesNotMatch": ConfigError,
-    "RequestTimeTooSkewed": ConfigError,
-    "NoSuchBucket": ConfigError,
-}
-
-
-def _from_s3_error(exc: Exception, operation: str) -> HubError:
-    assert isinstance(exc, S3Error)
-    status = int(getattr(exc.response, "status", 0) or 0)
-    kind = _S3_CODES.get(exc.code or "") or (StoreUnavailable if status >= 500 else StoreRejected)
-    return kind(f"object store {operation}: {exc.code} (HTTP {status}, bucket {exc.bucket_name})")
-
-
-def _from_server_error(exc: Exception, operation: str) -> HubError:
-    status = int(getattr(exc, "status_code", 0) or getattr(exc, "_code", 0) or 0)
-    kind = StoreRejected if 0 < status < 500 else StoreUnavailable
-    return kind(f"object store {operation}: HTTP {status} without a usable S3 error body")
-
-
-def _from_transport_error(exc: Exception, operation: str) -> HubError:
-    return StoreUnavailable(f"object store {operation}: {type(exc).__name__}: no answer from the S3 server")
-
-
-# Third-party exception type -> translator.  First match wins; HubError passes through untouched.
-_ERROR_TABLE: tuple[tuple[type[Exception], Callable[[Exception, str], HubError]], ...] = (
-    (S3Error, _from_s3_error),
-    (ServerError, _from_server_error),
-    (InvalidResponseError, _from_server_error),
-    (urllib3.exceptions.HTTPError, _from_transport_error),  # MaxRetryError, timeouts, ProtocolError...
-    (OSError, _from_transport_error),  # refused, reset, socket timeouts
-)
-
-
-@contextmanager
-def _mapped_errors(operation: str) -> Iterator[None]:
-    """The one place where minio/urllib3 errors become hub errors."""
-    try:
-        yield
-    except HubError:
-        raise
-    except Exception as exc:
-        for exc_type, translate in _ERROR_TABLE:
-            if isinstance(exc, exc_type):
-                raise translate(exc, operation) from exc
-        raise
-
-
-def make_pool(*, timeout_s: float = 5.0, secure: bool = False,
-              maxsize: int = POOL_SIZE) -> urllib3.PoolManager:
-    """urllib3 pool for the minio client: short timeouts, one quick retry on a refused connect, no more."""
-    retries = Retry(total=1, connect=1, read=0, redirect=0, status=0, other=0, backoff_factor=0.1,
-                    raise_on_status=False)
-    timeout = Timeout(connect=min(2.0, timeout_s), read=timeout_s)
-    if not secure:
-        return urllib3.PoolManager(num_pools=4, maxsize=maxsize, timeout=timeout, retries=retries)
-    ca_certs = os.environ.get("SSL_CERT_FILE") or certifi.where()
-    return urllib3.PoolManager(num_pools=4, maxsize=maxsize, timeout=timeout, retries=retries,
-                               cert_reqs="CERT_REQUIRED", ca_certs=ca_certs)
 
 
 class MinioBlobStore:
@@ -168,7 +88,7 @@ class MinioBlobStore:
 
     def ensure_bucket(self) -> None:
         """Create the bucket unless it exists (safe to call from several processes at once)."""
-        with _mapped_errors("ensure_bucket"):
+        with mapped_errors("ensure_bucket"):
             if self._client.bucket_exists(bucket_name=self._bucket):
                 return
             try:
@@ -185,13 +105,13 @@ class MinioBlobStore:
         ref = BlobRef(bucket=self._bucket, key=object_key(kind, keyed_digest(self._key_secret, data)),
                       sha256=sha256, size=len(data))
         if self._keyring is None:
-            with _mapped_errors("put"):
+            with mapped_errors("put"):
                 self._client.put_object(bucket_name=ref.bucket, object_name=ref.key, data=io.BytesIO(data),
                                         length=len(data), content_type=content_type, metadata={"sha256": sha256})
             return ref
         sealed, pieces = sealing.seal(data, self._keyring.current(), ref.key)
         body = cast(BinaryIO, _PieceReader(pieces))
-        with _mapped_errors("put"):
+        with mapped_errors("put"):
             # One part at a time: minio's parallel upload reads every part ahead, the whole object in memory.
             self._client.put_object(bucket_name=ref.bucket, object_name=ref.key, data=body, length=sealed.length,
                                     content_type=SEALED_TYPE, metadata=dict(sealed.metadata), num_parallel_uploads=1)
@@ -201,7 +121,7 @@ class MinioBlobStore:
         """The plaintext; IntegrityError if it no longer matches ref.sha256 (DecryptionError, a subclass, if
         the object does not decrypt under its keys), KeyUnavailable if its KEK is not in the keyring,
         NotFound if absent."""
-        with _mapped_errors("get"):
+        with mapped_errors("get"):
             response = self._client.get_object(bucket_name=ref.bucket, object_name=ref.key)
             try:
                 wrapped = _meta(response.headers, sealing.META_DEK)  # None: stored before encryption
@@ -245,7 +165,7 @@ class MinioBlobStore:
 
     def keys(self, *, start_after: str | None = None) -> Iterator[str]:
         """Every object key in the bucket, in key order, after `start_after` (resume)."""
-        with _mapped_errors("list"):
+        with mapped_errors("list"):
             for item in self._client.list_objects(bucket_name=self._bucket, recursive=True,
                                                   start_after=start_after):
                 if item.object_name and not item.is_dir:
@@ -253,7 +173,7 @@ class MinioBlobStore:
 
     def inspect(self, key: str) -> ObjectState:
         """What the object's metadata says about its sealing (one HEAD)."""
-        with _mapped_errors("stat"):
+        with mapped_errors("stat"):
             stat = self._client.stat_object(bucket_name=self._bucket, object_name=key)
         headers = stat.metadata or {}
         return ObjectState(key=key, etag=stat.etag or "", size=int(stat.size or 0),
@@ -269,7 +189,7 @@ class MinioBlobStore:
         current = self._keyring.current()
         wrapped = sealing.rewrap(state.wrapped, self._kek(state.kek_id), current, state.key)
         metadata: dict[str, Any] = {"Content-Type": SEALED_TYPE, **sealing.metadata(current, wrapped)}
-        with _mapped_errors("rewrap"):
+        with mapped_errors("rewrap"):
             try:
                 self._client.copy_object(
                     bucket_name=self._bucket, object_name=state.key,
@@ -285,7 +205,7 @@ class MinioBlobStore:
         """Encrypt an object stored before encryption, in place.  The plaintext is read once and must hash
         to its own key (keyed digest): False, nothing written, for an object this hub did not store."""
         kind = state.key.split("/", 1)[0]
-        with _mapped_errors("get"):
+        with mapped_errors("get"):
             response = self._client.get_object(bucket_name=self._bucket, object_name=state.key)
             try:
                 data = bytes(response.read())
@@ -306,14 +226,14 @@ class MinioBlobStore:
         object is not an error (S3 answers 204 anyway; a NoSuchKey from another server is swallowed).
         StoreUnavailable when the store is down, StoreRejected/ConfigError when it refuses."""
         try:
-            with _mapped_errors("delete"):
+            with mapped_errors("delete"):
                 self._client.remove_object(bucket_name=ref.bucket, object_name=ref.key)
         except NotFound:
             return
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless the S3 server answers now and the bucket exists."""
-        with _mapped_errors("ping"):
+        with mapped_errors("ping"):
             exists = self._client.bucket_exists(bucket_name=self._bucket)
         if not exists:
             raise StoreUnavailable(f"object store answers but bucket {self._bucket} does not exist")

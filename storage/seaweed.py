@@ -1,7 +1,7 @@
 """Run SeaweedFS (master + volume + filer + S3 gateway) as a child process of the hub or of the tests.
 
 Owns: finding the `weed` binary, the command line, the S3 identity file, the
-port plan (every listener on `bind`, loopback by default), durability, and
+port plan (storage.seaweed_net; every listener on `bind`, loopback by default), durability, and
 stopping the child.  Durability (fsync=True, the default) is two settings:
   * object bytes: the filer path rule `fs.configure -locationPrefix=/buckets/
     -fsync=true`, applied before start() returns, makes the volume server
@@ -18,8 +18,6 @@ Does not: talk S3 (storage.objects does), or choose credentials (callers do).
 from __future__ import annotations
 
 import ctypes
-import dataclasses
-import http.client
 import importlib.metadata
 import json
 import logging
@@ -27,7 +25,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +34,8 @@ from types import TracebackType
 from typing import IO
 
 from hub.errors import ConfigError, StoreUnavailable
+from storage import seaweed_net  # port_free and load_or_pick_ports through the module (tests patch it)
+from storage.seaweed_net import Ports, http_answers, listening_pids, volume_registered
 
 logger = logging.getLogger(__name__)
 
@@ -48,22 +47,6 @@ _FILER_TOML = {  # written once per data_dir; weed reads ./filer.toml first (cwd
     False: '[leveldb2]\nenabled = true\ndir = "./filerldb2"\n',
 }
 _SOCKET_DIR = Path("/tmp")  # weed puts its local unix sockets there, named after the ports
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Ports:
-    master: int
-    master_grpc: int
-    volume: int
-    volume_grpc: int
-    filer: int
-    filer_grpc: int
-    s3: int
-    s3_grpc: int
-
-    def all(self) -> tuple[int, ...]:
-        return (self.master, self.master_grpc, self.volume, self.volume_grpc,
-                self.filer, self.filer_grpc, self.s3, self.s3_grpc)
 
 
 def find_weed_binary(explicit: str | None = None) -> str:
@@ -88,102 +71,6 @@ def _weed_from_package() -> str | None:
     return None
 
 
-def free_port(bind: str = "127.0.0.1") -> int:
-    """A TCP port that was free on `bind` a moment ago (the usual, slightly racy, way)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((bind, 0))
-        return int(sock.getsockname()[1])
-
-
-def _port_free(bind: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Go listeners do: TIME_WAIT is fine
-        try:
-            sock.bind((bind, port))
-        except OSError:
-            return False
-    return True
-
-
-def _load_or_pick_ports(path: Path, bind: str, s3_port: int) -> _Ports:
-    """Same ports as the last run on this data_dir when they are free (stable master dir), else new ones.
-
-    `s3_port` 0: the S3 port is chosen too (and kept in ports.json like the others); else it is that one."""
-    try:
-        saved_raw = json.loads(path.read_text(encoding="utf-8"))
-        saved: _Ports | None = _Ports(**{**saved_raw, **({"s3": s3_port} if s3_port else {})})
-    except (OSError, ValueError, TypeError):
-        saved = None
-    if saved is not None and all(_port_free(bind, p) for p in saved.all() if p != s3_port):
-        return saved
-    ports = _pick_ports(bind, s3_port)
-    path.write_text(json.dumps(dataclasses.asdict(ports)), encoding="utf-8")
-    return ports
-
-
-def _pick_ports(bind: str, s3_port: int) -> _Ports:
-    socks: list[socket.socket] = []
-    try:
-        p: list[int] = []
-        while len(p) < (7 if s3_port else 8):  # hold them all open so that they are distinct...
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((bind, 0))
-            socks.append(sock)
-            port = int(sock.getsockname()[1])
-            if port != s3_port:  # ...and none is the S3 port, which the caller picked and released
-                p.append(port)
-    finally:
-        for sock in socks:
-            sock.close()
-    return _Ports(master=p[0], master_grpc=p[1], volume=p[2], volume_grpc=p[3], filer=p[4], filer_grpc=p[5],
-                  s3=s3_port or p[7], s3_grpc=p[6])
-
-
-def listening_pids(port: int) -> set[int] | None:
-    """The processes holding a listening TCP socket on `port` (any address), from /proc; None where /proc
-    cannot tell (not Linux).  0 stands for a holder whose fds we may not read (another user's process)."""
-    inodes = _listening_inodes(port)
-    if inodes is None:
-        return None
-    pids: set[int] = set()
-    wanted = {f"socket:[{inode}]" for inode in inodes}
-    seen: set[str] = set()
-    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
-        try:
-            fds = list(fd_dir.iterdir())
-        except OSError:  # gone, or not ours to read
-            continue
-        found = {_link(fd) for fd in fds} & wanted
-        if found:
-            pids.add(int(fd_dir.parent.name))
-            seen |= found
-    return pids | ({0} if wanted - seen else set())
-
-
-def _link(fd: Path) -> str:
-    try:
-        return os.readlink(fd)
-    except OSError:  # closed meanwhile (the listing's own fd)
-        return ""
-
-
-def _listening_inodes(port: int) -> set[int] | None:
-    inodes: set[int] = set()
-    tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
-    if not any(t.exists() for t in tables):
-        return None
-    for table in tables:
-        try:
-            lines = table.read_text(encoding="ascii").splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(int(fields[9]))  # state 0A: LISTEN
-    return inodes
-
-
 def _die_with_parent(parent_pid: int) -> Callable[[], None]:
     """preexec_fn: ask Linux to SIGKILL the child when the parent goes away (no orphan weed)."""
     def _preexec() -> None:
@@ -193,6 +80,31 @@ def _die_with_parent(parent_pid: int) -> Callable[[], None]:
             if os.getppid() != parent_pid:  # the parent died before prctl took effect
                 os.kill(os.getpid(), signal.SIGKILL)
     return _preexec
+
+
+def _server_args(ports: Ports, *, data_dir: Path, ip: str, bind: str, volume_mb: int, volumes: int) -> list[str]:
+    return [
+        "-logtostderr", "server",
+        f"-dir={data_dir / 'data'}", f"-ip={ip}", f"-ip.bind={bind}",
+        f"-master.port={ports.master}", f"-master.port.grpc={ports.master_grpc}",
+        "-master.telemetry=false", "-master.electionTimeout=1s",
+        f"-master.volumeSizeLimitMB={volume_mb}",
+        f"-volume.port={ports.volume}", f"-volume.port.grpc={ports.volume_grpc}",
+        f"-volume.max={volumes}", "-volume.preStopSeconds=0",
+        "-filer", f"-filer.port={ports.filer}", f"-filer.port.grpc={ports.filer_grpc}",
+        "-s3", f"-s3.port={ports.s3}", f"-s3.port.grpc={ports.s3_grpc}",
+        "-s3.port.iceberg=0", "-s3.port.lance=0",
+        f"-s3.config={data_dir / 's3.json'}",
+    ]
+
+
+def _write_identities(data_dir: Path, access_key: str, secret_key: str) -> None:
+    credentials = [{"accessKey": access_key, "secretKey": secret_key}]
+    identity = {"name": "hub", "credentials": credentials,
+                "actions": ["Admin", "Read", "List", "Tagging", "Write"]}
+    path = data_dir / "s3.json"
+    path.write_text(json.dumps({"identities": [identity]}), encoding="utf-8")
+    path.chmod(0o600)
 
 
 class SeaweedServer:
@@ -222,7 +134,7 @@ class SeaweedServer:
         self._weed_binary = weed_binary
         self._volume_size_limit_mb = volume_size_limit_mb
         self._max_volumes = max_volumes
-        self._ports: _Ports | None = None
+        self._ports: Ports | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -258,15 +170,16 @@ class SeaweedServer:
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         (self.data_dir / "data").mkdir(mode=0o700, exist_ok=True)
         if self._ports is None:
-            if self.s3_port and not _port_free(self._bind, self.s3_port):
+            if self.s3_port and not seaweed_net.port_free(self._bind, self.s3_port):
                 raise ConfigError(f"the embedded S3 port {self._bind}:{self.s3_port} is already in use by another "
                                   f"program: set [s3] embedded_port to a free port (or 0: the hub chooses one)")
-            self._ports = _load_or_pick_ports(self.data_dir / "ports.json", self._bind, self.s3_port)
+            self._ports = seaweed_net.load_or_pick_ports(self.data_dir / "ports.json", self._bind, self.s3_port)
             self.s3_port = self._ports.s3
-        self._write_identities()
+        _write_identities(self.data_dir, self._access_key, self._secret_key)
         self._write_filer_store_once()
         started = time.monotonic()
-        self._spawn([binary, *self._server_args(self._ports)])
+        self._spawn([binary, *_server_args(self._ports, data_dir=self.data_dir, ip=self._ip, bind=self._bind,
+                                            volume_mb=self._volume_size_limit_mb, volumes=self._max_volumes)])
         deadline = started + timeout_s
         try:
             self._wait_ready(self._ports, deadline)
@@ -311,29 +224,6 @@ class SeaweedServer:
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _server_args(self, ports: _Ports) -> list[str]:
-        return [
-            "-logtostderr", "server",
-            f"-dir={self.data_dir / 'data'}", f"-ip={self._ip}", f"-ip.bind={self._bind}",
-            f"-master.port={ports.master}", f"-master.port.grpc={ports.master_grpc}",
-            "-master.telemetry=false", "-master.electionTimeout=1s",
-            f"-master.volumeSizeLimitMB={self._volume_size_limit_mb}",
-            f"-volume.port={ports.volume}", f"-volume.port.grpc={ports.volume_grpc}",
-            f"-volume.max={self._max_volumes}", "-volume.preStopSeconds=0",
-            "-filer", f"-filer.port={ports.filer}", f"-filer.port.grpc={ports.filer_grpc}",
-            "-s3", f"-s3.port={ports.s3}", f"-s3.port.grpc={ports.s3_grpc}",
-            "-s3.port.iceberg=0", "-s3.port.lance=0",
-            f"-s3.config={self.data_dir / 's3.json'}",
-        ]
-
-    def _write_identities(self) -> None:
-        credentials = [{"accessKey": self._access_key, "secretKey": self._secret_key}]
-        identity = {"name": "hub", "credentials": credentials,
-                    "actions": ["Admin", "Read", "List", "Tagging", "Write"]}
-        path = self.data_dir / "s3.json"
-        path.write_text(json.dumps({"identities": [identity]}), encoding="utf-8")
-        path.chmod(0o600)
-
     def _write_filer_store_once(self) -> None:
         path = self.data_dir / "filer.toml"
         if not path.exists():
@@ -348,11 +238,11 @@ class SeaweedServer:
                                       stderr=subprocess.STDOUT, env=env, start_new_session=False,
                                       preexec_fn=_die_with_parent(os.getpid()))
 
-    def _wait_ready(self, ports: _Ports, deadline: float) -> None:
+    def _wait_ready(self, ports: Ports, deadline: float) -> None:
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:
                 raise StoreUnavailable(f"seaweedfs exited with {self._proc.returncode}; see {self.log_path}")
-            if (self._http_answers(ports.s3, "/") and self._volume_registered(ports.master)
+            if (http_answers(self._ip, ports.s3, "/") and volume_registered(self._ip, ports.master)
                     and self._ours(ports.s3) and self._ours(ports.master)):
                 return
             time.sleep(0.1)
@@ -373,27 +263,13 @@ class SeaweedServer:
                                    f"program (pid {min(foreign)}): set [s3] embedded_port to 0 or a free port")
         return False  # nobody yet, or a holder we cannot see: not ready (start() times out if it stays so)
 
-    def _http_answers(self, port: int, path: str) -> str | None:
-        conn = http.client.HTTPConnection(self._ip, port, timeout=1.0)
-        try:
-            conn.request("GET", path)
-            return conn.getresponse().read().decode("utf-8", "replace")
-        except (OSError, http.client.HTTPException):
-            return None
-        finally:
-            conn.close()
-
-    def _volume_registered(self, master_port: int) -> bool:
-        body = self._http_answers(master_port, "/dir/status")
-        return body is not None and '"DataNodes":[{' in body.replace(" ", "")
-
     def filer_conf(self, timeout_s: float = 10.0) -> str:
         """The filer's path rules as `weed shell fs.configure` prints them (JSON text); read-only."""
         if self._ports is None or not self.running():
             raise StoreUnavailable("seaweedfs is not running")
         return self._shell(find_weed_binary(self._weed_binary), self._ports, "fs.configure\n", timeout_s)
 
-    def _shell(self, binary: str, ports: _Ports, command: str, timeout_s: float) -> str:
+    def _shell(self, binary: str, ports: Ports, command: str, timeout_s: float) -> str:
         argv = [binary, "shell", f"-master={self._ip}:{ports.master}.{ports.master_grpc}",
                 f"-filer={self._ip}:{ports.filer}.{ports.filer_grpc}"]
         try:
@@ -408,7 +284,7 @@ class SeaweedServer:
             raise StoreUnavailable(f"weed shell {command.split()[0]} failed; see {self.log_path}")
         return done.stdout.decode("utf-8", "replace")
 
-    def _configure_fsync(self, binary: str, ports: _Ports, deadline: float) -> None:
+    def _configure_fsync(self, binary: str, ports: Ports, deadline: float) -> None:
         """Path rule for /buckets/: fsync each write to the volume file before the PUT is answered."""
         command = f"fs.configure -locationPrefix={_FSYNC_PREFIX} -fsync={str(self.fsync).lower()} -apply\n"
         out = self._shell(binary, ports, command, max(1.0, deadline - time.monotonic()))

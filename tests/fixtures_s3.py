@@ -19,7 +19,8 @@ import pytest
 from hub.errors import ConfigError, StoreUnavailable
 from storage.keyring import Keyring, new_kek
 from storage.objects import MinioBlobStore
-from storage.seaweed import SeaweedServer, free_port
+from storage.seaweed import SeaweedServer
+from storage.seaweed_net import free_port
 from tests.services import missing
 
 ACCESS_KEY = "hub-test"

@@ -28,7 +28,7 @@ from xml.sax.saxutils import quoteattr
 from lxml import etree
 
 from pipelines.cda.header import read_header
-from pipelines.mail.core.xdm import CLASSIFICATION_SCHEMES, PATIENT_ID_SCHEME, UNIQUE_ID_SCHEME
+from pipelines.mail.core.xdm_metadata import CLASSIFICATION_SCHEMES, PATIENT_ID_SCHEME, UNIQUE_ID_SCHEME
 from tests.builders import TEST_INS, TEST_OID
 from tests.services import FIXTURES_CDA, missing
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from config.settings import Credential
+from hub.credentials import Credential
 from hub.envelope import Source
 from hub.errors import HubError, TransientError
 from hub.intake import Intake

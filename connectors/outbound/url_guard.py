@@ -184,15 +184,10 @@ def bounded_post(target: Target, payload: dict[str, Any], *, policy: UrlPolicy,
     try:
         conn = _connection(target, sock, policy)
         live[0] = conn.sock
-        body = json.dumps(payload).encode()
-        conn.request("POST", target.path_and_query or "/", body=body, headers={
-            **(headers or {}), "Host": target.host_header(), "Content-Type": "application/json",
-            "Content-Length": str(len(body)), "Connection": "close"})
-        response = conn.getresponse()
-        data = response.read(policy.max_response_bytes)
+        answer = _exchange(conn, target, payload, headers or {}, policy.max_response_bytes)
         if expired.is_set():  # the cut socket ends headers or body early: what was read is not the answer
             raise DeadlinePassed("deadline passed")
-        return Answer(response.status, data)
+        return answer
     except (OSError, http.client.HTTPException):
         if expired.is_set() or isinstance(sys.exc_info()[1], TimeoutError):
             raise DeadlinePassed("deadline passed") from None
@@ -200,6 +195,17 @@ def bounded_post(target: Target, payload: dict[str, Any], *, policy: UrlPolicy,
     finally:
         timer.cancel()
         live[0].close()
+
+
+def _exchange(conn: http.client.HTTPConnection, target: Target, payload: dict[str, Any], headers: dict[str, str],
+              limit: int) -> Answer:
+    """The request on the open connection, and at most `limit` bytes of the answer."""
+    body = json.dumps(payload).encode()
+    conn.request("POST", target.path_and_query or "/", body=body, headers={
+        **headers, "Host": target.host_header(), "Content-Type": "application/json",
+        "Content-Length": str(len(body)), "Connection": "close"})
+    response = conn.getresponse()
+    return Answer(response.status, response.read(limit))
 
 
 def _connection(target: Target, sock: socket.socket, policy: UrlPolicy) -> http.client.HTTPConnection:

@@ -15,10 +15,10 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from config.settings import Credential
 from hub.access import Decision
 from hub.actors import ActorKind
 from hub.audit import AuditAction, AuditTrail, NewAuditEntry
+from hub.credentials import Credential, Role
 from hub.ports import Index
 from hub.refusals import already_traced
 from hub.writes import WRITERS
@@ -26,8 +26,8 @@ from pipelines.documents.core.writes import WriteFacts, may_write, read_facts
 
 log = logging.getLogger(__name__)
 #: the trail's actor of each writing role (the id: a patient's INS, a professional's IDNPS, else the name)
-ACTOR_KINDS = {"patient": ActorKind.PATIENT, "professional": ActorKind.PROFESSIONAL,
-               "insurer": ActorKind.INSURER, "admin": ActorKind.ADMIN}
+ACTOR_KINDS = {Role.PATIENT: ActorKind.PATIENT, Role.PROFESSIONAL: ActorKind.PROFESSIONAL,
+               Role.INSURER: ActorKind.INSURER, Role.ADMIN: ActorKind.ADMIN}
 
 
 class HeaderWriteGate:
@@ -40,7 +40,7 @@ class HeaderWriteGate:
         self._clock = clock
 
     def admit(self, writer: Credential, raw: bytes, *, door: str) -> Decision | None:
-        if writer.role == "producer" and writer.role in WRITERS.get(door, frozenset()):
+        if writer.role is Role.PRODUCER and writer.role in WRITERS.get(door, frozenset()):
             return None  # any record; validation reports a bad document
         facts, unreadable = read_facts(raw)
         decision = may_write(writer, facts, door=door, unreadable=unreadable)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from config.settings import Credential
+from hub.credentials import Credential
 from hub.mailqueue import Reply
 from hub.ports import Index
 from pipelines.mail.core.mime import MailLimits, parse_mail

@@ -20,18 +20,9 @@ from hub.envelope import Source
 from hub.findings import Finding
 from hub.intake import Intake
 from hub.mailqueue import MAIL_CONTENT_TYPE, Reply, SmtpEnvelope, SmtpRecipient, pack
+from pipelines.mail.core.mdn import MdnDisposition, build_integration_mdn, build_integration_notice, build_mdn
 from pipelines.mail.core.mime import ParsedMail, find_pdfs, find_xdm
-from pipelines.mail.core.reports import (
-    DsnAction,
-    DsnRecipient,
-    MdnDisposition,
-    build_dsn,
-    build_integration_mdn,
-    build_integration_notice,
-    build_mdn,
-    build_message,
-    report_id,
-)
+from pipelines.mail.core.reports import DsnAction, DsnRecipient, build_dsn, build_message, report_id
 
 log = logging.getLogger(__name__)
 Failure = tuple[SmtpRecipient, Reply, str]  # recipient, the reply that decided, remote host ("" = ours)

@@ -27,7 +27,7 @@ from pipelines.notify.core.contacts import (
     normalise_phone,
 )
 from pipelines.notify.ports import NotificationStore
-from pipelines.record.core.lifecycle import new_code
+from pipelines.record.core.factors import new_code
 
 MAX_RACES = 20
 #: rule -> (English, French)

@@ -10,33 +10,32 @@ Owns: the one path every read and change of a record takes after authentication:
 * the decision for the record and for each document (habilitation matrix, confidentiality codes,
   the patient's and author's flags), and the refusal raised as hub.errors.Refused;
 * one audit-trail entry per read, change, refusal and emergency access (hub.audit), written before
-  the answer leaves, so nothing is shown that is not traced;
+  the answer leaves, so nothing is shown that is not traced (pipelines.record.access_trail writes them);
 * the patient told (hub.notices) of a professional's first access and of every professional action.
 Does not: authenticate (the API does), store flags (hub.access.RecordControls) or render anything.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
-from typing import Any, NoReturn
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from hub.access import CHANGE_FLAGS, INVISIBLE_PATIENT, Change, Decision, DocumentFacts, Habilitations, RecordControls
 from hub.actors import Access, AccessMode, Actor, ActorKind
-from hub.audit import AuditAction, AuditEntry, AuditTrail, NewAuditEntry
+from hub.audit import AuditAction, AuditTrail
 from hub.errors import NotFound, Refused
 from hub.notices import Event, EventKind
 from hub.ports import Index
 from hub.reading import Reading
 from hub.records import DocumentQuery, DocumentRecord, PatientRecord
 from pipelines.notify.core.policy import is_minor
+from pipelines.record.access_trail import RecordTrail
 from pipelines.record.core import access, read_rules
 from pipelines.record.core.trail_view import shown
 
-log = logging.getLogger(__name__)
 PARIS = ZoneInfo("Europe/Paris")
 #: the audit action of each change (the author's mask at the patient's request is traced as a mask)
 AUDIT_OF: Mapping[Change, AuditAction] = {
@@ -72,6 +71,7 @@ class RecordAccess:
 
     def __init__(self, ports: RecordPorts) -> None:
         self._p = ports
+        self._t = RecordTrail(ports.trail, ports.clock, ports.announce)
 
     # -- who is calling ----------------------------------------------------------------------------
 
@@ -83,7 +83,7 @@ class RecordAccess:
         patient = self._p.index.patient(ins)
         if patient is not None and actor.id in self._p.representatives(ins) and is_minor(patient, self._today()):
             return Actor(ActorKind.REPRESENTATIVE, actor.id)
-        self._refuse(Access(actor), ins, access.not_yours())
+        self._t.refuse(Access(actor), ins, access.not_yours())
 
     def gate(self, who: Access, ins: str, reading: Reading, *, target: str = "") -> Actor:
         """The read table (pipelines.record.core.read_rules) for one part of a profile: the caller as this
@@ -102,14 +102,14 @@ class RecordAccess:
         if not rule.decision.allowed and not rule.not_found:
             if patient is None:  # no profile, no trail: the same 403, nothing said about which INS exist
                 raise Refused(rule.decision.finding())
-            self._refuse(who, ins, rule.decision, target=target, detail=detail)
+            self._t.refuse(who, ins, rule.decision, target=target, detail=detail)
         if rule.not_found:
             if patient is not None:  # a closed profile's content: the attempt is in its trail
-                self._trace(who, ins, AuditAction.REFUSED, target, outcome="refused",
+                self._t.trace(who, ins, AuditAction.REFUSED, target, outcome="refused",
                             detail={"rule": rule.decision.rule, **detail})
             raise NotFound("patient")
         if rule.traced and reading not in TRACED_ELSEWHERE:
-            self._trace(who, ins, AuditAction.READ if target else AuditAction.LIST, target, detail=detail)
+            self._t.trace(who, ins, AuditAction.READ if target else AuditAction.LIST, target, detail=detail)
         return actor, patient
 
     # -- reading -----------------------------------------------------------------------------------
@@ -121,7 +121,7 @@ class RecordAccess:
         records = self._p.index.documents(ins, query)
         flags = self._p.controls.flags([r.document_id for r in records])
         shown = [r for r in records if self._sees(actor, who.mode, access.facts(r, flags.get(r.document_id))).allowed]
-        self._trace(who, ins, AuditAction.LIST, "", detail={"shown": str(len(shown))})
+        self._t.trace(who, ins, AuditAction.LIST, "", detail={"shown": str(len(shown))})
         return shown
 
     def document(self, who: Access, document_id: str, *, action: AuditAction = AuditAction.READ,
@@ -135,11 +135,11 @@ class RecordAccess:
         decision = self._sees(who.actor, who.mode, facts)
         if not decision.allowed:
             if decision.rule in UNSEEN:
-                self._trace(who, record.patient_ins, AuditAction.REFUSED, document_id, outcome="refused",
+                self._t.trace(who, record.patient_ins, AuditAction.REFUSED, document_id, outcome="refused",
                             detail={"rule": decision.rule})
                 raise NotFound("document")
-            self._refuse(who, record.patient_ins, decision, target=document_id)
-        self._trace(who, record.patient_ins, action, document_id, detail=detail)
+            self._t.refuse(who, record.patient_ins, decision, target=document_id)
+        self._t.trace(who, record.patient_ins, action, document_id, detail=detail)
         return record
 
     def trail(self, who: Access, ins: str, *, after_seq: int = 0, limit: int = 500) -> list[dict[str, Any]]:
@@ -149,7 +149,7 @@ class RecordAccess:
         actor = self.gate(who, ins, Reading.AUDIT)
         entries = self._p.trail.for_patient(ins, after_seq=after_seq, limit=limit)
         if after_seq == 0:  # reading the trail is traced too (once per reading, not per page)
-            self._trace(replace(who, actor=actor), ins, AuditAction.AUDIT_READ, "")
+            self._t.trace(replace(who, actor=actor), ins, AuditAction.AUDIT_READ, "")
         hidden = frozenset() if actor.kind is ActorKind.ADMIN else self.hidden_documents(actor, ins)
         return shown(entries, hidden)
 
@@ -169,16 +169,16 @@ class RecordAccess:
             raise NotFound("document")
         decision = access.can_change(actor, change, facts)
         if not decision.allowed:
-            self._refuse(who, record.patient_ins, decision, target=document_id)
+            self._t.refuse(who, record.patient_ins, decision, target=document_id)
         now = self._p.clock()
         if change is Change.DELETE:
             self._p.controls.delete(document_id, record.patient_ins, by=actor.id, at=now)
         else:
             flag, value = CHANGE_FLAGS[change]
             self._p.controls.set_flag(document_id, record.patient_ins, flag, value, by=actor.id, at=now)
-        self._trace(who, record.patient_ins, AUDIT_OF[change], document_id)
+        self._t.trace(who, record.patient_ins, AUDIT_OF[change], document_id)
         if change is Change.LIFT_INVISIBLE:  # now the patient may see it: told as a new document
-            self._tell(EventKind.NEW_DOCUMENT, record.patient_ins, f"document:{document_id}:visible", now,
+            self._t.tell(EventKind.NEW_DOCUMENT, record.patient_ins, f"document:{document_id}:visible", now,
                        subject=document_id,
                        confidentiality=tuple(c for c in record.confidentiality if c != INVISIBLE_PATIENT))
         return self._facts(record)
@@ -187,7 +187,7 @@ class RecordAccess:
         """The patient blocks (or unblocks) one professional from their whole record."""
         self._patient_only(who, ins)
         (self._p.controls.block if blocked else self._p.controls.unblock)(ins, idnps)
-        self._trace(who, ins, AuditAction.BLOCK if blocked else AuditAction.UNBLOCK, idnps)
+        self._t.trace(who, ins, AuditAction.BLOCK if blocked else AuditAction.UNBLOCK, idnps)
 
     def set_emergency(self, who: Access, ins: str, *, bris_de_glace: bool | None, regulation: bool | None) -> None:
         """The patient allows or forbids emergency access (bris de glace, Centre 15 regulation)."""
@@ -195,7 +195,7 @@ class RecordAccess:
         self._p.controls.set_emergency(ins, bris_de_glace=bris_de_glace, regulation=regulation)
         detail = {k: str(v).lower() for k, v in (("bris_de_glace", bris_de_glace), ("regulation", regulation))
                   if v is not None}
-        self._trace(who, ins, AuditAction.SETTINGS, "", detail=detail)
+        self._t.trace(who, ins, AuditAction.SETTINGS, "", detail=detail)
 
     def settings(self, who: Access, ins: str) -> dict[str, object]:
         """The patient's access settings (blocked professionals, emergency access)."""
@@ -205,16 +205,8 @@ class RecordAccess:
                 "regulation_allowed": controls.regulation_allowed}
 
     def record_written(self, document: DocumentRecord) -> None:
-        """A document was indexed into the record (by the pipeline): one `write` entry, once, naming its
-        author (a professional's IDNPS, else the author id as given: a device, the insurer's system)."""
-        author = access.author_idnps(document.author_id)
-        self._p.trail.append([NewAuditEntry(
-            at=self._p.clock(), ins=document.patient_ins,
-            actor_kind=str(ActorKind.PROFESSIONAL if author else ActorKind.SYSTEM),
-            actor_id=author or (document.author_id or document.custodian_id or "")[:128],
-            action=AuditAction.WRITE, target=document.document_id,
-            detail={"type": document.type_code, "class": document.class_code},
-            key=f"write:{document.document_id}")])
+        """A document was indexed into the record (by the pipeline): one `write` entry, once."""
+        self._t.written(document)
 
     # -- the record-level gate --------------------------------------------------------------------
 
@@ -234,62 +226,32 @@ class RecordAccess:
             return actor
         if not actor.is_professional:
             if who.mode is not AccessMode.NORMAL:
-                self._refuse(who, ins, access.emergency_for_professionals())
+                self._t.refuse(who, ins, access.emergency_for_professionals())
             return actor
         assert patient is not None  # the read table answers 404 for an unknown profile
         decision = access.open_record(who.actor, who.mode, status=str(patient.status),
                                       controls=self._p.controls.controls(ins), reason=who.reason)
         if not decision.allowed:
-            self._refuse(who, ins, decision)
+            self._t.refuse(who, ins, decision)
         self._professional_seen(who, patient)
         return who.actor
 
     def _professional_seen(self, who: Access, patient: PatientRecord) -> None:
         now = self._p.clock()
         if who.mode is not AccessMode.NORMAL:
-            entry = self._trace(who, patient.ins, AuditAction.EMERGENCY, "", detail={"reason": who.reason})
-            self._tell(EventKind.PROFESSIONAL_ACTION, patient.ins, f"audit:{entry.seq}", now)
+            entry = self._t.trace(who, patient.ins, AuditAction.EMERGENCY, "", detail={"reason": who.reason})
+            self._t.tell(EventKind.PROFESSIONAL_ACTION, patient.ins, f"audit:{entry.seq}", now)
         known = self._p.controls.first_access(patient.ins, who.actor.id) is not None  # a read: no commit
         if not known and self._p.controls.note_access(patient.ins, who.actor.id, now):
-            self._trace(who, patient.ins, AuditAction.FIRST_ACCESS, "")
-            self._tell(EventKind.FIRST_ACCESS, patient.ins, f"first_access:{patient.ins}:{who.actor.id}", now)
+            self._t.trace(who, patient.ins, AuditAction.FIRST_ACCESS, "")
+            self._t.tell(EventKind.FIRST_ACCESS, patient.ins, f"first_access:{patient.ins}:{who.actor.id}", now)
 
     def _patient_only(self, who: Access, ins: str) -> None:
         if who.actor.kind is not ActorKind.PATIENT or who.actor.id != ins:
-            self._refuse(who, ins, access.patient_only())
+            self._t.refuse(who, ins, access.patient_only())
         patient = self._p.index.patient(ins)
         if patient is None or str(patient.status) in (read_rules.CLOSED, read_rules.OPPOSED):
             raise NotFound("patient")
-
-    # -- tracing and telling ----------------------------------------------------------------------
-
-    def _trace(self, who: Access, ins: str, action: AuditAction, target: str, *, outcome: str = "ok",
-               detail: Mapping[str, str] | None = None) -> AuditEntry:
-        details = dict(detail or {})
-        if who.actor.is_professional:
-            details.update(mode=str(who.mode), profession=who.actor.profession)
-        entry = self._p.trail.append([NewAuditEntry(
-            at=self._p.clock(), ins=ins, actor_kind=str(who.actor.kind), actor_id=who.actor.id, action=action,
-            target=target, outcome=outcome, detail=details)])[0]
-        if who.actor.is_professional and outcome == "ok" and action not in (
-                AuditAction.EMERGENCY, AuditAction.FIRST_ACCESS):
-            self._tell(EventKind.PROFESSIONAL_ACTION, ins, f"audit:{entry.seq}", entry.at)
-        return entry
-
-    def _refuse(self, who: Access, ins: str, decision: Decision, *, target: str = "",
-                detail: Mapping[str, str] | None = None) -> NoReturn:
-        """Trace the refusal, then raise it: a refused access is in the patient's trail."""
-        self._trace(who, ins, AuditAction.REFUSED, target, outcome="refused",
-                    detail={"rule": decision.rule, **(detail or {})})
-        log.info("access refused: rule=%s actor=%s", decision.rule, who.actor.kind)
-        raise Refused({"rule": decision.rule, "location": "record", "message_en": decision.message_en,
-                       "message_fr": decision.message_fr})
-
-    def _tell(self, kind: EventKind, ins: str, event_id: str, at: datetime, *,
-              confidentiality: tuple[str, ...] = (), subject: str = "") -> None:
-        if self._p.announce is not None:
-            self._p.announce(Event(event_id=event_id, kind=kind, ins=ins, occurred_at=at, subject_id=subject,
-                                   confidentiality=confidentiality))
 
     def _sees(self, actor: Actor, mode: AccessMode, facts: DocumentFacts) -> Decision:
         """can_see, and the operator (admin): every document not deleted, traced like any read."""

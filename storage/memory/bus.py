@@ -6,8 +6,8 @@ BusUnavailable (nothing kept) while `down`.  Does not: consume or run handlers (
 
 from __future__ import annotations
 
-from hub.events import Event
 from hub.errors import BusUnavailable
+from hub.events import Event
 from storage.memory.base import MemoryState
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from config.settings import Credential
+from hub.credentials import Credential, Role
 from storage.sql.database import SqlStore, metadata, utc_now
 
 tokens = sa.Table(
@@ -40,7 +40,7 @@ class SqlTokens(SqlStore):
         with self._db.read() as conn:
             row = conn.execute(tokens.select().where(tokens.c.token_sha256 == token_sha256,
                                                      tokens.c.revoked_at.is_(None))).first()
-        return None if row is None else Credential(name=row.name, role=row.role, token_sha256=row.token_sha256,
+        return None if row is None else Credential(name=row.name, role=Role(row.role), token_sha256=row.token_sha256,
                                                    ins=row.ins)
 
     def revoke(self, ins: str) -> int:

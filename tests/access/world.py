@@ -22,8 +22,8 @@ from typing import Any
 
 from lxml import etree
 
-from config.settings import Credential
 from hub.auth import token_sha256
+from hub.credentials import Credential
 from hub.notices import Channel, EventKind, Notice, NoticeState
 from hub.records import MessageRecord
 from tests import builders

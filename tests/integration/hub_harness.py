@@ -15,9 +15,10 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from config.settings import Credential, Settings, StoreSettings
+from config.settings import Settings, StoreSettings
 from connectors.inbound.http.app import create_app
 from hub.auth import token_sha256
+from hub.credentials import Credential
 from meshub.compose import Hub, build_hub
 from storage.keyring import ensure_key_file
 from tests.services import free_port

@@ -22,7 +22,8 @@ import httpx
 import pytest
 
 from hub.errors import StoreUnavailable
-from storage.seaweed import SeaweedServer, listening_pids
+from storage.seaweed import SeaweedServer
+from storage.seaweed_net import listening_pids
 from tests import builders
 from tests.services import free_port
 
@@ -209,7 +210,7 @@ def test_seaweedfs_is_not_ready_while_a_foreign_process_holds_its_s3_port(tmp_pa
     try:
         assert foreign.stdout is not None
         port = int(foreign.stdout.readline())
-        monkeypatch.setattr("storage.seaweed._port_free", lambda bind, p: True)  # the race: checked free
+        monkeypatch.setattr("storage.seaweed_net.port_free", lambda bind, p: True)  # the race: checked free
         server = SeaweedServer(tmp_path / "s3", s3_port=port, access_key="k" * 8, secret_key="s" * 16)
         with pytest.raises(StoreUnavailable):  # the child is not the one answering there (or it gave up)
             server.start(timeout_s=60)

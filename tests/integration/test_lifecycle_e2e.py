@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from config.settings import Credential, Settings
+from config.settings import Settings
 from hub.auth import token_sha256
+from hub.credentials import Credential
 from hub.errors import NotFound
 from meshub import cli
 from tests import builders

@@ -26,8 +26,9 @@ import httpx
 import pytest
 import trustme
 
-from config.settings import Credential, ImapSource, MailSettings, ParseLimits, Settings
+from config.settings import ImapSource, MailSettings, ParseLimits, Settings
 from hub.auth import token_sha256
+from hub.credentials import Credential
 from hub.envelope import BlobRef, Envelope, Source
 from hub.events import DocumentSubmitted
 from hub.topology import Topology

@@ -23,9 +23,9 @@ import httpx
 import pytest
 import uvicorn
 
-from config.settings import Credential
 from connectors.inbound.http.app import ApiParts, DocumentPorts, NotificationPorts, OperationPorts, create_app
 from hub.auth import Authenticator, token_sha256
+from hub.credentials import Credential
 from hub.envelope import BlobRef, Envelope
 from hub.intake import Intake
 from hub.notices import Channel, EventKind, Notice, NoticeState

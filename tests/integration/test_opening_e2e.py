@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from config.settings import Credential, Settings
+from config.settings import Settings
 from hub.auth import token_sha256
+from hub.credentials import Credential
 from meshub import cli
 from storage.sql.notifications import notices as notices_table
 from tests import builders

@@ -17,8 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from config.settings import Credential, Settings
+from config.settings import Settings
 from hub.auth import token_sha256
+from hub.credentials import Credential
 from hub.intake import new_submission_id
 from hub.records import MessageRecord
 from meshub import cli

@@ -14,8 +14,9 @@ import pytest
 import sqlalchemy as sa
 from lxml import etree
 
-from config.settings import Credential, Settings
+from config.settings import Settings
 from hub.auth import token_sha256
+from hub.credentials import Credential
 from meshub import cli
 from tests import builders
 from tests.integration.hub_harness import CREDENTIALS, RunningHub, running_hub

@@ -22,11 +22,11 @@ from typing import Any, ClassVar
 import pytest
 import trustme
 
-from config.settings import Credential
 from connectors.inbound.smtp_server import SmtpGateway, make_dev_certificate
 from hub.auth import Authenticator, token_sha256
 from hub.bus import open_connection
 from hub.bus.kombu_bus import KombuPublisher, declare
+from hub.credentials import Credential
 from hub.envelope import BlobRef
 from hub.intake import Intake
 from hub.mailqueue import Reply, SmtpEnvelope, SmtpRecipient, unpack

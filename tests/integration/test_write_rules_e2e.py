@@ -15,8 +15,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from config.settings import Credential, Settings
+from config.settings import Settings
 from hub.auth import token_sha256
+from hub.credentials import Credential
 from hub.envelope import Envelope
 from meshub import cli
 from storage.sql.index import submissions

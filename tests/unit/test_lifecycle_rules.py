@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from hub.records import PatientStatus
+from pipelines.record.core import factors
 from pipelines.record.core import lifecycle as lc
 from pipelines.record.core.lifecycle import DEFAULT_RULES, Request
 from pipelines.record.core.profile import Activation, Profile
@@ -86,33 +87,33 @@ def test_every_rule_has_both_messages() -> None:
 
 
 def test_a_code_is_twelve_unambiguous_symbols_in_three_groups() -> None:
-    code = lc.new_code(counting_random)
+    code = factors.new_code(counting_random)
     assert code == "0123-4567-89AB"
-    assert lc.new_code(lambda n: bytes([255]) * n) == "ZZZZ-ZZZZ-ZZZZ"
-    assert not set(lc.CODE_ALPHABET) & set("ILOU") and len(set(lc.CODE_ALPHABET)) == 32
+    assert factors.new_code(lambda n: bytes([255]) * n) == "ZZZZ-ZZZZ-ZZZZ"
+    assert not set(factors.CODE_ALPHABET) & set("ILOU") and len(set(factors.CODE_ALPHABET)) == 32
     with pytest.raises(ValueError):
-        lc.new_code(lambda n: b"\0")
+        factors.new_code(lambda n: b"\0")
 
 
 def test_a_code_is_digested_as_read_off_paper() -> None:
-    digest = lc.code_digest(SECRET, INS, "0123-4567-89AB")
+    digest = factors.code_digest(SECRET, INS, "0123-4567-89AB")
     for typed in ("0123 4567 89ab", "O123-4567-89AB", "0I23456789AB", "0l23-4567-89ab "):
-        assert lc.code_digest(SECRET, INS, typed) == digest
-    assert lc.code_digest(SECRET, INS[:-1] + "0", "0123-4567-89AB") != digest  # bound to the INS
-    assert lc.code_digest(b"t" * 32, INS, "0123-4567-89AB") != digest          # keyed
+        assert factors.code_digest(SECRET, INS, typed) == digest
+    assert factors.code_digest(SECRET, INS[:-1] + "0", "0123-4567-89AB") != digest  # bound to the INS
+    assert factors.code_digest(b"t" * 32, INS, "0123-4567-89AB") != digest          # keyed
     assert "0123" not in digest and len(digest) == 64
     with pytest.raises(ValueError):
-        lc.code_digest(b"", INS, "x")
+        factors.code_digest(b"", INS, "x")
 
 
 def test_vitale_serial_normalisation_and_digest() -> None:
-    assert lc.normalise_vitale(" 1234 5678-90.ab ") == "1234567890AB"
-    assert lc.normalise_vitale("1234567") is None and lc.normalise_vitale("12345678#") is None
-    assert lc.normalise_vitale("1" * 21) is None
-    assert lc.vitale_digest(SECRET, INS, "12345678 90") == lc.vitale_digest(SECRET, INS, "1234567890")
-    assert lc.vitale_digest(SECRET, INS, "bad") == ""
-    assert not lc.digest_matches("", "") and not lc.digest_matches("a" * 64, "")
-    assert lc.digest_matches("a" * 64, "a" * 64)
+    assert factors.normalise_vitale(" 1234 5678-90.ab ") == "1234567890AB"
+    assert factors.normalise_vitale("1234567") is None and factors.normalise_vitale("12345678#") is None
+    assert factors.normalise_vitale("1" * 21) is None
+    assert factors.vitale_digest(SECRET, INS, "12345678 90") == factors.vitale_digest(SECRET, INS, "1234567890")
+    assert factors.vitale_digest(SECRET, INS, "bad") == ""
+    assert not factors.digest_matches("", "") and not factors.digest_matches("a" * 64, "")
+    assert factors.digest_matches("a" * 64, "a" * 64)
 
 
 @pytest.mark.parametrize(("failures", "lock"), [
@@ -215,7 +216,7 @@ def test_a_created_profile_past_its_six_weeks_gets_no_code_until_it_is_opened() 
 
 
 def test_an_unknown_ins_meets_the_same_refusals_and_lockout_as_a_profile() -> None:
-    strangers = lc.StrangerAttempts(capacity=2)
+    strangers = factors.StrangerAttempts(capacity=2)
     refusals = [strangers.attempt("k1", NOW) for _ in range(5)]
     assert [r["rule"] for r in refusals] == ["lifecycle.activation-refused"] * 4 + ["lifecycle.locked"]
     profile = created()

@@ -23,7 +23,7 @@ from pipelines.mail.core.mss import (
     sender_trusted,
     too_many_hops,
 )
-from pipelines.mail.core.xdm import XdmEntry
+from pipelines.mail.core.xdm_metadata import XdmEntry
 from tests.builders import TEST_INS, with_key
 
 RULES = MssRules.from_mapping({

@@ -11,14 +11,12 @@ import pytest
 
 from hub.delivery import RecipientResult
 from hub.mailqueue import Reply, SmtpEnvelope, SmtpRecipient
+from pipelines.mail.core.mdn import MdnDisposition, ReturnContent, build_mdn
 from pipelines.mail.core.mime import Attachment, ParsedMail, find_xdm, parse_mail
 from pipelines.mail.core.reports import (
     DsnAction,
     DsnRecipient,
-    MdnDisposition,
-    ReturnContent,
     build_dsn,
-    build_mdn,
     build_message,
     dsn_recipients,
     reply_threading,

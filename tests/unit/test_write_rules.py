@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from config.settings import Credential
 from hub.audit import AuditAction
+from hub.credentials import Credential
 from hub.records import PatientRecord
 from hub.writes import FILEDROP_DOOR, HTTP_DOOR, WRITERS, ProducersOnly
 from pipelines.documents.core.writes import may_write, read_facts

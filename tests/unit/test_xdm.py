@@ -9,7 +9,8 @@ from dataclasses import replace
 import pytest
 
 from hub.findings import Severity
-from pipelines.mail.core.xdm import XdmLimits, XdmReport, read_metadata, read_xdm
+from pipelines.mail.core.xdm import XdmLimits, XdmReport, read_xdm
+from pipelines.mail.core.xdm_metadata import read_metadata
 from tests.builders import TEST_INS, TEST_OID
 from tests.mail_builders import (
     MetaEntry,

@@ -13,11 +13,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from config.settings import Credential
 from connectors.inbound.http.common import Port
 from connectors.inbound.http.errors import api_error
 from hub.actors import Actor, ActorKind
 from hub.auth import Authenticator
+from hub.credentials import Credential, Role
 
 AUTH: Port[Authenticator] = Port("authenticator")
 
@@ -35,7 +35,7 @@ def identify(request: Request, auth: Annotated[Authenticator, Depends(AUTH.get)]
 
 
 def admin(cred: Annotated[Credential, Depends(identify)]) -> Credential:
-    if cred.role != "admin":
+    if cred.role is not Role.ADMIN:
         raise api_error(403, "forbidden", "This operation needs an admin credential.",
                         "Cette opération demande un accès administrateur.")
     return cred
@@ -43,7 +43,7 @@ def admin(cred: Annotated[Credential, Depends(identify)]) -> Credential:
 
 def operator(cred: Annotated[Credential, Depends(identify)]) -> Credential:
     """An admin or the insurer (roster, new codes, operator-made oppositions and closures)."""
-    if cred.role not in ("admin", "insurer"):
+    if cred.role not in (Role.ADMIN, Role.INSURER):
         raise api_error(403, "forbidden", "This operation needs an admin or insurer credential.",
                         "Cette opération demande un accès administrateur ou Assurance Maladie.")
     return cred
@@ -56,14 +56,14 @@ Operator = Annotated[Credential, Depends(operator)]
 
 def actor_of(cred: Credential) -> Actor:
     """The Actor a credential stands for."""
-    if cred.role == "patient":
+    if cred.role is Role.PATIENT:
         return Actor(ActorKind.PATIENT, cred.ins)
-    if cred.role == "professional":
+    if cred.role is Role.PROFESSIONAL:
         return Actor(ActorKind.PROFESSIONAL, cred.idnps, profession=cred.profession, specialty=cred.specialty,
                      regulator=cred.regulator)
-    if cred.role == "admin":
+    if cred.role is Role.ADMIN:
         return Actor(ActorKind.ADMIN, cred.name)
-    if cred.role == "insurer":
+    if cred.role is Role.INSURER:
         return Actor(ActorKind.INSURER, cred.name)
     raise api_error(403, "read.role", "This credential cannot read patient records.",
                     "Cet accès ne permet pas de consulter les dossiers des patients.")

@@ -15,10 +15,10 @@ from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from config.settings import Credential
 from connectors.inbound.http.auth import Identified
 from connectors.inbound.http.common import Port
 from connectors.inbound.http.errors import api_error
+from hub.credentials import Credential, Role
 from hub.errors import Refused
 from pipelines.notify.ports import ContactService
 
@@ -44,9 +44,9 @@ def not_yours() -> HTTPException:
 
 
 def _own(ins: str, cred: Identified) -> Credential:
-    if cred.role == "patient" and cred.ins == ins:
+    if cred.role is Role.PATIENT and cred.ins == ins:
         return cred
-    raise not_yours() if cred.role == "patient" else api_error(
+    raise not_yours() if cred.role is Role.PATIENT else api_error(
         403, "forbidden", "Only the patient themself manages their contact addresses.",
         "Seul le patient lui-même gère ses adresses de contact.")
 

@@ -21,6 +21,7 @@ from connectors.inbound.http.auth import Identified
 from connectors.inbound.http.common import Port, read_body
 from connectors.inbound.http.errors import api_error
 from hub.access import PRODUCER_CODES
+from hub.credentials import Role
 from hub.envelope import Source
 from hub.records import SubmissionRecord
 from hub.writes import HTTP_DOOR, WriteGate
@@ -80,7 +81,7 @@ async def submit(request: Request, response: Response, cred: Identified, ports: 
 async def submission(submission_id: str, cred: Identified, ports: Documents,
                      wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0.0) -> dict[str, Any]:
     record = await _wait_final(ports.submissions, submission_id, wait)
-    if record is None or (cred.role != "admin" and record.producer != cred.name):
+    if record is None or (cred.role is not Role.ADMIN and record.producer != cred.name):
         raise api_error(404, "unknown-submission", "No such submission for this credential.",
                         "Soumission inconnue pour cet accès.")
     return record.to_dict()

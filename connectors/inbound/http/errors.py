@@ -17,8 +17,8 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from config.settings import Credential
 from connectors.inbound.http.params import install_param_errors
+from hub.credentials import Credential
 from hub.errors import HubError, Refused, TransientError
 from hub.refusals import already_traced
 

@@ -13,10 +13,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
-from config.settings import Credential
 from connectors.inbound.http.auth import Identified
 from connectors.inbound.http.common import Port, read_body
 from connectors.inbound.http.errors import api_error
+from hub.credentials import Credential, Role
 from hub.errors import Refused
 from pipelines.insurer.ports import InsurerService
 
@@ -34,7 +34,7 @@ router = APIRouter()
 
 
 def insurer(cred: Identified) -> Credential:
-    if cred.role != "insurer":
+    if cred.role is not Role.INSURER:
         raise api_error(403, "forbidden", "Only the insurer sends reimbursement history.",
                         "Seule l'Assurance Maladie transmet l'historique des remboursements.")
     return cred

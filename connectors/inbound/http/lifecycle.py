@@ -27,12 +27,12 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import AfterValidator, BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from config.settings import Credential
 from connectors.inbound.http.auth import Identified, Operator, actor_of
 from connectors.inbound.http.common import Port
 from connectors.inbound.http.contacts import contact_step, not_yours
 from connectors.inbound.http.errors import api_error
 from connectors.inbound.http.read_gate import Gate, gated
+from hub.credentials import Credential, Role
 from hub.errors import NotFound, Refused
 from hub.ins import valid_matricule
 from hub.notices import Channel
@@ -111,9 +111,9 @@ CODE_REQUESTED = {
 
 
 def _self_or_operator(ins: str, cred: Identified) -> Credential:
-    if cred.role in ("admin", "insurer") or (cred.role == "patient" and cred.ins == ins):
+    if cred.role in (Role.ADMIN, Role.INSURER) or (cred.role is Role.PATIENT and cred.ins == ins):
         return cred
-    raise not_yours() if cred.role == "patient" else api_error(
+    raise not_yours() if cred.role is Role.PATIENT else api_error(
         403, "forbidden", "Only the patient themself (or an operator) may do this.",
         "Seul le patient lui-même (ou un opérateur) peut faire cette demande.")
 
@@ -121,7 +121,7 @@ def _self_or_operator(ins: str, cred: Identified) -> Credential:
 def _self_or_admin(ins: str, cred: Identified) -> Credential:
     """Restitution: another patient is refused here (`access.not-own-record`); every other role goes on to
     the read table (the insurer, producers and professionals: `read.role`, traced with its scope)."""
-    if cred.role == "patient" and cred.ins != ins:
+    if cred.role is Role.PATIENT and cred.ins != ins:
         raise not_yours()
     return cred
 

@@ -20,12 +20,12 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from config.settings import Credential
 from connectors.inbound.http.auth import Admin
 from connectors.inbound.http.common import Blobs, Port, fetch_bytes
 from connectors.inbound.http.errors import api_error, refused
 from connectors.inbound.http.params import MAX_OFFSET
 from connectors.inbound.http.read_gate import Gate, Owner, gated
+from hub.credentials import Credential, Role
 from hub.errors import NotFound, Refused
 from hub.reading import Reading
 from hub.records import MessageRecord
@@ -68,7 +68,7 @@ class SendDocumentBody(BaseModel):
 def _own_reading(cred: Credential, ins: str) -> bool:
     """Whether this is the patient's own use of their mailbox (not an operator's): only that marks a
     message read, sends the read receipt (MDN displayed) and files documents into the record."""
-    return cred.role == "patient" and cred.ins == ins
+    return cred.role is Role.PATIENT and cred.ins == ins
 
 
 def _no_message() -> HTTPException:
@@ -154,7 +154,7 @@ async def file_attachments(ins: str, message_id: str, cred: Owner, ports: Mail) 
 async def send_document(ins: str, body: SendDocumentBody, _cred: Owner, ports: Mail) -> dict[str, Any]:
     """The patient's own act: the document is read through the record's access rules (a document
     hidden from them, deleted or not theirs is 404, traced); an admin does not send as the patient."""
-    if _cred.role != "patient":
+    if _cred.role is not Role.PATIENT:
         raise api_error(403, "access.patient-only", "Only the patient sends a document of their record.",
                         "Seul le patient envoie un document de son dossier.")
     return {"submission": await _call(ports.mail.send_document, ins, body.document_id, body.to, body.text)}

@@ -18,11 +18,11 @@ from typing import Annotated, Any, Protocol
 from fastapi import Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
-from config.settings import Credential
 from connectors.inbound.http.auth import Identified, actor_of
 from connectors.inbound.http.common import Port
 from connectors.inbound.http.errors import api_error, refused
 from hub.actors import Access, Actor
+from hub.credentials import Credential, Role
 from hub.errors import NotFound, Refused
 from hub.reading import Reading
 
@@ -79,7 +79,7 @@ async def _owner(ins: str, request: Request, cred: Identified, gate: Gate) -> Cr
     """The read table for this route's part (the mailbox, or the notifications), then the patient
     themself or an admin; anyone else gets 403 (and no hint whether the INS exists)."""
     await gated(gate, cred, ins, reading_of(request), target=target_of(request))
-    if cred.role == "admin" or (cred.role == "patient" and cred.ins == ins):
+    if cred.role is Role.ADMIN or (cred.role is Role.PATIENT and cred.ins == ins):
         return cred
     raise api_error(403, "read.role", "Only the patient (or an administrator) may use this mailbox.",
                     "Seul le patient (ou un administrateur) peut utiliser cette messagerie.")

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from config.settings import Credential
 from hub.access import PS_AUTHOR_ROOT, Decision
+from hub.credentials import Credential, Role
 from hub.writes import WRITE_ROLE, WRITERS
 from pipelines.cda.header import INS_OID_FAMILY, ROOT_TAG, read_header
 from pipelines.cda.validation import parse_untrusted
@@ -74,13 +74,13 @@ def may_write(writer: Credential, facts: WriteFacts | None, *, door: str, unread
     """The table above.  `facts` None: the header could not be read (`unreadable`: the parse rule)."""
     if writer.role not in WRITERS.get(door, frozenset()):
         return WRITE_ROLE
-    if writer.role == "producer":
+    if writer.role is Role.PRODUCER:
         return ADMITTED
-    if writer.role == "professional":
+    if writer.role is Role.PROFESSIONAL:
         if facts is None:
             return _unreadable("write.author", unreadable)
         return ADMITTED if _is_professional_author(facts.author_id, writer.idnps) else refusal("write.author")
-    if writer.role == "patient":
+    if writer.role is Role.PATIENT:
         return _patient(writer.ins, facts, unreadable)
     return WRITE_ROLE
 

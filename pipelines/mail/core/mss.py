@@ -25,7 +25,7 @@ from hub.findings import Finding, Severity
 from hub.ins import check_ins
 from hub.mailqueue import Reply
 from pipelines.mail.core.mime import ParsedMail
-from pipelines.mail.core.xdm import XdmEntry
+from pipelines.mail.core.xdm_metadata import XdmEntry
 
 PATIENT_DOMAIN = "patient.mssante.fr"
 INS_LENGTH = 15

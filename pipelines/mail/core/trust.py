@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from hub.credentials import Role
 from hub.findings import Finding, Severity
 from pipelines.cda.header import ROOT_TAG, ins_candidates
 from pipelines.cda.validation import parse_untrusted
@@ -61,10 +62,10 @@ def sender_is_own(mail_from: str, own: Iterable[str]) -> bool:
     return False
 
 
-def own_addresses(mail_addresses: Sequence[str], *, role: str, ins: str, rules: MssRules) -> tuple[str, ...]:
+def own_addresses(mail_addresses: Sequence[str], *, role: Role, ins: str, rules: MssRules) -> tuple[str, ...]:
     """What a credential may send as: its configured addresses, and a patient's own patient address."""
     own = tuple(mail_addresses)
-    return (*own, f"{ins}@{rules.patient_domain}".lower()) if role == "patient" and ins else own
+    return (*own, f"{ins}@{rules.patient_domain}".lower()) if role == Role.PATIENT and ins else own
 
 
 # -- the sender rule ------------------------------------------------------------------------------

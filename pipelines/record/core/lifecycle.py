@@ -1,10 +1,10 @@
 """The rules of a profile's life (pure): states and requests, codes, factors, rate limits and timers.
 
 Owns: LifecycleRules (the durations), the transition table (status x request -> new status, or the rule
-that refuses it), the provisional code (alphabet, generation from an injected random source, keyed
-digest), the Vitale serial (normalisation, keyed digest), the factor check with its lockout arithmetic,
-the values each transition writes, and the due-date helpers (automatic opening, purge, majority,
-reimbursement release).  Nothing here reads a clock: every function takes `now` (UTC) or a Paris date.
+that refuses it), the factor check with its lockout arithmetic, the values each transition writes, and
+the due-date helpers (automatic opening, purge, majority, reimbursement release).  The code and the
+Vitale serial themselves (generation, digests) and StrangerAttempts are in pipelines.record.core.factors.
+Nothing here reads a clock: every function takes `now` (UTC) or a Paris date.
 
 Decisions (documented here because the service and the API rely on them):
 * States: created -> active (activated with the code), created -> opened (opened automatically once the
@@ -44,11 +44,6 @@ Does not: store anything (storage.sql.profiles), send letters (pipelines.notify.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import re
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
@@ -61,13 +56,6 @@ from pipelines.record.core.profile import Activation, Profile
 PARIS = ZoneInfo("Europe/Paris")
 #: Crockford's base32: no I, L, O, U (nothing to misread on paper); 32 symbols, so one random byte & 31
 #: picks a symbol without bias.
-CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-CODE_LENGTH = 12          # 60 bits, printed as XXXX-XXXX-XXXX
-CODE_GROUP = 4
-_CODE_READ = str.maketrans({"O": "0", "I": "1", "L": "1"})
-_CODE_DROP = re.compile(r"[\s\-_.]+")
-_VITALE_DROP = re.compile(r"[\s\-_./]+")
-_VITALE_SHAPE = re.compile(r"^[0-9A-Z]{8,20}$")
 LOCATION = "profile"
 
 
@@ -180,50 +168,7 @@ def next_status(status: PatientStatus, request: Request) -> PatientStatus | dict
     return step if isinstance(step, PatientStatus) else finding(step)
 
 
-# -- codes and factors --------------------------------------------------------------------------------
-
-
-def new_code(random_bytes: Callable[[int], bytes], length: int = CODE_LENGTH) -> str:
-    """A provisional code, `XXXX-XXXX-XXXX`, from `random_bytes` (secrets.token_bytes in production)."""
-    raw = random_bytes(length)
-    if len(raw) < length:
-        raise ValueError("the random source returned too few bytes")
-    symbols = "".join(CODE_ALPHABET[b & 31] for b in raw[:length])
-    return "-".join(symbols[i:i + CODE_GROUP] for i in range(0, length, CODE_GROUP))
-
-
-def normalise_code(text: str) -> str:
-    """What the person typed, as the code is digested: no separators, upper case, O -> 0, I/L -> 1."""
-    return _CODE_DROP.sub("", text).upper().translate(_CODE_READ)
-
-
-def _keyed(secret: bytes, purpose: str, ins: str, value: str) -> str:
-    if not secret:
-        raise ValueError("the lifecycle secret must not be empty")
-    return hmac.new(secret, f"{purpose}\x1f{ins}\x1f{value}".encode(), hashlib.sha256).hexdigest()
-
-
-def code_digest(secret: bytes, ins: str, code: str) -> str:
-    """HMAC-SHA256 of (INS, normalised code) under the hub's secret: what the profile table keeps."""
-    return _keyed(secret, "activation-code", ins, normalise_code(code))
-
-
-def normalise_vitale(serial: str) -> str | None:
-    """The Vitale card serial without spaces, dashes, dots or slashes, upper case; None unless it is then
-    8 to 20 letters or digits."""
-    value = _VITALE_DROP.sub("", serial).upper()
-    return value if _VITALE_SHAPE.match(value) else None
-
-
-def vitale_digest(secret: bytes, ins: str, serial: str) -> str:
-    """HMAC-SHA256 of (INS, normalised serial); "" when the serial is not a valid one."""
-    value = normalise_vitale(serial)
-    return _keyed(secret, "vitale-serial", ins, value) if value else ""
-
-
-def digest_matches(expected: str, actual: str) -> bool:
-    """Constant-time comparison; an empty expected digest (nothing on file) never matches."""
-    return bool(expected) and bool(actual) and hmac.compare_digest(expected, actual)
+# -- factors and lockouts --------------------------------------------------------------------------------
 
 
 def lockout_for(failed_attempts: int, rules: LifecycleRules = DEFAULT_RULES) -> timedelta | None:
@@ -437,29 +382,3 @@ def reimbursement_release_at(profile: Profile, rules: LifecycleRules = DEFAULT_R
     if profile.activated_at is None or profile.status not in OPEN_STATUSES:
         return None
     return profile.activated_at + rules.reimbursement_delay
-
-
-class StrangerAttempts:
-    """Attempts on an INS that has no profile, counted like a profile's (same lockout arithmetic), so
-    that neither the answer nor the lockout tells whether an INS has a profile.  In memory, per process,
-    keyed by a digest of the INS, at most `capacity` INS (the oldest entry is dropped first)."""
-
-    def __init__(self, rules: LifecycleRules = DEFAULT_RULES, capacity: int = 100_000) -> None:
-        self._rules = rules
-        self._capacity = capacity
-        self._seen: dict[str, tuple[int, datetime | None]] = {}
-        self._lock = threading.Lock()
-
-    def attempt(self, key: str, now: datetime) -> dict[str, object]:
-        """Count one attempt on `key`; the refusal to answer (the generic one, or the lockout)."""
-        with self._lock:
-            failed, until = self._seen.get(key, (0, None))
-            if until is not None and now < until:
-                return locked(until, now)
-            decision = refused_attempt(failed, finding("lifecycle.activation-refused"), now, self._rules)
-            self._seen.pop(key, None)
-            self._seen[key] = (failed + 1, decision.locked_until)
-            while len(self._seen) > self._capacity:
-                del self._seen[next(iter(self._seen))]
-        assert decision.finding is not None
-        return decision.finding

@@ -21,7 +21,7 @@ from datetime import date
 
 from hub.ins import check_ins
 from hub.records import PatientRecord, PatientStatus
-from pipelines.record.core.lifecycle import normalise_vitale
+from pipelines.record.core.factors import normalise_vitale
 
 REQUIRED_COLUMNS = ("ins", "oid", "birth_name", "given_names", "birth_date", "sex", "birth_place",
                     "email", "phone", "postal_address", "status")
