@@ -107,7 +107,7 @@ def _read_routes(app: FastAPI, ctx: ApiContext) -> None:
              response_class=Response)
     async def raw_message(ins: str, message_id: str, _cred: Owner) -> Response:
         record = await _owned(ctx, ins, message_id)
-        data = await fetch_bytes(ctx, record.blob, _no_message)
+        data = record.message_in(await fetch_bytes(ctx, record.blob, _no_message))
         return Response(data, media_type="message/rfc822")
 
     @app.get("/v1/mailboxes/{address}/deliveries", summary="What the hub delivered to an address (admin)")
