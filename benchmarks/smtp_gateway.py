@@ -5,7 +5,9 @@ Drives, with Postfix's `smtp-source` (Debian package `postfix`), 10 KB messages 
   2. a private Postfix (smtpd -> queue file with fsync -> discard transport): the peer to beat;
   3. the hub's gateway (`meshub run`, embedded default: 250 only once the message is fsynced in
      SeaweedFS, recorded and on the durable bus), to a known patient address.
-Then p50/p99 of single messages through the hub's gateway with smtplib.  Nothing is asserted.
+For the hub, also filed/s: the rate at which those messages reach the patient's mailbox (each run's
+messages, from its first DATA to its last mailbox row).  Then p50/p99 of single messages through the
+hub's gateway with smtplib.  Nothing is asserted.
 
     .venv/bin/python -m benchmarks.smtp_gateway [--messages 2000] [--sessions 1 10]
 """
@@ -13,11 +15,13 @@ Then p50/p99 of single messages through the hub's gateway with smtplib.  Nothing
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import signal
 import smtplib
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -125,13 +129,29 @@ def bench_hub(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         httpx.post(f"http://127.0.0.1:{http_port}/v1/patients/import", content=roster,
                    headers={"Authorization": f"Bearer {admin}"}).raise_for_status()
         to = f"{INS}@patient.mssante.fr"
-        result: dict[str, Any] = {f"{s} sessions": smtp_source(smtp_port, messages=args.messages, sessions=s,
-                                                               size=args.size, to=to) for s in args.sessions}
+        result: dict[str, Any] = {}
+        for n, s in enumerate(args.sessions, start=1):
+            started = time.perf_counter()
+            result[f"{s} sessions"] = smtp_source(smtp_port, messages=args.messages, sessions=s, size=args.size,
+                                                  to=to)
+            result[f"{s} sessions filed/s"] = args.messages / _filed(data, n * args.messages, started)
         result["latency_ms"] = _latency(smtp_port, to, args.size)
         return result
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
+
+
+def _filed(data: Path, count: int, started: float, timeout_s: float = 900) -> float:
+    """Seconds from `started` until `count` messages are in the patient's mailbox (the mail pipeline's drain:
+    spool -> intake -> bus -> mail pipeline -> mailbox row), read from the embedded index."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.closing(sqlite3.connect(f"file:{data / 'index.sqlite3'}?mode=ro", uri=True)) as db:
+            if db.execute("SELECT count(*) FROM messages").fetchone()[0] >= count:
+                return time.perf_counter() - started
+        time.sleep(0.05)
+    raise RuntimeError(f"fewer than {count} messages filed after {timeout_s} s")
 
 
 def _latency(port: int, to: str, size: int, count: int = 200) -> dict[str, float]:

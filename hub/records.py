@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from hub.envelope import BlobRef
+from hub.errors import IntegrityError
 
 
 class SubmissionStatus(StrEnum):
@@ -155,7 +156,10 @@ class MessageRecord:
     `message_id` is ours (one per mailbox copy); `rfc_message_id` is the Message-ID header.
     `direction` is "in" (received), "out" (sent by the mailbox owner) or "notice" (a delivery report
     about the owner's own mail, from the null sender).  `closed` is True when the
-    professional forbade replies (X-MSS-MES: FIN)."""
+    professional forbade replies (X-MSS-MES: FIN).
+    `sha256` and `size` are the message's.  Its bytes are those intake stored at the 250: the queued mail
+    (hub.mailqueue.pack), where the message starts at `blob_offset`, the whole object's SHA-256 being
+    `blob_sha256`; a row made before that points at an object of the message alone (offset 0, "")."""
 
     message_id: str
     mailbox: str
@@ -174,15 +178,25 @@ class MessageRecord:
     read_at: datetime | None = None
     attachments: tuple[str, ...] = ()
     documents: tuple[str, ...] = ()  # submission ids of the CDA documents filed from its XDM
+    blob_offset: int = 0  # where the message starts in the stored object
+    blob_sha256: str = ""  # the stored object's SHA-256 when it holds more than the message
 
     @property
     def blob(self) -> BlobRef:
-        """Where the exact bytes are, with what to check them against."""
-        return BlobRef(bucket=self.blob_bucket, key=self.blob_key, sha256=self.sha256, size=self.size)
+        """The stored object holding the message, with what to check it against (cut it with message_in)."""
+        return BlobRef(bucket=self.blob_bucket, key=self.blob_key, sha256=self.blob_sha256 or self.sha256,
+                       size=self.blob_offset + self.size)
+
+    def message_in(self, stored: bytes) -> bytes:
+        """The message's exact bytes out of the object `blob` names (already checked by the store's get)."""
+        message = stored[self.blob_offset:] if self.blob_offset else stored
+        if len(message) != self.size:
+            raise IntegrityError(f"stored object in bucket {self.blob_bucket} does not hold this message")
+        return message
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        for private in ("blob_bucket", "blob_key"):
+        for private in ("blob_bucket", "blob_key", "blob_offset", "blob_sha256"):
             data.pop(private)
         data["attachments"], data["documents"] = list(self.attachments), list(self.documents)
         data["received_at"] = self.received_at.isoformat()

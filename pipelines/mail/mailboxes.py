@@ -140,7 +140,7 @@ class PatientMail:
         return record
 
     def _parsed(self, record: MessageRecord) -> ParsedMail:
-        raw = self._store.get(record.blob)
+        raw = record.message_in(self._store.get(record.blob))
         mail = parse_mail(raw).mail
         if mail is None:
             raise Refused(_finding("mime.malformed"))

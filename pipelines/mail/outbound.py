@@ -8,6 +8,10 @@ there) or to the Relay of their next hop, recording each recipient's state, and 
   4xx / no answer          -> deferred, retried on the relay schedule (jittered backoff over hours),
                               with one "delayed" DSN after `delay_warning_s`, and bounced once the
                               lifetime is over (status 4.4.7 in the DSN).
+The message is read from the queued mail intake stored at the 250, which the mail pipeline hands on as it
+is: of its recipients, those for organisations and other domains are this pipeline's.  A retry stores only
+what changed, an onward ticket (pipelines.mail.core.onward: the recipients left, the warning sent) pointing
+at that queued mail; the message bytes are never written again.
 Does not: speak SMTP or LMTP (pipelines.mail.ports.Relay / LocalDelivery adapters do) or parse the message.
 """
 
@@ -19,12 +23,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from hub.delivery import Outcome, RecipientResult
-from hub.envelope import Envelope
+from hub.envelope import BlobRef, Envelope
 from hub.events import DeliveryRequested
 from hub.mailqueue import MAIL_CONTENT_TYPE, Reply, SmtpEnvelope, SmtpRecipient, pack, unpack
 from hub.ports import BlobStore, Publisher
 from hub.records import DeliveryRecord, DeliveryState
 from pipelines.mail.core.mss import MssRules, RecipientKind, classify_recipient
+from pipelines.mail.core.onward import TICKET_CONTENT_TYPE, OnwardTicket, is_ticket
 from pipelines.mail.core.relay_schedule import Expire, NextHop, RelaySchedule, WarnThenRetry, group_by_hop
 from pipelines.mail.ports import LocalDelivery, Mailboxes, Relay
 from pipelines.mail.reporting import ReportSender
@@ -58,10 +63,10 @@ class OutboundPipeline:
         self._p = ports
 
     def __call__(self, envelope: Envelope) -> None:
-        smtp, message = unpack(self._p.store.get(envelope.raw))
+        smtp, message, mail = self._read(envelope.raw)
         final = {d.recipient.lower() for d in self._p.mailboxes.deliveries(envelope.submission_id)
                  if d.state in (DeliveryState.DELIVERED, DeliveryState.BOUNCED)}
-        pending = [r for r in smtp.recipients if r.address.lower() not in final]
+        pending = [r for r in smtp.recipients if r.address.lower() not in final and self._onward(r)]
         if not pending:
             return
         results = self._attempt(envelope.submission_id, smtp, message, pending)
@@ -84,10 +89,24 @@ class OutboundPipeline:
         if failed:
             self._p.reports.failed(smtp, message, failed, about=envelope.submission_id)
         if deferred:
-            self._defer(envelope, smtp, message, deferred, attempts)
+            self._defer(envelope, smtp, message, mail, deferred, attempts)
         log.info("outbound submission=%s attempt %d: %d delivered, %d bounced, %d deferred",
                  envelope.submission_id, attempts, len(results) - len(failed) - len(deferred), len(failed),
                  len(deferred))
+
+    def _read(self, ref: BlobRef) -> tuple[SmtpEnvelope, bytes, BlobRef]:
+        """(SMTP envelope, message, the queued mail holding the message) from a queued mail or a ticket."""
+        data = self._p.store.get(ref)
+        if not is_ticket(data):
+            smtp, message = unpack(data)
+            return smtp, message, ref
+        ticket = OnwardTicket.decode(data)
+        return ticket.smtp, unpack(self._p.store.get(ticket.mail))[1], ticket.mail
+
+    def _onward(self, rcpt: SmtpRecipient) -> bool:
+        """A recipient of this pipeline's: an organisation's mailbox here, or another domain's."""
+        return classify_recipient(rcpt.address, self._p.rules).kind in (RecipientKind.LOCAL_ORG,
+                                                                        RecipientKind.REMOTE)
 
     def _attempt(self, submission_id: str, smtp: SmtpEnvelope, message: bytes,
                  pending: Sequence[SmtpRecipient]) -> list[RecipientResult]:
@@ -107,7 +126,7 @@ class OutboundPipeline:
         results += [RecipientResult(r.address, Outcome.PERMANENT, NO_ROUTE) for r in groups.unroutable]
         return results
 
-    def _defer(self, envelope: Envelope, smtp: SmtpEnvelope, message: bytes,
+    def _defer(self, envelope: Envelope, smtp: SmtpEnvelope, message: bytes, mail: BlobRef,
                deferred: list[tuple[SmtpRecipient, RecipientResult]], attempts: int) -> None:
         step = self._p.schedule.next_step(envelope.received_at, attempts, self._p.clock(),
                                           warned=smtp.extra.get(_WARNED) == "1")
@@ -126,7 +145,7 @@ class OutboundPipeline:
                                     about=envelope.submission_id)
             extra[_WARNED] = "1"
         retry = replace(smtp, recipients=tuple(r for r, _ in deferred), extra=extra)
-        ref = self._p.store.put(pack(retry, message), kind="mail", content_type=MAIL_CONTENT_TYPE)
+        ref = self._p.store.put(OnwardTicket(retry, mail).encode(), kind="onward", content_type=TICKET_CONTENT_TYPE)
         self._p.outbound.publish(DeliveryRequested(replace(envelope, raw=ref, attempt=attempts)), delay_s=step.delay_s)
 
     def _record(self, envelope: Envelope, rcpt: SmtpRecipient, state: DeliveryState, attempts: int,

@@ -11,7 +11,10 @@ Owns, for one queued mail on the intake queue (hub.mailqueue):
                         is final (IntegrationReports: after the filing, or after the CDA pipeline)
     local org / other domain -> a queued mail of its own on the outbound queue (OutboundPipeline)
   -> the submission is final (`indexed`: filed), or `rejected` with findings and a DSN to the sender.
-A redelivered mail changes nothing twice: a mailbox copy is stored once per (submission, mailbox),
+The mail is stored once, by intake at the 250 (the queued mail object): each mailbox copy is a row that
+refers to that object (and to where the message starts in it), and the outbound queue is handed that same
+object; only the documents an XDM carries become objects of their own (one each, through intake).
+A redelivered mail changes nothing twice: a mailbox copy is recorded once per (submission, mailbox),
 documents are submitted under ids derived from the mail (intake takes an id once), recipients
 already delivered or bounced are skipped, and the integration report is claimed by one claimant.
 Does not: speak SMTP/LMTP (connectors, behind pipelines.mail.ports.Relay and LocalDelivery) or decide the
@@ -31,7 +34,7 @@ from hub.envelope import BlobRef, Envelope, Source
 from hub.events import DeliveryRequested, DocumentFiled, DocumentRejected
 from hub.findings import Finding
 from hub.intake import Intake
-from hub.mailqueue import MAIL_CONTENT_TYPE, Reply, SmtpEnvelope, SmtpRecipient, pack, unpack
+from hub.mailqueue import MAIL_CONTENT_TYPE, Reply, SmtpEnvelope, SmtpRecipient, unpack
 from hub.ports import BlobStore, Index, Publisher
 from hub.records import (
     DeliveryRecord,
@@ -75,16 +78,15 @@ class MailPorts:
     announce: Callable[[str, str], None] | None = None
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Queued:
-    """One queued mail read back: the SMTP envelope, the message bytes and its parse; `stored` is where
-    the message alone is kept for mailboxes, once stored (one PUT however many mailbox copies)."""
+    """One queued mail read back: the SMTP envelope, the message bytes and its parse.  The message is the
+    tail of the object `envelope.raw` names (hub.mailqueue.pack): mailbox copies point into that object."""
 
     envelope: Envelope
     smtp: SmtpEnvelope
     message: bytes
     mail: ParsedMail
-    stored: BlobRef | None = None
 
 
 class MailPipeline:
@@ -162,16 +164,16 @@ class MailPipeline:
 
     def _record(self, q: Queued, message_id: str, mailbox: str, direction: str, correspondent: str,
                 filed: tuple[str, ...]) -> MessageRecord:
-        if q.stored is None:
-            q.stored = self._p.store.put(q.message, kind="msg", content_type="message/rfc822")
-        ref = q.stored
+        """The mailbox copy: a row pointing into the queued mail intake stored (no bytes written here)."""
+        ref = q.envelope.raw
         return MessageRecord(
             message_id=message_id, mailbox=mailbox.lower(), submission_id=q.envelope.submission_id,
             direction=direction, correspondent=correspondent.lower(), subject=q.mail.subject,
             rfc_message_id=q.mail.message_id, in_reply_to=q.mail.in_reply_to, blob_bucket=ref.bucket,
-            blob_key=ref.key, sha256=ref.sha256, size=ref.size, received_at=q.envelope.received_at,
-            closed=mss_flags(q.mail).end_of_exchange, attachments=tuple(a.filename for a in q.mail.attachments),
-            documents=filed)
+            blob_key=ref.key, sha256=hashlib.sha256(q.message).hexdigest(), size=len(q.message),
+            received_at=q.envelope.received_at, closed=mss_flags(q.mail).end_of_exchange,
+            attachments=tuple(a.filename for a in q.mail.attachments), documents=filed,
+            blob_offset=ref.size - len(q.message), blob_sha256=ref.sha256)
 
     def _keep_sent_copy(self, q: Queued) -> None:
         """A mail a patient sent through the API is kept in their own mailbox, as sent."""
@@ -185,16 +187,14 @@ class MailPipeline:
     # -- onward and failures ---------------------------------------------------------------------------
 
     def _queue_outbound(self, q: Queued, onward: list[tuple[SmtpRecipient, str]]) -> None:
-        smtp = SmtpEnvelope(mail_from=q.smtp.mail_from, recipients=tuple(r for r, _ in onward), auth=q.smtp.auth,
-                            peer=q.smtp.peer, helo=q.smtp.helo, ret=q.smtp.ret, envid=q.smtp.envid,
-                            received_at=q.smtp.received_at)
-        ref = self._p.store.put(pack(smtp, q.message), kind="mail", content_type=MAIL_CONTENT_TYPE)
+        """Hand the queued mail itself (the object intake stored) to the outbound queue: the outbound
+        pipeline takes from its recipients those for organisations and other domains (nothing is repacked)."""
         for rcpt, route in onward:
             self._p.mailboxes.record_delivery(DeliveryRecord(q.envelope.submission_id, rcpt.address, route,
                                                              DeliveryState.QUEUED))
         self._p.outbound.publish(DeliveryRequested(Envelope(
             submission_id=q.envelope.submission_id, received_at=q.envelope.received_at, source=q.envelope.source,
-            raw=ref, content_type=MAIL_CONTENT_TYPE)))
+            raw=q.envelope.raw, content_type=MAIL_CONTENT_TYPE)))
 
     def _bounce(self, q: Queued, rcpt: SmtpRecipient, route: str, reply: Reply) -> None:
         self._p.mailboxes.record_delivery(DeliveryRecord(q.envelope.submission_id, rcpt.address, route,
@@ -242,7 +242,7 @@ class IntegrationReports:
         if len(final) < len(filing.documents) or not self._p.mailboxes.claim_report(filing.message_id, by=by):
             return False
         kept = self._p.mailboxes.message(filing.message_id)
-        raw = self._p.store.get(kept.blob) if kept is not None else b""
+        raw = kept.message_in(self._p.store.get(kept.blob)) if kept is not None else b""
         mail = parse_mail(raw, limits=self._p.mail_limits).mail if kept is not None else None
         if mail is None:
             log.error("mail message=%s: no integration report (mailbox copy missing or unreadable)", filing.message_id)

@@ -168,7 +168,7 @@ def _write_messages(z: _Zip, store: BlobStore, messages: Iterator[MessageRecord]
     entries = []
     for message in messages:
         name = f"messages/{safe_name(message.message_id, '.eml')}"
-        z.add(name, store.get(message.blob))
+        z.add(name, message.message_in(store.get(message.blob)))
         entries.append({"file": name, **message.to_dict()})
     z.add_json("messages.json", {"messages": entries})
     return len(entries)

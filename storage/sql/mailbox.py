@@ -7,6 +7,9 @@ queued mail never shows twice in a mailbox; a delivery state is one row per
 (submission, recipient), updated in place.
 Rule: a filing (which document submissions a mail filed) is recorded once, and its integration
 report is claimed by one claimant only (a conditional UPDATE: one winner, even under concurrency).
+Rule: a row keeps no bytes of its own: it points at the object intake stored at the 250 (the queued
+mail) and where the message starts in it (blob_offset, with the object's SHA-256): copies of one mail
+in several mailboxes, and the mail's submission, all refer to that one object.
 Does not: decide who may write to whom (pipelines.mail.core.mss) or keep message bytes
 (they are in object storage; rows point at them).
 """
@@ -40,6 +43,8 @@ messages = sa.Table(
     sa.Column("read_at", sa.DateTime(timezone=True)),
     sa.Column("attachments", sa.Text, nullable=False),
     sa.Column("documents", sa.Text, nullable=False),
+    sa.Column("blob_offset", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("blob_sha256", sa.String(64), nullable=False, server_default=""),
     sa.UniqueConstraint("submission_id", "mailbox", name="uq_messages_copy"),
     sa.Index("ix_messages_mailbox", "mailbox", "received_at"),
 )
@@ -191,7 +196,8 @@ def _message_row(message: MessageRecord) -> dict[str, Any]:
             "blob_bucket": message.blob_bucket, "blob_key": message.blob_key, "sha256": message.sha256,
             "size": message.size, "received_at": message.received_at, "closed": message.closed,
             "read_at": message.read_at, "attachments": json.dumps(list(message.attachments)),
-            "documents": json.dumps(list(message.documents))}
+            "documents": json.dumps(list(message.documents)), "blob_offset": message.blob_offset,
+            "blob_sha256": message.blob_sha256}
 
 
 def _message_from_row(row: Any) -> MessageRecord:
@@ -200,4 +206,5 @@ def _message_from_row(row: Any) -> MessageRecord:
         correspondent=row.correspondent, subject=row.subject, rfc_message_id=row.rfc_message_id,
         in_reply_to=row.in_reply_to, blob_bucket=row.blob_bucket, blob_key=row.blob_key, sha256=row.sha256,
         size=row.size, received_at=when(row.received_at), closed=bool(row.closed), read_at=aware(row.read_at),
-        attachments=tuple(json.loads(row.attachments)), documents=tuple(json.loads(row.documents)))
+        attachments=tuple(json.loads(row.attachments)), documents=tuple(json.loads(row.documents)),
+        blob_offset=int(row.blob_offset), blob_sha256=row.blob_sha256)

@@ -10,8 +10,9 @@ Rule 2: the registry row is kept as a tombstone, status `closed`, with every ide
 blanked (only the INS and its OID stay).  Intake and the SMTP gateway go on refusing the INS as a closed
 profile (`patient.closed`, DMP code 207; 550 5.2.1) instead of "unknown"; if the insurer's roster brings
 the INS back later, the upsert makes a new, empty profile: nothing of the purged one survives to join it.
-Rule 3: an object shared with another patient's rows (one mail to two patients is one object) is not
-queued: only objects that no remaining document, message or submission row refers to are.
+Rule 3: an object shared with another patient's rows (one mail to two patients is one object: the queued
+mail intake stored, which the mail's submission and every mailbox copy refer to) is not queued: only
+objects that no remaining document, message or submission row refers to are.
 Does not: touch the object store (the record feature's restitution erases through its BlobEraser port),
 redact the audit trail (its own store does), or decide when a purge is due (the lifecycle does).
 Known limits: postal batch PDFs (letter_batches) hold many patients' letters and are kept whole; a
@@ -192,8 +193,12 @@ class _Doomed:
     def _messages(self, conn: Connection, mailbox: str) -> None:
         """The mailbox's messages, and the mail submissions that only this mailbox kept a copy of."""
         rows = conn.execute(sa.select(messages.c.submission_id, messages.c.blob_bucket, messages.c.blob_key,
-                                      messages.c.sha256, messages.c.size).where(messages.c.mailbox == mailbox)).all()
-        self.refs += [BlobRef(r.blob_bucket, r.blob_key, r.sha256, r.size) for r in rows]
+                                      messages.c.sha256, messages.c.size, messages.c.blob_offset,
+                                      messages.c.blob_sha256).where(messages.c.mailbox == mailbox)).all()
+        # the object a row points at: the queued mail (its own SHA-256, the message at blob_offset) or, for
+        # rows made before, the message alone
+        self.refs += [BlobRef(r.blob_bucket, r.blob_key, r.blob_sha256 or r.sha256, r.blob_offset + r.size)
+                      for r in rows]
         bucket_of = {r.submission_id: r.blob_bucket for r in rows}
         for ids in _chunks(sorted(bucket_of)):
             shared = {s for (s,) in conn.execute(sa.select(messages.c.submission_id).where(

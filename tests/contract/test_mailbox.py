@@ -7,13 +7,15 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
+from hub.envelope import BlobRef
 from hub.records import DeliveryRecord, DeliveryState, MessageRecord
 from pipelines.mail.ports import Mailboxes
 from storage.memory.index import MemoryIndex
 from storage.memory.mailbox import MemoryMailbox
 from storage.sql.index import SqlIndex
-from storage.sql.mailbox import SqlMailbox
+from storage.sql.mailbox import SqlMailbox, messages
 from tests import builders
 from tests.contract.conftest import beside
 
@@ -73,3 +75,40 @@ def test_delivery_state_is_one_row_per_recipient_updated_in_place(mailbox: Mailb
     assert [(r.recipient, r.state, r.attempts) for r in rows] == [
         (MAILBOX, DeliveryState.DELIVERED, 1), ("pharma@org.mssante.fr", DeliveryState.DEFERRED, 1)]
     assert rows[1].last_reply == "451 4.3.0 try later"
+
+
+def test_a_copy_pointing_into_the_queued_mail_reads_back_with_its_place(mailbox: SqlMailbox) -> None:
+    # A row made by the mail pipeline: the object is the queued mail, the message starts at blob_offset
+    record = replace(message(7), blob_key="mail/bb/7", blob_offset=120, blob_sha256="b" * 64)
+    mailbox.store_message(record)
+    stored = mailbox.message("m7")
+    assert stored == record
+    assert (stored.blob.key, stored.blob.sha256, stored.blob.size) == ("mail/bb/7", "b" * 64, 130)
+    assert stored.message_in(b"h" * 120 + b"m" * 10) == b"m" * 10
+    assert "blob_offset" not in stored.to_dict() and stored.to_dict()["sha256"] == "a" * 64
+
+
+def test_a_messages_table_of_an_earlier_release_gains_the_columns_and_keeps_its_rows(sql_index: SqlIndex) -> None:
+    # Given a `messages` table as an earlier release made it, with one row (its object: the message alone)
+    old = sa.MetaData()
+    columns = [sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+               for c in messages.columns if c.name not in ("blob_offset", "blob_sha256")]
+    table = sa.Table("messages", old, *columns)
+    row = {c.name: None for c in columns} | {"message_id": "m1", "mailbox": MAILBOX, "submission_id": "s1",
+                                             "direction": "in", "correspondent": "dr@h", "subject": "s",
+                                             "rfc_message_id": "", "in_reply_to": "", "blob_bucket": "b",
+                                             "blob_key": "msg/aa/1", "sha256": "a" * 64, "size": 10,
+                                             "received_at": datetime.now(UTC), "closed": False,
+                                             "attachments": "[]", "documents": "[]"}
+    with sql_index.engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS messages"))
+        old.create_all(conn)
+        conn.execute(table.insert().values(row))
+
+    # When the mailbox store starts on it
+    store = SqlMailbox.beside(sql_index)
+
+    # Then the row reads as before: its object is the message, offset 0
+    stored = store.message("m1")
+    assert stored is not None and (stored.blob_offset, stored.blob_sha256) == (0, "")
+    assert stored.blob == BlobRef("b", "msg/aa/1", "a" * 64, 10) and stored.message_in(b"x" * 10) == b"x" * 10

@@ -20,6 +20,7 @@ from hub.records import (
     MessageRecord,
     PatientRecord,
     PatientStatus,
+    SubmissionRecord,
 )
 from pipelines.notify.core.policy import notice_id
 from storage.memory.index import MemoryIndex
@@ -134,3 +135,27 @@ def test_an_object_another_row_still_points_at_is_never_queued(stores: Stores) -
     index_doc(stores, "1.2.3^theirs", OTHER, same)  # odd, but the rows are what counts
     assert stores.purge.purge(TEST_INS).blobs == ()
     assert stores.purge.purge("199999999999999").rows["patients"] == 0  # unknown INS: nothing, no error
+
+
+def test_a_mail_kept_once_in_the_queued_mail_is_erased_with_its_last_mailbox(stores: Stores) -> None:
+    # Given one mail to two patients, stored once by intake (the queued mail: its submission's object), each
+    # mailbox copy pointing into it (the message after a 100-byte queued-mail header)
+    queued = BlobRef(bucket="b", key="mail/qq/queued", sha256="f" * 64, size=110)
+    submission = new_submission_id()
+    stores.index.create_submission(SubmissionRecord(submission, NOW, "clinic", "smtp", blob_key=queued.key,
+                                                    sha256=queued.sha256, size=queued.size))
+    for ins in (TEST_INS, OTHER):
+        stores.mail.store_message(MessageRecord(
+            message_id=f"{submission}-{ins}", mailbox=f"{ins}@patient.mssante.fr", submission_id=submission,
+            direction="in", correspondent="dr@h.mssante.fr", subject="s", rfc_message_id="<m@h>", in_reply_to="",
+            blob_bucket=queued.bucket, blob_key=queued.key, sha256="e" * 64, size=10, received_at=NOW,
+            blob_offset=100, blob_sha256=queued.sha256))
+
+    # When the first patient is purged, then the second
+    first = stores.purge.purge(TEST_INS)
+    second = stores.purge.purge(OTHER)
+
+    # Then the object stays while a copy refers to it, and goes with the last one, under its own SHA-256 and size
+    assert queued.key not in {r.key for r in first.blobs}
+    assert [r for r in second.blobs if r.key == queued.key] == [queued]
+    assert stores.index.submission(submission) is None

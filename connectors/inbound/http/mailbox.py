@@ -104,7 +104,7 @@ async def list_messages(ins: str, _cred: Owner, ports: Mail, limit: Annotated[in
             response_class=Response)
 async def raw_message(ins: str, message_id: str, _cred: Owner, ports: Mail, blobs: Blobs) -> Response:
     record = await _owned(ports, ins, message_id)
-    data = await fetch_bytes(blobs, record.blob, _no_message)
+    data = record.message_in(await fetch_bytes(blobs, record.blob, _no_message))
     return Response(data, media_type="message/rfc822")
 
 
