@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from hub.delivery import Outcome, RecipientResult
 from hub.envelope import BlobRef, Envelope
 from hub.events import DeliveryRequested
-from hub.mailqueue import MAIL_CONTENT_TYPE, Reply, SmtpEnvelope, SmtpRecipient, pack, unpack
+from hub.mailqueue import Reply, SmtpEnvelope, SmtpRecipient, unpack
 from hub.ports import BlobStore, Publisher
 from hub.records import DeliveryRecord, DeliveryState
 from pipelines.mail.core.mss import MssRules, RecipientKind, classify_recipient

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from hub.access import PRODUCER_CODES
-from hub.envelope import BlobRef, Envelope, Source
+from hub.envelope import Envelope, Source
 from hub.events import DeliveryRequested, DocumentFiled, DocumentRejected
 from hub.findings import Finding
 from hub.intake import Intake

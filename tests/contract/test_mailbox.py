@@ -16,6 +16,7 @@ from storage.memory.index import MemoryIndex
 from storage.memory.mailbox import MemoryMailbox
 from storage.sql.index import SqlIndex
 from storage.sql.mailbox import SqlMailbox, messages
+from storage.sql.migrate import downgrade, upgrade
 from tests import builders
 from tests.contract.conftest import beside
 
@@ -89,7 +90,7 @@ def test_a_copy_pointing_into_the_queued_mail_reads_back_with_its_place(mailbox:
 
 
 def test_a_messages_table_of_an_earlier_release_gains_the_columns_and_keeps_its_rows(sql_index: SqlIndex) -> None:
-    # Given a `messages` table as an earlier release made it, with one row (its object: the message alone)
+    # Given a `messages` table as revision 0001 made it, with one row (its object: the message alone)
     old = sa.MetaData()
     columns = [sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
                for c in messages.columns if c.name not in ("blob_offset", "blob_sha256")]
@@ -100,12 +101,14 @@ def test_a_messages_table_of_an_earlier_release_gains_the_columns_and_keeps_its_
                                              "blob_key": "msg/aa/1", "sha256": "a" * 64, "size": 10,
                                              "received_at": datetime.now(UTC), "closed": False,
                                              "attachments": "[]", "documents": "[]"}
+    downgrade(sql_index.database, "0001")
     with sql_index.engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE IF EXISTS messages"))
         old.create_all(conn)
         conn.execute(table.insert().values(row))
 
-    # When the mailbox store starts on it
+    # When the database is migrated to the current revision and the mailbox store starts on it
+    upgrade(sql_index.database)
     store = SqlMailbox.beside(sql_index)
 
     # Then the row reads as before: its object is the message, offset 0
