@@ -12,6 +12,7 @@ Does not: parse or validate documents (the pipeline does, after the answer).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -105,3 +106,9 @@ def resubmitted(record: SubmissionRecord, *, bucket: str) -> Submitted:
         submission_id=record.submission_id, received_at=record.received_at,
         source=Source(kind=record.source_kind, producer=record.producer), raw=ref,
         confidentiality=record.confidentiality))
+
+
+def derived_submission_id(identity: str, at: datetime) -> str:
+    """The same submission id every time for the same item, in the shape of hub.intake.new_submission_id:
+    12 hex of `at` in ms (a stable time), then 20 hex of SHA-256(identity); no patient data in either."""
+    return f"{int(at.timestamp() * 1000):012x}{hashlib.sha256(identity.encode()).hexdigest()[:20]}"

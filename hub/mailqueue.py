@@ -25,6 +25,9 @@ MAIL_CONTENT_TYPE = "application/vnd.meshub.queued-mail"
 _MAGIC = b"MESHUB-QUEUED-MAIL/1 "
 _MAX_HEADER = 1024 * 1024
 
+#: the MSSanté domain of patients' addresses (`<INS>@patient.mssante.fr`)
+PATIENT_DOMAIN = "patient.mssante.fr"
+
 
 @dataclass(frozen=True, slots=True)
 class Reply:

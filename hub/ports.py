@@ -12,8 +12,11 @@ from typing import Any, Protocol
 from hub.envelope import BlobRef, Envelope
 from hub.events import Event
 from hub.records import (
+    DeliveryRecord,
     DocumentQuery,
     DocumentRecord,
+    MailFiling,
+    MessageRecord,
     PatientRecord,
     SubmissionRecord,
 )
@@ -89,3 +92,46 @@ class Index(Protocol):
     def document(self, document_id: str) -> DocumentRecord | None: ...
 
     def ping(self) -> None: ...
+
+
+class Mailboxes(Protocol):
+    """Patient mailboxes and per-recipient delivery states (storage.sql.mailbox implements it)."""
+
+    def store_message(self, message: MessageRecord) -> bool:
+        """Keep `message` once: False when this (submission, mailbox) copy was already stored."""
+        ...
+
+    def messages(self, mailbox: str, *, limit: int = 200, offset: int = 0) -> list[MessageRecord]: ...
+
+    def message(self, message_id: str) -> MessageRecord | None: ...
+
+    def mark_read(self, message_id: str) -> MessageRecord | None: ...
+
+    def correspondents(self, mailbox: str) -> tuple[set[str], set[str]]:
+        """(addresses that wrote to this mailbox, addresses that closed the exchange with X-MSS-MES: FIN)."""
+        ...
+
+    def record_delivery(self, delivery: DeliveryRecord) -> None:
+        """Insert or update the state of one recipient of one queued mail."""
+        ...
+
+    def deliveries(self, submission_id: str) -> list[DeliveryRecord]: ...
+
+    def deliveries_to(self, recipient: str, *, limit: int = 200) -> list[DeliveryRecord]:
+        """The latest deliveries to one address, newest first."""
+        ...
+
+    def record_filing(self, filing: MailFiling) -> None:
+        """Keep which document submissions a mail filed (idempotent: a filing is recorded once)."""
+        ...
+
+    def filing(self, message_id: str) -> MailFiling | None: ...
+
+    def filing_of(self, document_submission_id: str) -> MailFiling | None:
+        """The filing a document submission belongs to; None when it was not filed from a mail."""
+        ...
+
+    def claim_report(self, message_id: str, *, by: str) -> bool:
+        """Claim the sending of a filing's integration report: True for the first claimant `by` (a
+        submission id) and for that same claimant again (a redelivery), False for anyone else."""
+        ...

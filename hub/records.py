@@ -7,7 +7,7 @@ Does not: decide anything (pipelines decide) or touch a database (storage.sql.in
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -251,3 +251,17 @@ class MailFiling:
     received_at: datetime
     documents: tuple[FiledDocument, ...] = ()
     findings: tuple[dict[str, Any], ...] = ()  # Finding.to_dict() of each XDM-level error
+
+
+#: a patient is a minor before this age (legal representatives act for them)
+ADULT_AGE = 18
+
+
+def is_minor(patient: PatientRecord, on: date) -> bool:
+    """Under 18 on `on`, from the birth date of the registry ("YYYY-MM-DD"); unknown -> adult."""
+    try:
+        born = date.fromisoformat(patient.birth_date[:10])
+    except ValueError:
+        return False
+    had_birthday = (on.month, on.day) >= (born.month, born.day)
+    return on.year - born.year - (0 if had_birthday else 1) < ADULT_AGE

@@ -18,7 +18,7 @@ import pytest
 
 from hub.bus import open_connection
 from hub.bus.kombu_bus import queues
-from hub.topology import Topology
+from hub.topology import Topology, topologies
 
 AMQP_URL = os.environ.get("MESHUB_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
@@ -54,17 +54,19 @@ def topology() -> Iterator[Topology]:
 
 
 def _delete_amqp_topology(topology: Topology) -> None:
-    # A whole hub built on this prefix declares the default delay tiers, the outbound and notify queues: delete
-    # those too.
-    hub_topologies = (topology, Topology(prefix=topology.prefix), Topology(prefix=topology.prefix, queue="outbound"),
-                      Topology(prefix=topology.prefix, queue="notify"))
+    # A whole hub built on this prefix declares every queue of hub.topology.EVENT_QUEUES with the default
+    # delay tiers: delete those too (quorum queues left behind cost the broker a Raft group each).
+    hub_topologies = (topology, *topologies(topology.prefix).values())
     names = {q.name for t in hub_topologies for q in queues(t, amqp=True)}
     with open_connection(AMQP_URL) as connection:
+        channel = connection.channel()
         for queue in sorted(names):
-            with contextlib.suppress(Exception):
-                connection.channel().queue_delete(queue)
+            try:
+                channel.queue_delete(queue)
+            except Exception:  # a queue never declared closes the channel: open another
+                channel = connection.channel()
         with contextlib.suppress(Exception):
-            connection.channel().exchange_delete(topology.exchange)
+            channel.exchange_delete(topology.exchange)
 
 
 @pytest.fixture

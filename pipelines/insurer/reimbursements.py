@@ -26,7 +26,7 @@ from hub.envelope import Source
 from hub.errors import IntegrityError, NotFound, Refused
 from hub.findings import Severity
 from hub.ins import check_ins
-from hub.intake import Intake
+from hub.intake import Intake, derived_submission_id
 from hub.ports import BlobStore, Index
 from pipelines.cda.header import ROOT_TAG, CdaHeader, read_header
 from pipelines.cda.validation import ValidationRules, parse_untrusted, validate
@@ -39,7 +39,6 @@ from pipelines.insurer.core.reimbursements import (
     parse_batch,
     render_history,
 )
-from pipelines.mail.pipeline import derived_submission_id
 
 log = logging.getLogger(__name__)
 SOURCE_KIND = "insurer"

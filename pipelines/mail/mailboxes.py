@@ -24,7 +24,7 @@ from hub.errors import NotFound, Refused
 from hub.findings import Finding, Severity
 from hub.intake import Intake
 from hub.mailqueue import MAIL_CONTENT_TYPE, SmtpEnvelope, SmtpRecipient, pack
-from hub.ports import BlobStore, Index
+from hub.ports import BlobStore, Index, Mailboxes
 from hub.records import MessageRecord
 from pipelines.mail.core.mime import Attachment, ParsedMail, find_xdm, parse_mail
 from pipelines.mail.core.mss import MssRules, RecipientKind, ThreadFacts, classify_recipient, may_patient_reply
@@ -33,7 +33,6 @@ from pipelines.mail.core.reports import build_message, reply_threading
 from pipelines.mail.core.trust import Carried, all_or_nothing, mailbox_findings
 from pipelines.mail.core.trust import finding as mail_finding
 from pipelines.mail.core.xdm import read_xdm
-from pipelines.mail.ports import Mailboxes
 from pipelines.mail.reporting import ReportSender
 from pipelines.record.ports import RecordService
 

@@ -26,12 +26,12 @@ from hub.delivery import Outcome, RecipientResult
 from hub.envelope import BlobRef, Envelope
 from hub.events import DeliveryRequested
 from hub.mailqueue import Reply, SmtpEnvelope, SmtpRecipient, unpack
-from hub.ports import BlobStore, Publisher
+from hub.ports import BlobStore, Mailboxes, Publisher
 from hub.records import DeliveryRecord, DeliveryState
 from pipelines.mail.core.mss import MssRules, RecipientKind, classify_recipient
 from pipelines.mail.core.onward import TICKET_CONTENT_TYPE, OnwardTicket, is_ticket
 from pipelines.mail.core.relay_schedule import Expire, NextHop, RelaySchedule, WarnThenRetry, group_by_hop
-from pipelines.mail.ports import LocalDelivery, Mailboxes, Relay
+from pipelines.mail.ports import LocalDelivery, Relay
 from pipelines.mail.reporting import ReportSender
 
 log = logging.getLogger(__name__)

@@ -27,15 +27,14 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from hub.access import PRODUCER_CODES
 from hub.envelope import Envelope, Source
 from hub.events import DeliveryRequested, DocumentFiled, DocumentRejected
 from hub.findings import Finding
-from hub.intake import Intake
+from hub.intake import Intake, derived_submission_id
 from hub.mailqueue import MAIL_CONTENT_TYPE, Reply, SmtpEnvelope, SmtpRecipient, unpack
-from hub.ports import BlobStore, Index, Publisher
+from hub.ports import BlobStore, Index, Mailboxes, Publisher
 from hub.records import (
     DeliveryRecord,
     DeliveryState,
@@ -49,7 +48,6 @@ from pipelines.mail.core.mime import MailLimits, ParsedMail, find_xdm, parse_mai
 from pipelines.mail.core.mss import MssRules, RecipientKind, classify_recipient, masking_findings, mss_flags
 from pipelines.mail.core.trust import Carried, all_or_nothing, mailbox_findings, sender_may_file
 from pipelines.mail.core.xdm import XdmLimits, XdmReport, read_xdm
-from pipelines.mail.ports import Mailboxes
 from pipelines.mail.reporting import ReportSender
 
 log = logging.getLogger(__name__)
@@ -256,12 +254,6 @@ class IntegrationReports:
         log.info("mail message=%s: %d document(s) final, %d problem(s), integration report %s", filing.message_id,
                  len(final), len(errors), "queued" if sent else "not asked for")
         return sent
-
-
-def derived_submission_id(identity: str, at: datetime) -> str:
-    """The same submission id every time for the same item, in the shape of hub.intake.new_submission_id:
-    12 hex of `at` in ms (a stable time), then 20 hex of SHA-256(identity); no patient data in either."""
-    return f"{int(at.timestamp() * 1000):012x}{hashlib.sha256(identity.encode()).hexdigest()[:20]}"
 
 
 def _filing_plan(q: Queued, message_id: str, mailbox: str, xdm: XdmReport, ins: str, rules: MssRules

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from hub.codes import new_code
 from hub.errors import Refused
 from hub.notices import Channel, Contact, Event, EventKind
 from pipelines.notify.core.contacts import (
@@ -27,7 +28,6 @@ from pipelines.notify.core.contacts import (
     normalise_phone,
 )
 from pipelines.notify.ports import NotificationStore
-from pipelines.record.core.factors import new_code
 
 MAX_RACES = 20
 #: rule -> (English, French)

@@ -30,8 +30,7 @@ from hub.errors import NotFound, Refused
 from hub.notices import Event, EventKind
 from hub.ports import Index
 from hub.reading import Reading
-from hub.records import DocumentQuery, DocumentRecord, PatientRecord
-from pipelines.notify.core.policy import is_minor
+from hub.records import DocumentQuery, DocumentRecord, PatientRecord, is_minor
 from pipelines.record.access_trail import RecordTrail
 from pipelines.record.core import access, read_rules
 from pipelines.record.core.trail_view import shown

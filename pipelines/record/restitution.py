@@ -27,11 +27,10 @@ from typing import IO, Any
 
 from hub.envelope import BlobRef
 from hub.errors import NotFound, TransientError
+from hub.mailqueue import PATIENT_DOMAIN
 from hub.notices import Notice
-from hub.ports import BlobStore, Index
+from hub.ports import BlobStore, Index, Mailboxes
 from hub.records import DocumentQuery, DocumentRecord, MessageRecord, PatientRecord
-from pipelines.mail.core.mss import PATIENT_DOMAIN
-from pipelines.mail.ports import Mailboxes
 from pipelines.notify.ports import NotificationStore
 from pipelines.record.core.restitution import (
     EXPORT_FORMAT,

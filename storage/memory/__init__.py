@@ -8,7 +8,7 @@ and errors), checked by the same contract tests (tests/contract).  One module pe
   index          hub.ports.Index (MemoryIndex: submissions, documents, the patient registry)
   audit          hub.audit.AuditTrail (MemoryAuditTrail)
   controls       hub.access.RecordControls (MemoryRecordControls)
-  mailbox        pipelines.mail.ports.Mailboxes (MemoryMailbox)
+  mailbox        hub.ports.Mailboxes (MemoryMailbox)
   notifications  pipelines.notify.ports.NotificationStore (MemoryNotifications; its per-patient
                  half in notify_settings)
   profiles       pipelines.record.core.profile.LifecycleStore (MemoryProfiles)

@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from hub.access import RecordControls
     from hub.audit import AuditTrail
-    from hub.ports import BlobStore, Index, Publisher
+    from hub.ports import BlobStore, Index, Mailboxes, Publisher
     from pipelines.insurer.core.history import ReimbursementHolds
-    from pipelines.mail.ports import Mailboxes
     from pipelines.notify.ports import NotificationStore
     from pipelines.record.core.profile import LifecycleStore
     from pipelines.record.core.restitution import BlobEraser, PurgeStore

@@ -1,4 +1,4 @@
-"""pipelines.mail.ports.Mailboxes in memory: mailbox copies, delivery states, filings and report claims.
+"""hub.ports.Mailboxes in memory: mailbox copies, delivery states, filings and report claims.
 
 Owns: MemoryMailbox, with storage.sql.mailbox's rules: a message is stored once per (submission,
 mailbox) copy; messages are listed newest first (then by id); read_at is set once; correspondents are

@@ -1,7 +1,7 @@
 """Patient mailboxes and delivery states on SQL (SQLite or PostgreSQL, the index's database).
 
 Owns: the `messages`, `deliveries`, `mail_filings` and `mail_filing_documents` tables and the
-pipelines.mail.ports.Mailboxes port.
+hub.ports.Mailboxes port.
 Rule: storing a message is idempotent per (submission, mailbox), so a redelivered
 queued mail never shows twice in a mailbox; a delivery state is one row per
 (submission, recipient), updated in place.
@@ -83,7 +83,7 @@ TABLES = [messages, deliveries, filings, filing_documents]
 
 
 class SqlMailbox(SqlStore):
-    """pipelines.mail.ports.Mailboxes on the index's database (same durability settings; reads on the
+    """hub.ports.Mailboxes on the index's database (same durability settings; reads on the
     durable engine's connections)."""
 
     def store_message(self, message: MessageRecord) -> bool:

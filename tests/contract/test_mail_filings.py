@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from hub.ports import Mailboxes
 from hub.records import FiledDocument, MailFiling
-from pipelines.mail.ports import Mailboxes
 from storage.memory.index import MemoryIndex
 from storage.memory.mailbox import MemoryMailbox
 from storage.sql.index import SqlIndex

@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from hub.envelope import BlobRef
+from hub.ports import Mailboxes
 from hub.records import DeliveryRecord, DeliveryState, MessageRecord
-from pipelines.mail.ports import Mailboxes
 from storage.memory.index import MemoryIndex
 from storage.memory.mailbox import MemoryMailbox
 from storage.sql.index import SqlIndex

@@ -27,9 +27,10 @@ from connectors.inbound.http.params import MAX_OFFSET
 from connectors.inbound.http.read_gate import Gate, Owner, gated
 from hub.credentials import Credential, Role
 from hub.errors import NotFound, Refused
+from hub.ports import Mailboxes
 from hub.reading import Reading
 from hub.records import MessageRecord
-from pipelines.mail.ports import Mailboxes, MailService
+from pipelines.mail.ports import MailService
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,11 +23,10 @@ from typing import Any
 from hub.errors import ConfigError
 from hub.findings import Finding, Severity
 from hub.ins import check_ins
-from hub.mailqueue import Reply
+from hub.mailqueue import PATIENT_DOMAIN, Reply
 from pipelines.mail.core.mime import ParsedMail
 from pipelines.mail.core.xdm_metadata import XdmEntry
 
-PATIENT_DOMAIN = "patient.mssante.fr"
 INS_LENGTH = 15
 #: a mail address carries no OID: check_ins() is called with this placeholder as the only accepted one,
 #: so that only the matricule format and key are checked.

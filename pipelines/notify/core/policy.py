@@ -28,11 +28,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from hub.notices import Addressee, Channel, Event, EventKind, Notice, NoticeState, Outgoing, Preferences
-from hub.records import PatientRecord, PatientStatus
+from hub.records import PatientRecord, PatientStatus, is_minor
 
 INVISIBLE_PATIENT = "INVISIBLE_PATIENT"
 INVISIBLE_REPRESENTANTS_LEGAUX = "INVISIBLE_REPRESENTANTS_LEGAUX"
-ADULT_AGE = 18
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,16 +89,6 @@ def _announcements(where: str, entries: Sequence[str], *, codes: bool) -> tuple[
             raise ValueError(f"{where}: SMS carries codes only, not {entry!r}")
         result.append(choice)
     return tuple(result)
-
-
-def is_minor(patient: PatientRecord, on: date) -> bool:
-    """Under 18 on `on`, from the birth date of the registry ("YYYY-MM-DD"); unknown -> adult."""
-    try:
-        born = date.fromisoformat(patient.birth_date[:10])
-    except ValueError:
-        return False
-    had_birthday = (on.month, on.day) >= (born.month, born.day)
-    return on.year - born.year - (0 if had_birthday else 1) < ADULT_AGE
 
 
 @dataclass(frozen=True, slots=True)

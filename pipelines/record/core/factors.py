@@ -15,27 +15,14 @@ import hashlib
 import hmac
 import re
 import threading
-from collections.abc import Callable
 from datetime import datetime
 
 from pipelines.record.core.lifecycle import DEFAULT_RULES, LifecycleRules, finding, locked, refused_attempt
 
-CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-CODE_LENGTH = 12          # 60 bits, printed as XXXX-XXXX-XXXX
-CODE_GROUP = 4
 _CODE_READ = str.maketrans({"O": "0", "I": "1", "L": "1"})
 _CODE_DROP = re.compile(r"[\s\-_.]+")
 _VITALE_DROP = re.compile(r"[\s\-_./]+")
 _VITALE_SHAPE = re.compile(r"^[0-9A-Z]{8,20}$")
-
-
-def new_code(random_bytes: Callable[[int], bytes], length: int = CODE_LENGTH) -> str:
-    """A provisional code, `XXXX-XXXX-XXXX`, from `random_bytes` (secrets.token_bytes in production)."""
-    raw = random_bytes(length)
-    if len(raw) < length:
-        raise ValueError("the random source returned too few bytes")
-    symbols = "".join(CODE_ALPHABET[b & 31] for b in raw[:length])
-    return "-".join(symbols[i:i + CODE_GROUP] for i in range(0, length, CODE_GROUP))
 
 
 def normalise_code(text: str) -> str:

@@ -18,8 +18,9 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from hub.codes import new_code
 from hub.records import PatientRecord, PatientStatus
-from pipelines.record.core.factors import code_digest, new_code, vitale_digest
+from pipelines.record.core.factors import code_digest, vitale_digest
 from pipelines.record.core.lifecycle import Request, add_years, code_expired
 from pipelines.record.core.profile import Activation
 from pipelines.record.lifecycle.steps import SYSTEM_REF, Steps

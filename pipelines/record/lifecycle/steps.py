@@ -20,11 +20,12 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from hub.actors import SYSTEM, Actor
+from hub.codes import new_code
 from hub.errors import NotFound, Refused
 from hub.notices import Channel, Event, EventKind
 from hub.ports import BlobStore, Index
 from hub.records import PatientStatus
-from pipelines.record.core.factors import StrangerAttempts, code_digest, digest_matches, new_code, vitale_digest
+from pipelines.record.core.factors import StrangerAttempts, code_digest, digest_matches, vitale_digest
 from pipelines.record.core.lifecycle import (
     DEFAULT_RULES,
     Decision,
