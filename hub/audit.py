@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -203,4 +203,17 @@ def chain(after_seq: int, prev_hash: str, news: Sequence[NewAuditEntry]) -> list
                               action=new.action, target=new.target, outcome=new.outcome, detail=dict(new.detail),
                               key=new.key, body_sha256=digest, prev_hash=prev_hash, entry_hash=entry_hash))
         prev_hash = entry_hash
+    return out
+
+
+def fresh_entries(entries: Sequence[NewAuditEntry], known: Iterable[str]) -> list[NewAuditEntry]:
+    """The entries to append: all but those whose idempotency key is in `known` or came earlier in the batch."""
+    seen: set[str] = set(known)
+    out: list[NewAuditEntry] = []
+    for new in entries:
+        if new.key:
+            if new.key in seen:
+                continue
+            seen.add(new.key)
+        out.append(new)
     return out

@@ -8,7 +8,7 @@ the message (pipelines.mail.core.reports, with a QR code for an e-prescription) 
 intake exactly as the SMTP gateway does, so the mail pipeline routes and records it.  A document sent on
 is read through the record's access rules (pipelines.record.ports.RecordService.document, as the patient): one
 hidden from the patient (INVISIBLE_PATIENT), deleted, or in another record is NotFound, and traced.
-Does not: speak HTTP (connectors.inbound.mailbox_api) or deliver anything itself.
+Does not: speak HTTP (connectors.inbound.http.mailbox) or deliver anything itself.
 """
 
 from __future__ import annotations

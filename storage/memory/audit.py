@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from hub.audit import GENESIS, AuditEntry, NewAuditEntry, chain
+from hub.audit import GENESIS, AuditEntry, NewAuditEntry, chain, fresh_entries
 from storage.memory.index import MemoryIndex
 
 
@@ -35,7 +35,7 @@ class MemoryAuditTrail:
         with self.state.lock:
             self.state.check()
             known = {n.key: self._keys[n.key] for n in entries if n.key in self._keys}
-            stored = chain(*self._head, _fresh(entries, set(known)))
+            stored = chain(*self._head, fresh_entries(entries, known))
             for entry in stored:
                 kept = replace(entry, action=str(entry.action))
                 self.rows.append(kept)
@@ -76,15 +76,3 @@ class MemoryAuditTrail:
                     self.rows[n] = replace(entry, ins="", actor_id="", target="", key="", detail={}, redacted=True)
                     count += 1
         return count
-
-
-def _fresh(entries: Sequence[NewAuditEntry], seen: set[str]) -> list[NewAuditEntry]:
-    """The entries to append: all but those whose key is in `seen` or came earlier in the batch."""
-    out: list[NewAuditEntry] = []
-    for new in entries:
-        if new.key:
-            if new.key in seen:
-                continue
-            seen.add(new.key)
-        out.append(new)
-    return out

@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from hub.audit import GENESIS, AuditEntry, NewAuditEntry, chain
+from hub.audit import GENESIS, AuditEntry, NewAuditEntry, chain, fresh_entries
 from hub.errors import NotFound
 from storage.sql.database import Database, OnDatabase, SqlStore, metadata, when
 
@@ -83,7 +83,7 @@ class SqlAuditTrail(SqlStore):
         with self._db.begin() as conn:
             last_seq, last_hash = self._locked_head(conn)
             known = self._stored_keys(conn, {n.key for n in entries if n.key})
-            stored = chain(last_seq, last_hash, _fresh(entries, known))
+            stored = chain(last_seq, last_hash, fresh_entries(entries, known))
             if stored:
                 conn.execute(trail.insert(), [_row(e) for e in stored])
                 conn.execute(head.update().where(head.c.id == HEAD_ID)
@@ -130,19 +130,6 @@ class SqlAuditTrail(SqlStore):
             ins="", actor_id="", target="", key=None, detail=None, redacted=True)
         with self._db.begin() as conn:
             return int(conn.execute(purge).rowcount)
-
-
-def _fresh(entries: Sequence[NewAuditEntry], known: Mapping[str, AuditEntry]) -> list[NewAuditEntry]:
-    """The entries to append: all but those whose key is stored already or came earlier in the batch."""
-    seen: set[str] = set(known)
-    out: list[NewAuditEntry] = []
-    for new in entries:
-        if new.key:
-            if new.key in seen:
-                continue
-            seen.add(new.key)
-        out.append(new)
-    return out
 
 
 def _in_input_order(entries: Sequence[NewAuditEntry], known: Mapping[str, AuditEntry],
