@@ -17,6 +17,7 @@ import pytest
 
 from hub.delivery import Outcome, RecipientResult
 from hub.envelope import BlobRef, Envelope, Source
+from hub.events.submissions import Submitted
 from hub.intake import Intake
 from hub.mailqueue import MAIL_CONTENT_TYPE, Reply, SmtpEnvelope, SmtpRecipient, pack
 from hub.records import DeliveryState
@@ -61,11 +62,13 @@ class CountingStore:
 
 
 class Queue:
+    """A Publisher keeping the envelope of each submission event it is given (MailQueued, DeliveryRequested...)."""
+
     def __init__(self) -> None:
         self.envelopes: list[Envelope] = []
 
-    def publish(self, envelope: Envelope, *, delay_s: float = 0.0) -> None:
-        self.envelopes.append(envelope)
+    def publish(self, event: Submitted, *, delay_s: float = 0.0) -> None:
+        self.envelopes.append(event.envelope)
 
 
 class Hands:

@@ -58,7 +58,7 @@ def hub(stack_settings: Settings) -> Iterator[RunningHub]:
 
 
 def mailbox(hub: RunningHub, ins: str = PATIENT) -> str:
-    return f"{ins}@{hub.hub.rules.patient_domain}"
+    return f"{ins}@{hub.hub.core.rules.patient_domain}"
 
 
 def keep_message(hub: RunningHub, ins: str = PATIENT) -> str:

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from hub import codes
 from hub.records import PatientStatus
 from pipelines.record.core import factors
 from pipelines.record.core import lifecycle as lc
@@ -87,12 +88,12 @@ def test_every_rule_has_both_messages() -> None:
 
 
 def test_a_code_is_twelve_unambiguous_symbols_in_three_groups() -> None:
-    code = factors.new_code(counting_random)
+    code = codes.new_code(counting_random)
     assert code == "0123-4567-89AB"
-    assert factors.new_code(lambda n: bytes([255]) * n) == "ZZZZ-ZZZZ-ZZZZ"
-    assert not set(factors.CODE_ALPHABET) & set("ILOU") and len(set(factors.CODE_ALPHABET)) == 32
+    assert codes.new_code(lambda n: bytes([255]) * n) == "ZZZZ-ZZZZ-ZZZZ"
+    assert not set(codes.CODE_ALPHABET) & set("ILOU") and len(set(codes.CODE_ALPHABET)) == 32
     with pytest.raises(ValueError):
-        factors.new_code(lambda n: b"\0")
+        codes.new_code(lambda n: b"\0")
 
 
 def test_a_code_is_digested_as_read_off_paper() -> None:
