@@ -1,17 +1,19 @@
 """Ports: the Protocols the kernel and the pipelines need, implemented by adapters elsewhere.
 
 Owns: the shape of every dependency on the outside world.  Adapters live in
-storage/ (object store, index) and hub/bus/ (publisher); the composition root
-(meshub.compose) is the only place that picks them.
+storage/ (object store, index) and hub/bus/ (publisher), and Claims is hub.intake.ClaimCheck
+over a BlobStore and an Index; the composition root (meshub.compose) is the only place that picks them.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Protocol
 
-from hub.envelope import BlobRef, Envelope
+from hub.envelope import BlobRef, Envelope, Source
 from hub.events import Event
 from hub.records import (
+    Claim,
     DeliveryRecord,
     DocumentQuery,
     DocumentRecord,
@@ -43,6 +45,19 @@ class Publisher(Protocol):
 
     def publish(self, event: Event, *, delay_s: float = 0.0) -> None:
         """Publish durably (persistent, confirmed); raise BusUnavailable otherwise."""
+        ...
+
+
+class Claims(Protocol):
+    """The durable half of intake (hub.intake.ClaimCheck), for a pipeline step that makes a new item.
+
+    The step publishes the Claim's envelope itself, as the typed event it starts (DocumentSubmitted,
+    MailQueued), through its own Publisher; the doors use hub.intake.Intake instead."""
+
+    def claim(self, raw: bytes, source: Source, *, content_type: str = "text/xml", kind: str = "cda",
+              submission_id: str | None = None, received_at: datetime | None = None,
+              confidentiality: tuple[str, ...] = ()) -> Claim:
+        """Store `raw` and record a pending submission; no envelope when `submission_id` is already final."""
         ...
 
 

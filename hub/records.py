@@ -11,7 +11,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from hub.envelope import BlobRef
+from hub.envelope import BlobRef, Envelope
 from hub.errors import IntegrityError
 
 
@@ -89,6 +89,17 @@ class SubmissionRecord:
                 "findings": list(self.findings),
                 "sha256": self.sha256, "size": self.size,
                 "updated_at": self.updated_at.isoformat() if self.updated_at else None}
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What the claim check (hub.intake.ClaimCheck) made of one item: its submission record, and the
+    envelope to publish, None when the submission was already final (nothing to do again).  `created`:
+    this call recorded the submission (False: it was recorded before, e.g. a redelivered step)."""
+
+    record: SubmissionRecord
+    envelope: Envelope | None
+    created: bool = False
 
 
 @dataclass(frozen=True, slots=True)

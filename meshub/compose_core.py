@@ -1,4 +1,5 @@
-"""Composition of what every process of the hub shares: stores, index, bus, intake (built once per process).
+"""Composition of what every process of the hub shares: stores, index, bus, intake and its claim check (built
+once per process).
 
 Owns: Core (a small frozen part: the ports every process uses), build_core (start the services this
 process depends on and wire the ports, nothing served yet) and build_api (the HTTP API's context).
@@ -29,7 +30,7 @@ from connectors.outbound.url_guard import UrlPolicy
 from hub.auth import Authenticator
 from hub.bus import open_connection
 from hub.bus.kombu_bus import KombuPublisher, RoutedPublisher, declare
-from hub.intake import Intake
+from hub.intake import ClaimCheck, Intake
 from hub.ports import BlobStore
 from hub.topology import INTAKE, Topology, topologies
 from meshub import datadir
@@ -61,7 +62,8 @@ class Core:
     store: MinioBlobStore
     index: SqlIndex
     publisher: RoutedPublisher  # every event to its queue (hub.topology)
-    intake: Intake
+    intake: Intake  # the doors' way in
+    claims: ClaimCheck  # the steps' (a mail's documents, the hub's reports): they publish the events themselves
     topologies: dict[str, Topology]
     pipeline_store: BlobStore  # the workers' reads (RecentBlobs when this process also accepts)
     mailboxes: SqlMailbox
@@ -77,7 +79,9 @@ class Core:
         return self.records.insurer(self.intake, self.pipeline_store, lifecycle or self.lifecycle())
 
     def reports(self) -> ReportSender:
-        return ReportSender(self.intake, hostname=self.settings.mail.hostname, domain=self.settings.mail.hostname)
+        """The hub's reports, queued as mail from inside the steps: the claim check, then MailQueued published."""
+        hostname = self.settings.mail.hostname
+        return ReportSender(self.claims, self.publisher, hostname=hostname, domain=hostname)
 
     def write_gate(self) -> HeaderWriteGate:
         """Who may write what, checked at the doors before anything is stored (refusals traced)."""
@@ -117,7 +121,8 @@ def build_core(settings: Settings, stack: ExitStack, *, workers_in_process: bool
     records = RecordParts.build(settings, index, store, notices, mailboxes, patient_domain=rules.patient_domain)
     blobs: BlobStore = RecentBlobs(store) if workers_in_process else store
     return Core(settings=settings, store=store, index=index, publisher=publisher,
-                intake=Intake(store=blobs, index=index, publisher=publisher), topologies=bus,
+                intake=Intake(store=blobs, index=index, publisher=publisher),
+                claims=ClaimCheck(store=blobs, index=index), topologies=bus,
                 pipeline_store=blobs, mailboxes=mailboxes, rules=rules, notices=notices,
                 notify_ports=NotifyPorts(index=index, notices=notices, queue=publisher, policy=policy),
                 records=records)

@@ -85,8 +85,9 @@ def build_workers(core: Core, count: int) -> WorkerPlan:
     mail_limits, xdm_limits = parse_limits(core.settings.mail)
     notifier = Notifier(core.notify_ports)
     mail = MailPipeline(MailPorts(store=core.pipeline_store, index=core.index, mailboxes=core.mailboxes,
-                                  intake=core.intake, outbound=core.publisher, rules=core.rules,
-                                  reports=core.reports(), mail_limits=mail_limits, xdm_limits=xdm_limits,
+                                  claims=core.claims, submissions=core.publisher, outbound=core.publisher,
+                                  rules=core.rules, reports=core.reports(), mail_limits=mail_limits,
+                                  xdm_limits=xdm_limits,
                                   announce=notifier.message_filed))
     outcomes = LocalBus()
     documents = DocumentPipeline(store=core.pipeline_store, index=core.index, rules=load_validation_rules(

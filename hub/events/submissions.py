@@ -63,7 +63,8 @@ class Submitted(Event):
 @dataclass(frozen=True, slots=True)
 class DocumentSubmitted(Submitted):
     """A CDA document was accepted (HTTP, file drop, an insurer, a mail's XDM): validate, classify, file it.
-    Producer: hub.intake.Intake.  Handler: pipelines.documents.runner.DocumentPipeline."""
+    Producers: hub.intake.Intake (the doors), pipelines.mail.pipeline.MailPipeline (a mail's XDM, claimed
+    through hub.intake.ClaimCheck).  Handler: pipelines.documents.runner.DocumentPipeline."""
 
     kind: ClassVar[str] = "document.submitted"
 
@@ -72,7 +73,8 @@ class DocumentSubmitted(Submitted):
 @dataclass(frozen=True, slots=True)
 class MailQueued(Submitted):
     """A mail was accepted (SMTP 250, IMAP, a patient's API mail, a report the hub writes): route it.
-    Producer: hub.intake.Intake.  Handler: pipelines.mail.pipeline.MailPipeline."""
+    Producers: hub.intake.Intake (the doors), pipelines.mail.reporting.ReportSender (the hub's reports,
+    claimed through hub.intake.ClaimCheck).  Handler: pipelines.mail.pipeline.MailPipeline."""
 
     kind: ClassVar[str] = "mail.queued"
 

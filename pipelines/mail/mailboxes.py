@@ -5,7 +5,9 @@ writes only to a professional who wrote first and did not close the exchange, or
 listed for first contact; a document masked from professionals is never mailed to one; a message's
 documents are filed only into the mailbox owner's record, all or nothing: core.mail_trust), composes
 the message (pipelines.mail.core.reports, with a QR code for an e-prescription) and queues it through
-intake exactly as the SMTP gateway does, so the mail pipeline routes and records it.  A document sent on
+intake exactly as the SMTP gateway does (this service is a door, called from HTTP: it keeps
+hub.intake.Intake.accept, while the read receipt goes through the ReportSender the pipeline steps share:
+claim check and publisher), so the mail pipeline routes and records it.  A document sent on
 is read through the record's access rules (pipelines.record.ports.RecordService.document, as the patient): one
 hidden from the patient (INVISIBLE_PATIENT), deleted, or in another record is NotFound, and traced.
 Does not: speak HTTP (connectors.inbound.http.mailbox) or deliver anything itself.

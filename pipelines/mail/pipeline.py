@@ -2,9 +2,10 @@
 
 Owns, for one queued mail on the intake queue (hub.mailqueue):
   parse (pipelines.mail.core.mime) -> per recipient of the SMTP envelope:
-    patient address  -> masking check, file the XDM's CDA documents into the record (through
-                        intake, so the same validation/classification/index applies) only from an
-                        identified sender, only for the mailbox's patient, and all or nothing
+    patient address  -> masking check, file the XDM's CDA documents into the record (each one
+                        claimed, then DocumentSubmitted published: the same validation/classification/
+                        index applies) only from an identified sender, only for the mailbox's patient, and
+                        all or nothing
                         (pipelines.mail.core.trust), keep the
                         message in the patient's mailbox, DSN "delivered" if NOTIFY=SUCCESS;
                         the integration report (MDN or notice) goes once every filed document
@@ -13,10 +14,13 @@ Owns, for one queued mail on the intake queue (hub.mailqueue):
   -> the submission is final (`indexed`: filed), or `rejected` with findings and a DSN to the sender.
 The mail is stored once, by intake at the 250 (the queued mail object): each mailbox copy is a row that
 refers to that object (and to where the message starts in it), and the outbound queue is handed that same
-object; only the documents an XDM carries become objects of their own (one each, through intake).
+object; only the documents an XDM carries become objects of their own (one each, through the claim
+check, hub.ports.Claims: this step never re-enters hub.intake.Intake, it publishes the event itself).
 A redelivered mail changes nothing twice: a mailbox copy is recorded once per (submission, mailbox),
-documents are submitted under ids derived from the mail (intake takes an id once), recipients
-already delivered or bounced are skipped, and the integration report is claimed by one claimant.
+documents are submitted under ids derived from the mail (an id already final is claimed as nothing to
+publish), recipients already delivered or bounced are skipped, and the integration report is claimed by
+one claimant.  A bus failure while publishing raises (TransientError): the mail is redelivered and does
+the same again under the same ids, and the recovery sweep republishes any submission left pending.
 Does not: speak SMTP/LMTP (connectors, behind pipelines.mail.ports.Relay and LocalDelivery) or decide the
 rules (pipelines.mail.core.mss).
 """
@@ -30,11 +34,11 @@ from dataclasses import dataclass, field
 
 from hub.access import PRODUCER_CODES
 from hub.envelope import Envelope, Source
-from hub.events import DeliveryRequested, DocumentFiled, DocumentRejected
+from hub.events import DeliveryRequested, DocumentFiled, DocumentRejected, DocumentSubmitted
 from hub.findings import Finding
-from hub.intake import Intake, derived_submission_id
+from hub.intake import derived_submission_id
 from hub.mailqueue import MAIL_CONTENT_TYPE, Reply, SmtpEnvelope, SmtpRecipient, unpack
-from hub.ports import BlobStore, Index, Mailboxes, Publisher
+from hub.ports import BlobStore, Claims, Index, Mailboxes, Publisher
 from hub.records import (
     DeliveryRecord,
     DeliveryState,
@@ -66,7 +70,8 @@ class MailPorts:
     store: BlobStore
     index: Index
     mailboxes: Mailboxes
-    intake: Intake
+    claims: Claims  # stores and records the documents a mail files (hub.intake.ClaimCheck)
+    submissions: Publisher  # their DocumentSubmitted (the intake queue)
     outbound: Publisher  # the outbound queue
     rules: MssRules
     reports: ReportSender
@@ -152,10 +157,14 @@ class MailPipeline:
             self._p.reports.delivered(q.smtp, q.message, rcpt, remote_host="", about=q.envelope.submission_id)
 
     def _file_documents(self, q: Queued, filing: MailFiling, documents: tuple[Filed, ...]) -> None:
-        """Submit the CDA documents of the plan under their derived ids (the CDA pipeline does the rest)."""
+        """Submit the CDA documents of the plan under their derived ids (the CDA pipeline does the rest):
+        each is claimed, then its DocumentSubmitted published; one already final publishes nothing.  A bus
+        failure raises (the mail is redelivered and claims the same ids again)."""
         source = Source(kind="mss", producer=q.smtp.auth or _domain(q.smtp.mail_from))
         for filed, (data, codes) in zip(filing.documents, documents, strict=True):
-            self._p.intake.accept(data, source, submission_id=filed.submission_id, confidentiality=codes)
+            claim = self._p.claims.claim(data, source, submission_id=filed.submission_id, confidentiality=codes)
+            if claim.envelope is not None:
+                self._p.submissions.publish(DocumentSubmitted(claim.envelope))
         if filing.findings:
             log.warning("mail submission=%s: nothing filed, %d problem(s), first %s", q.envelope.submission_id,
                         len(filing.findings), filing.findings[0].get("rule"))
@@ -222,8 +231,8 @@ class IntegrationReports:
     sees the last outcome claims the report (Mailboxes.claim_report: one winner, even for two workers
     finishing the last two documents at the same moment) and queues it under a submission id derived from
     the mailbox copy; a redelivery of the winner's envelope claims again and queues the same bytes under the
-    same id, which intake never processes twice. A report stays unsent while a document is pending (not yet
-    processed, or dead-lettered)."""
+    same id, which the claim check never hands on again once final. A report stays unsent while a document
+    is pending (not yet processed, or dead-lettered)."""
 
     def __init__(self, ports: MailPorts) -> None:
         self._p = ports

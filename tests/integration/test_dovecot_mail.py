@@ -33,7 +33,7 @@ from hub.bus.kombu_bus import KombuPublisher, declare
 from hub.delivery import Outcome
 from hub.envelope import BlobRef, Envelope, Source
 from hub.errors import NotFound, StoreUnavailable
-from hub.intake import Intake, new_submission_id
+from hub.intake import ClaimCheck, Intake, new_submission_id
 from hub.mailqueue import MAIL_CONTENT_TYPE, SmtpEnvelope, SmtpRecipient, pack, unpack
 from hub.records import DeliveryRecord, DeliveryState
 from hub.retry import RetryPolicy
@@ -539,7 +539,8 @@ def test_outbound_redelivery_after_a_crash_past_lmtp_250_files_one_copy(
     mailboxes = DiesAfterLmtp(SqlMailbox.beside(hub_side.index))
     ports = OutboundPorts(store=hub_side.store, mailboxes=mailboxes, outbound=Published(),  # type: ignore[arg-type]
                           rules=MssRules(local_domains=(sieve_dovecot.domain,), org_mailboxes=(pharmacy,)),
-                          reports=ReportSender(hub_side.intake, hostname="hub.test", domain="hub.test"),
+                          reports=ReportSender(ClaimCheck(store=hub_side.store, index=hub_side.index),
+                                               hub_side.publisher, hostname="hub.test", domain="hub.test"),
                           relay=SmtpRelay(helo_name="hub.test", timeout_s=5), next_hops={},
                           local=LmtpDelivery(sieve_dovecot.host, sieve_dovecot.lmtp_port, timeout_s=10))
     pipeline = OutboundPipeline(ports)

@@ -18,7 +18,7 @@ import pytest
 from hub.delivery import Outcome, RecipientResult
 from hub.envelope import BlobRef, Envelope, Source
 from hub.events.submissions import Submitted
-from hub.intake import Intake
+from hub.intake import ClaimCheck, Intake
 from hub.mailqueue import MAIL_CONTENT_TYPE, Reply, SmtpEnvelope, SmtpRecipient, pack
 from hub.records import DeliveryState
 from pipelines.mail.core.mss import MssRules
@@ -108,10 +108,10 @@ def wired(blob_store: MinioBlobStore, index: SqlIndex) -> Wired:
     store, mailboxes = CountingStore(blob_store), SqlMailbox.beside(index)
     rules = MssRules(local_domains=("clinique.hub.test",), org_mailboxes=(ORG,))
     intake_queue, outbound_queue, hands = Queue(), Queue(), Hands()
-    intake = Intake(store=store, index=index, publisher=intake_queue)
-    reports = ReportSender(intake, hostname="hub.test", domain="hub.test")
-    mail = MailPipeline(MailPorts(store=store, index=index, mailboxes=mailboxes, intake=intake,
-                                  outbound=outbound_queue, rules=rules, reports=reports))
+    intake, claims = Intake(store=store, index=index, publisher=intake_queue), ClaimCheck(store=store, index=index)
+    reports = ReportSender(claims, intake_queue, hostname="hub.test", domain="hub.test")
+    mail = MailPipeline(MailPorts(store=store, index=index, mailboxes=mailboxes, claims=claims,
+                                  submissions=intake_queue, outbound=outbound_queue, rules=rules, reports=reports))
     outbound = OutboundPipeline(OutboundPorts(
         store=store, mailboxes=mailboxes, outbound=outbound_queue, rules=rules, reports=reports, relay=hands,
         next_hops={"*": NextHop("mx.ailleurs.test")}, local=hands, schedule=RelaySchedule(initial_s=60.0)))
@@ -141,7 +141,7 @@ def test_the_message_is_written_once_for_a_patient_an_organisation_and_another_d
 
     # Then the message's bytes were PUT once, by intake, however many copies and attempts there were
     assert wired.store.holding(message) == ["mail"]
-    # And the CDA is one object of its own (filed through intake), the retry a small ticket without the message
+    # And the CDA is one object of its own (filed through the claim check), the retry a small ticket without the message
     assert wired.store.holding(cda).count("cda") == 1
     assert [k for k, _ in wired.store.puts] == ["mail", "cda", "onward"]
     assert onward.raw == envelope.raw  # the organisational copy is the queued mail itself, not a repack

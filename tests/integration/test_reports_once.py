@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from connectors.outbound.relay import SmtpRelay
 from hub.envelope import Envelope, Source
-from hub.intake import Intake, new_submission_id
+from hub.intake import ClaimCheck, new_submission_id
 from hub.mailqueue import MAIL_CONTENT_TYPE, Reply, SmtpEnvelope, SmtpRecipient, pack
 from hub.records import DeliveryState
 from pipelines.mail.core.mss import MssRules
@@ -88,7 +88,7 @@ def test_delayed_dsn_is_sent_once_when_the_hub_dies_after_queueing_it(
         blob_store: MinioBlobStore, index: SqlIndex, sink: Running) -> None:
     # Given a mail whose next hop is busy, two hours after it was queued, for a sender who wants DELAY reports
     reports_queue = Queue()
-    reports = ReportSender(Intake(store=blob_store, index=index, publisher=reports_queue), hostname="hub.test",
+    reports = ReportSender(ClaimCheck(store=blob_store, index=index), reports_queue, hostname="hub.test",
                            domain="hub.test")
     retries = Queue(die_once=True)
     pipeline = outbound(blob_store, index, sink, reports, retries)
@@ -125,7 +125,7 @@ def test_delayed_dsn_is_sent_once_when_the_hub_dies_after_queueing_it(
 def test_a_report_already_final_is_not_queued_again(blob_store: MinioBlobStore, index: SqlIndex) -> None:
     # Given a "failed" DSN queued once and then processed (its submission is final)
     queue = Queue()
-    reports = ReportSender(Intake(store=blob_store, index=index, publisher=queue), hostname="hub.test",
+    reports = ReportSender(ClaimCheck(store=blob_store, index=index), queue, hostname="hub.test",
                            domain="hub.test")
     smtp = SmtpEnvelope(mail_from=DOCTOR, recipients=(SmtpRecipient(OTHER),))
     failure = (SmtpRecipient(OTHER), Reply(550, "5.1.1", "No such user"), "mx.clinique.mssante.fr")
