@@ -26,7 +26,7 @@ from hub.mailqueue import MAIL_CONTENT_TYPE, Reply, SmtpEnvelope, SmtpRecipient,
 from hub.ports import Claims, Publisher
 from pipelines.mail.core.mdn import MdnDisposition, build_integration_mdn, build_integration_notice, build_mdn
 from pipelines.mail.core.mime import ParsedMail, find_pdfs, find_xdm
-from pipelines.mail.core.reports import DsnAction, DsnRecipient, build_dsn, build_message, report_id
+from pipelines.mail.core.reports import DsnAction, DsnRecipient, build_dsn, report_id
 
 log = logging.getLogger(__name__)
 Failure = tuple[SmtpRecipient, Reply, str]  # recipient, the reply that decided, remote host ("" = ours)
@@ -70,22 +70,6 @@ class ReportSender:
                                                 last_attempt=self._clock()) for r, reply, host in failures],
                    about=about)
 
-    def integrated(self, mail: ParsedMail, message: bytes, *, mailbox: str, errors: Sequence[Finding]) -> None:
-        """After filing a mail in `mailbox`: MDN processed (or processed/error) if asked; a notice on error."""
-        if errors:
-            code = next((f.code for f in errors if f.code), None) or "906"
-            error = f"{code}^{errors[0].rule}"
-            mdn = build_mdn(mail, final_recipient=mailbox, disposition=MdnDisposition.ERROR,
-                            reporting_ua=self._hostname, now=self._clock(), original_bytes=message, error=error,
-                            reattach=tuple(a for a in (find_xdm(mail), *find_pdfs(mail)) if a is not None))
-            if mdn is None and mail.disposition_notification_to == "" and mail.from_addr:
-                mdn = self._notice(mail, mailbox, errors)
-        else:
-            mdn = build_mdn(mail, final_recipient=mailbox, disposition=MdnDisposition.PROCESSED,
-                            reporting_ua=self._hostname, now=self._clock(), original_bytes=message)
-        if mdn is not None:
-            self._queue(mdn, mail.disposition_notification_to or mail.from_addr, "mdn")
-
     def integration_result(self, mail: ParsedMail, message: bytes, *, mailbox: str, errors: Sequence[Finding],
                            submission_id: str, at: datetime) -> bool:
         """The integration result of a mail filed in `mailbox`, once every document it filed is final: an MDN
@@ -118,14 +102,6 @@ class ReportSender:
                         reporting_ua=self._hostname, now=self._clock())
         if mdn is not None:
             self._queue(mdn, mail.disposition_notification_to, "mdn")
-
-    def _notice(self, mail: ParsedMail, mailbox: str, errors: Sequence[Finding]) -> bytes:
-        lines = "\n".join(f"- [{f.rule}] {f.location}: {f.message_fr} / {f.message_en}" for f in errors)
-        text = (f"Le message {mail.message_id} n'a pas pu être intégré dans le dossier du patient.\n"
-                f"The message {mail.message_id} could not be filed in the patient's record.\n\n{lines}\n")
-        return build_message(from_addr=f"MAILER-DAEMON@{self._domain}", to_addrs=[mail.from_addr],
-                             subject=f"[KO Intégration système !] {mail.subject}".strip(), text=text,
-                             now=self._clock(), in_reply_to=mail.message_id)
 
     def _send(self, smtp: SmtpEnvelope, message: bytes, recipients: Sequence[DsnRecipient], *, about: str) -> None:
         what = "dsn:" + ",".join(sorted({str(r.action) for r in recipients}))
