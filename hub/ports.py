@@ -1,7 +1,7 @@
 """Ports: the Protocols the kernel and the pipelines need, implemented by adapters elsewhere.
 
 Owns: the shape of every dependency on the outside world.  Adapters live in
-storage/ (object store, index) and hub/bus/ (publisher), and Claims is hub.intake.ClaimCheck
+storage/ (object store, index, issued tokens) and hub/bus/ (publisher), and Claims is hub.intake.ClaimCheck
 over a BlobStore and an Index; the composition root (meshub.compose) is the only place that picks them.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Protocol
 
+from hub.credentials import Credential
 from hub.envelope import BlobRef, Envelope, Source
 from hub.events import Event
 from hub.records import (
@@ -149,4 +150,22 @@ class Mailboxes(Protocol):
     def claim_report(self, message_id: str, *, by: str) -> bool:
         """Claim the sending of a filing's integration report: True for the first claimant `by` (a
         submission id) and for that same claimant again (a redelivery), False for anyone else."""
+        ...
+
+
+class IssuedTokens(Protocol):
+    """The bearer tokens the hub hands out itself (a patient's, on activation), kept by their SHA-256 only
+    (storage.sql.tokens implements it; hub.auth.Authenticator reads `lookup`).  IndexUnavailable when down."""
+
+    def issue(self, credential: Credential) -> None:
+        """Keep `credential` (name, role, INS and its token's digest; durable when this returns).  A digest
+        is issued once: one already kept, live or revoked, is PermanentError (nothing changes)."""
+        ...
+
+    def lookup(self, token_sha256: str) -> Credential | None:
+        """The live credential whose token has this digest (name, role, digest, INS), or None (unknown, revoked)."""
+        ...
+
+    def revoke(self, ins: str) -> int:
+        """Every live token issued for this patient stops working (closure, opposition); how many did."""
         ...

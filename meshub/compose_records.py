@@ -29,7 +29,7 @@ from hub.audit import Verification
 from hub.auth import new_token, token_sha256
 from hub.credentials import Credential, Role
 from hub.intake import Intake
-from hub.ports import BlobStore
+from hub.ports import BlobStore, IssuedTokens
 from hub.records import DocumentRecord
 from pipelines.insurer.reimbursements import InsurerBatches
 from pipelines.notify.contacts import ContactPorts, Contacts
@@ -85,7 +85,7 @@ class RecordParts:
     profiles: SqlProfiles
     purges: SqlPurge
     holds: SqlReimbursements
-    tokens: SqlTokens
+    tokens: IssuedTokens
     habilitations: Habilitations
     clock: Callable[[], datetime] = field(default=_now)
 

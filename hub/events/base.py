@@ -1,9 +1,9 @@
 """The base of every bus event: a kind, a version, an encoding that only fails as EnvelopeDecodeError (pure).
 
 Owns: Event (what the bus carries between steps), its wire shape
-`{"kind": ..., "version": ..., "attempt": ..., "data": {...}}`, and the registry of kinds that
-decode() reads back.  Does not: name queues (hub.topology), choose handlers (pipelines.definitions),
-or publish (hub.bus).
+`{"kind": ..., "version": ..., "attempt": ..., "data": {...}}`, Retried (the base of the events that
+count their retries themselves, in `tries`), and the registry of kinds that decode() reads back.
+Does not: name queues (hub.topology), choose handlers (pipelines.definitions), or publish (hub.bus).
 
 Rule 1: an event carries references and ids, never a payload or health data (claim check).
 Rule 2: decoding raises nothing but EnvelopeDecodeError: a message that is not an event of a known
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Self, TypeVar
 
 from hub.errors import EnvelopeDecodeError
@@ -50,6 +51,21 @@ class Event(ABC):
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "version": self.version, "attempt": self.attempt, "data": self.data()}
+
+
+@dataclass(frozen=True, slots=True)
+class Retried(Event):
+    """An event whose retries are its own field, `tries` (keyword-only, 0 when first published): the
+    wire's `attempt` is written from it and read back into it (from_data(..., attempt) passes it on)."""
+
+    tries: int = field(default=0, kw_only=True)
+
+    @property
+    def attempt(self) -> int:
+        return self.tries
+
+    def next_attempt(self) -> Self:
+        return replace(self, tries=self.tries + 1)
 
 
 #: kind -> event class, filled by @registered (hub.events imports every module that declares one)

@@ -9,31 +9,23 @@ Does not: carry the document (its id and the submission's say where it is).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
-from hub.events.base import Event, registered
+from hub.events.base import Retried, registered
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome(Event):
+class Outcome(Retried):
     """A submission's outcome is final: `source_kind` is the connector it came through (`mss`: a mail)."""
 
     submission_id: str
     source_kind: str
-    tries: int = 0
     kind: ClassVar[str] = "document.outcome"
 
     @property
     def event_id(self) -> str:
         return self.submission_id
-
-    @property
-    def attempt(self) -> int:
-        return self.tries
-
-    def next_attempt(self) -> Self:
-        return replace(self, tries=self.tries + 1)
 
     def data(self) -> dict[str, Any]:
         return {"submission": self.submission_id, "source": self.source_kind}

@@ -8,35 +8,27 @@ Does not: decide who is told or when (pipelines.notify.core.policy).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Self
 
-from hub.events.base import Event, registered
+from hub.events.base import Retried, registered
 
 
 @registered
 @dataclass(frozen=True, slots=True)
-class NoticeDue(Event):
+class NoticeDue(Retried):
     """Look at notice `notice_id` (created at `created_at`, on `channel`): send it if it is due and queued.
     Producer: pipelines.notify.service.Notifier (and NoticeSender: later, fallback).  Handler: NoticeSender."""
 
     notice_id: str
     created_at: datetime
     channel: str
-    tries: int = 0
     kind: ClassVar[str] = "notice.due"
 
     @property
     def event_id(self) -> str:
         return self.notice_id
-
-    @property
-    def attempt(self) -> int:
-        return self.tries
-
-    def next_attempt(self) -> Self:
-        return replace(self, tries=self.tries + 1)
 
     def data(self) -> dict[str, Any]:
         return {"notice": self.notice_id, "at": self.created_at.isoformat(), "channel": self.channel}

@@ -14,6 +14,7 @@ and errors), checked by the same contract tests (tests/contract).  One module pe
   profiles       pipelines.record.core.profile.LifecycleStore (MemoryProfiles)
   reimbursements pipelines.insurer.core.history.ReimbursementHolds (MemoryReimbursements)
   purge          pipelines.record.core.restitution.PurgeStore (MemoryPurge, over the stores above)
+  tokens         hub.ports.IssuedTokens (MemoryTokens: the bearer tokens the hub issues)
 Stores that share the index's database in SQL (`SqlX.beside(index)`) share a MemoryIndex here
 (`MemoryX.beside(index)`, one instance per index), so cross-table rules (a profile moving the registry
 status) hold too.  Does not: persist anything, or decide anything a service decides.

@@ -3,6 +3,8 @@
 Owns: the `api_tokens` table: the SHA-256 of each token (never the token), whose credential it is
 (name, role, INS), when it was issued and revoked.  Configured credentials ([[credentials]]) stay in
 the settings; these are the ones the hub hands out, so that activating a profile gives its owner access.
+Implements hub.ports.IssuedTokens (its twin in memory: storage.memory.tokens; both pass
+tests/contract/test_tokens_store.py).
 Does not: decide who gets a token (the API does, after a successful activation) or compare tokens in
 constant time over the network (a lookup by digest reveals nothing about other tokens).
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from hub.credentials import Credential, Role
+from hub.errors import PermanentError
 from storage.sql.database import SqlStore, metadata, utc_now
 
 tokens = sa.Table(
@@ -29,11 +32,15 @@ class SqlTokens(SqlStore):
     """Issued credentials: issue, look up by digest, revoke a patient's."""
 
     def issue(self, credential: Credential) -> None:
-        """Keep `credential` (its token's digest); durable when this returns."""
-        with self._db.begin() as conn:
-            conn.execute(tokens.insert().values(token_sha256=credential.token_sha256, name=credential.name,
-                                                role=credential.role, ins=credential.ins,
-                                                issued_at=utc_now()))
+        """Keep `credential` (its token's digest); durable when this returns.  A digest already kept
+        (live or revoked) is PermanentError, not the driver's error (the primary key refuses it)."""
+        try:
+            with self._db.begin() as conn:
+                conn.execute(tokens.insert().values(token_sha256=credential.token_sha256, name=credential.name,
+                                                    role=credential.role, ins=credential.ins,
+                                                    issued_at=utc_now()))
+        except sa.exc.IntegrityError as exc:
+            raise PermanentError("token digest already issued") from exc
 
     def lookup(self, token_sha256: str) -> Credential | None:
         """The live credential whose token has this digest, or None."""

@@ -41,6 +41,7 @@ from hub.topology import Topology
 from pipelines.mail.core.mss import MssRules
 from pipelines.mail.outbound import OutboundPipeline, OutboundPorts
 from pipelines.mail.reporting import ReportSender
+from storage.memory.bus import MemoryPublisher
 from storage.objects import MinioBlobStore
 from storage.sql.index import SqlIndex
 from storage.sql.mailbox import SqlMailbox
@@ -516,16 +517,6 @@ class DiesAfterLmtp:
         return getattr(self._mailboxes, name)
 
 
-class Published:
-    """A Publisher that keeps what it was given (the outbound retry queue, or the intake queue)."""
-
-    def __init__(self) -> None:
-        self.envelopes: list[Envelope] = []
-
-    def publish(self, envelope: Envelope, *, delay_s: float = 0.0) -> None:
-        self.envelopes.append(envelope)
-
-
 def test_outbound_redelivery_after_a_crash_past_lmtp_250_files_one_copy(
         sieve_dovecot: Dovecot, hub_side: HubSide) -> None:
     # Given a queued mail for a local organisational mailbox, on the outbound queue
@@ -537,7 +528,7 @@ def test_outbound_redelivery_after_a_crash_past_lmtp_250_files_one_copy(
     envelope = Envelope(submission_id=new_submission_id(), received_at=datetime.now(UTC),
                         source=Source(kind="smtp", producer="test"), raw=ref, content_type=MAIL_CONTENT_TYPE)
     mailboxes = DiesAfterLmtp(SqlMailbox.beside(hub_side.index))
-    ports = OutboundPorts(store=hub_side.store, mailboxes=mailboxes, outbound=Published(),  # type: ignore[arg-type]
+    ports = OutboundPorts(store=hub_side.store, mailboxes=mailboxes, outbound=MemoryPublisher(),  # type: ignore[arg-type]
                           rules=MssRules(local_domains=(sieve_dovecot.domain,), org_mailboxes=(pharmacy,)),
                           reports=ReportSender(ClaimCheck(store=hub_side.store, index=hub_side.index),
                                                hub_side.publisher, hostname="hub.test", domain="hub.test"),

@@ -16,7 +16,6 @@ import pytest
 
 from config.tables import load_notify_policy
 from connectors.outbound.receipts import OppositionReceipts
-from hub.envelope import Envelope
 from hub.errors import NotFound, Refused
 from hub.notices import Channel, Event, EventKind, NoticeState
 from hub.records import PatientRecord, PatientStatus
@@ -25,6 +24,7 @@ from pipelines.record.core.lifecycle import LifecycleRules
 from pipelines.record.core.profile import Activation, Profile
 from pipelines.record.lifecycle import Lifecycle, LifecyclePorts
 from pipelines.record.roster_import import import_roster
+from storage.memory.bus import MemoryPublisher
 from storage.objects import MinioBlobStore
 from storage.sql.index import SqlIndex
 from storage.sql.notifications import SqlNotifications
@@ -72,13 +72,6 @@ class CountingPrinter:
         return self.inner.render(patient, profile)
 
 
-class NoBus:
-    """The notify queue: activation letters are postal notices, which are never put on it."""
-
-    def publish(self, envelope: Envelope, *, delay_s: float = 0.0) -> None:
-        raise AssertionError("a postal letter is batched, not queued")
-
-
 @dataclass
 class World:
     index: SqlIndex
@@ -114,7 +107,8 @@ class World:
 def world(sql_index: SqlIndex, blob_store: MinioBlobStore) -> Iterator[World]:
     clock = Clock(START)
     notifications = SqlNotifications.beside(sql_index)
-    notifier = Notifier(NotifyPorts(index=sql_index, notices=notifications, queue=NoBus(),
+    queue = MemoryPublisher()  # the notify queue: activation letters are postal notices, never put on it
+    notifier = Notifier(NotifyPorts(index=sql_index, notices=notifications, queue=queue,
                                     policy=load_notify_policy(), clock=clock))
     profiles = SqlProfiles.beside(sql_index)
     printer = CountingPrinter(secrets.token_bytes(32))
@@ -132,6 +126,7 @@ def world(sql_index: SqlIndex, blob_store: MinioBlobStore) -> Iterator[World]:
         withdraw_codes=notifications.withdraw_codes))
     holder.append(World(sql_index, profiles, notifications, lifecycle, clock, printer))
     yield holder[0]
+    assert queue.published == [], "a postal letter is batched, not queued"
 
 
 def refused(rule: str, call: object, *args: object, **kwargs: object) -> dict[str, object]:

@@ -3,7 +3,8 @@
 One mail from an authenticated clinic to a patient (with an XDM carrying one CDA), an organisation's
 mailbox here and a doctor on another domain goes through intake, the mail pipeline and the outbound
 pipeline (deferred once, then delivered) on a sealed SeaweedFS store wrapped to count its PUTs.
-The queues are plain lists; the relay and the local delivery are doubles that keep what they were handed.
+The queues are in-memory publishers (storage.memory.bus); the relay and the local delivery are doubles that keep
+what they were handed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import pytest
 
 from hub.delivery import Outcome, RecipientResult
 from hub.envelope import BlobRef, Envelope, Source
-from hub.events.submissions import Submitted
 from hub.intake import ClaimCheck, Intake
 from hub.mailqueue import MAIL_CONTENT_TYPE, Reply, SmtpEnvelope, SmtpRecipient, pack
 from hub.records import DeliveryState
@@ -26,9 +26,11 @@ from pipelines.mail.core.relay_schedule import NextHop, RelaySchedule
 from pipelines.mail.outbound import OutboundPipeline, OutboundPorts
 from pipelines.mail.pipeline import MailPipeline, MailPorts
 from pipelines.mail.reporting import ReportSender
+from storage.memory.bus import MemoryPublisher
 from storage.objects import MinioBlobStore
 from storage.sql.index import SqlIndex
 from storage.sql.mailbox import SqlMailbox
+from tests.fixtures_memory import envelopes
 from tests.mail_builders import PATIENT_ADDRESS, fixture_cda, make_mail_with_xdm
 
 pytestmark = pytest.mark.integration
@@ -61,16 +63,6 @@ class CountingStore:
         return [kind for kind, data in self.puts if part in data]
 
 
-class Queue:
-    """A Publisher keeping the envelope of each submission event it is given (MailQueued, DeliveryRequested...)."""
-
-    def __init__(self) -> None:
-        self.envelopes: list[Envelope] = []
-
-    def publish(self, event: Submitted, *, delay_s: float = 0.0) -> None:
-        self.envelopes.append(event.envelope)
-
-
 class Hands:
     """Relay and LocalDelivery doubles: the relay answers 451 on its first call, 250 afterwards."""
 
@@ -96,8 +88,8 @@ class Wired:
     store: CountingStore
     mailboxes: SqlMailbox
     intake: Intake
-    intake_queue: Queue
-    outbound_queue: Queue
+    intake_queue: MemoryPublisher
+    outbound_queue: MemoryPublisher
     hands: Hands
     mail: MailPipeline
     outbound: OutboundPipeline
@@ -107,7 +99,7 @@ class Wired:
 def wired(blob_store: MinioBlobStore, index: SqlIndex) -> Wired:
     store, mailboxes = CountingStore(blob_store), SqlMailbox.beside(index)
     rules = MssRules(local_domains=("clinique.hub.test",), org_mailboxes=(ORG,))
-    intake_queue, outbound_queue, hands = Queue(), Queue(), Hands()
+    intake_queue, outbound_queue, hands = MemoryPublisher(), MemoryPublisher(), Hands()
     intake, claims = Intake(store=store, index=index, publisher=intake_queue), ClaimCheck(store=store, index=index)
     reports = ReportSender(claims, intake_queue, hostname="hub.test", domain="hub.test")
     mail = MailPipeline(MailPorts(store=store, index=index, mailboxes=mailboxes, claims=claims,
@@ -122,7 +114,7 @@ def accept(w: Wired, message: bytes, recipients: Sequence[str]) -> Envelope:
     smtp = SmtpEnvelope(mail_from=CLINIC, recipients=tuple(SmtpRecipient(r) for r in recipients), auth="clinic")
     w.intake.accept(pack(smtp, message), Source(kind="smtp", producer="clinic"), content_type=MAIL_CONTENT_TYPE,
                   kind="mail")
-    return w.intake_queue.envelopes.pop()
+    return envelopes(w.intake_queue)[-1]
 
 
 def test_the_message_is_written_once_for_a_patient_an_organisation_and_another_domain(wired: Wired) -> None:
@@ -133,9 +125,9 @@ def test_the_message_is_written_once_for_a_patient_an_organisation_and_another_d
 
     # When the mail pipeline runs, then the outbound pipeline (the other domain is busy once), then its retry
     wired.mail(envelope)
-    [onward] = wired.outbound_queue.envelopes
+    [onward] = envelopes(wired.outbound_queue)
     wired.outbound(onward)
-    retry = wired.outbound_queue.envelopes[-1]
+    retry = envelopes(wired.outbound_queue)[-1]
     assert retry is not onward and retry.attempt == 1
     wired.outbound(retry)
 

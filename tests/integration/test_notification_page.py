@@ -26,10 +26,11 @@ import uvicorn
 from connectors.inbound.http.app import ApiParts, DocumentPorts, NotificationPorts, OperationPorts, create_app
 from hub.auth import Authenticator, token_sha256
 from hub.credentials import Credential
-from hub.envelope import BlobRef, Envelope
 from hub.intake import Intake
 from hub.notices import Channel, EventKind, Notice, NoticeState
 from hub.writes import ProducersOnly
+from storage.memory.blobs import MemoryBlobStore
+from storage.memory.bus import MemoryPublisher
 from storage.sql.index import SqlIndex
 from storage.sql.notifications import SqlNotifications
 from tests import builders
@@ -47,26 +48,6 @@ TOKEN = "patient-token-for-the-page-test"
 OTHER_TOKEN = "another-patient-token"
 WAIT_MS = 10_000  # the stream polls the store every second
 T0 = datetime(2026, 3, 5, 9, 30, tzinfo=UTC)
-
-
-class _NoBlobs:
-    """BlobStore stand-in: the notification routes store and read no blob."""
-
-    def put(self, data: bytes, *, kind: str, content_type: str) -> BlobRef:
-        raise AssertionError("the notification page must not store blobs")
-
-    def get(self, ref: BlobRef) -> bytes:
-        raise AssertionError("the notification page must not read blobs")
-
-    def ping(self) -> None:
-        return None
-
-
-class _NoBus:
-    """Publisher stand-in: nothing is submitted here."""
-
-    def publish(self, envelope: Envelope, *, delay_s: float = 0.0) -> None:
-        raise AssertionError("the notification page must not publish")
 
 
 def _no_roster(_raw: bytes) -> dict[str, Any]:
@@ -97,8 +78,8 @@ def served(tmp_path: Path) -> Iterator[Served]:
     notices = SqlNotifications.beside(index)
     auth = Authenticator([Credential("jeanne", "patient", token_sha256(TOKEN), ins=INS),
                           Credential("paul", "patient", token_sha256(OTHER_TOKEN), ins=OTHER_INS)])
-    blobs, limit = _NoBlobs(), 1024 * 1024
-    intake = Intake(store=blobs, index=index, publisher=_NoBus())
+    blobs, bus, limit = MemoryBlobStore(), MemoryPublisher(), 1024 * 1024
+    intake = Intake(store=blobs, index=index, publisher=bus)
     ctx = ApiParts(auth=auth, blobs=blobs, documents=DocumentPorts(intake, index, ProducersOnly(), limit),
                    operations=OperationPorts(_no_roster, (("index", index.ping), ("store", blobs.ping)), limit),
                    notifications=NotificationPorts(notices))
@@ -117,6 +98,8 @@ def served(tmp_path: Path) -> Iterator[Served]:
         server.should_exit = True
         thread.join(timeout=10)
         index.dispose()
+    # the notification routes store no blob (so read none) and publish nothing
+    assert blobs.objects == {} and bus.published == []
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,8 @@
 
 The outbound pipeline runs for real against a scripted SMTP sink on loopback (the next hop of both the
 original recipient and the sender), with a real intake (SeaweedFS objects, SQLite index) queueing the
-reports; the queues are plain lists, so each test chooses when an envelope is (re)delivered.
+reports; the queues are in-memory publishers (storage.memory.bus), so each test chooses when an envelope is
+(re)delivered.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sqlalchemy as sa
 
 from connectors.outbound.relay import SmtpRelay
 from hub.envelope import Envelope, Source
+from hub.events import Event
 from hub.intake import ClaimCheck, new_submission_id
 from hub.mailqueue import MAIL_CONTENT_TYPE, Reply, SmtpEnvelope, SmtpRecipient, pack
 from hub.records import DeliveryState
@@ -24,9 +26,11 @@ from pipelines.mail.core.relay_schedule import RelaySchedule
 from pipelines.mail.core.reports import report_id
 from pipelines.mail.outbound import OutboundPipeline, OutboundPorts
 from pipelines.mail.reporting import ReportSender
+from storage.memory.bus import MemoryPublisher
 from storage.objects import MinioBlobStore
 from storage.sql.index import SqlIndex
 from storage.sql.mailbox import SqlMailbox
+from tests.fixtures_memory import envelopes
 from tests.smtp_sink import Running, Sink, start_sink
 
 pytestmark = pytest.mark.integration
@@ -41,18 +45,18 @@ class Killed(Exception):
     """Stands for the hub process being killed at that point (raised by a test double)."""
 
 
-class Queue:
-    """A Publisher that keeps what it was given; `die_once` makes its first publish "kill the hub"."""
+class DiesOnce(MemoryPublisher):
+    """The in-memory publisher, except that its first publish "kills the hub" (nothing is kept then)."""
 
-    def __init__(self, *, die_once: bool = False) -> None:
-        self.envelopes: list[Envelope] = []
-        self._die = die_once
+    def __init__(self) -> None:
+        super().__init__()
+        self._die = True
 
-    def publish(self, envelope: Envelope, *, delay_s: float = 0.0) -> None:
+    def publish(self, event: Event, *, delay_s: float = 0.0) -> None:
         if self._die:
             self._die = False
             raise Killed("before the retry was scheduled")
-        self.envelopes.append(envelope)
+        super().publish(event, delay_s=delay_s)
 
 
 @pytest.fixture
@@ -62,7 +66,7 @@ def sink() -> Iterator[Running]:
 
 
 def outbound(store: MinioBlobStore, index: SqlIndex, sink: Running, reports: ReportSender,
-             retries: Queue) -> OutboundPipeline:
+             retries: MemoryPublisher) -> OutboundPipeline:
     # The lifetime starts at the mail's queue time: two hours ago, so the first deferral warns
     return OutboundPipeline(OutboundPorts(
         store=store, mailboxes=SqlMailbox.beside(index), outbound=retries, rules=MssRules(), reports=reports,
@@ -87,10 +91,10 @@ def submissions_count(index: SqlIndex) -> int:
 def test_delayed_dsn_is_sent_once_when_the_hub_dies_after_queueing_it(
         blob_store: MinioBlobStore, index: SqlIndex, sink: Running) -> None:
     # Given a mail whose next hop is busy, two hours after it was queued, for a sender who wants DELAY reports
-    reports_queue = Queue()
+    reports_queue = MemoryPublisher()
     reports = ReportSender(ClaimCheck(store=blob_store, index=index), reports_queue, hostname="hub.test",
                            domain="hub.test")
-    retries = Queue(die_once=True)
+    retries = DiesOnce()
     pipeline = outbound(blob_store, index, sink, reports, retries)
     mail = queued_mail(blob_store)
 
@@ -102,13 +106,13 @@ def test_delayed_dsn_is_sent_once_when_the_hub_dies_after_queueing_it(
 
     # Then the report is one submission, under the id derived from what it reports
     expected = report_id(mail.submission_id, "dsn:delayed", [OTHER])
-    assert {e.submission_id for e in reports_queue.envelopes} == {expected}
+    assert {e.submission_id for e in envelopes(reports_queue)} == {expected}
     assert index.submission(expected) is not None
     assert submissions_count(index) == 1
-    assert len(retries.envelopes) == 1  # one retry scheduled
+    assert len(retries.published) == 1  # one retry scheduled
 
     # When the report envelopes (the pending one was handed on again) go through the outbound pipeline
-    for envelope in reports_queue.envelopes:
+    for envelope in envelopes(reports_queue):
         pipeline(envelope)
 
     # Then exactly one DSN reached the sender's server, from the null sender, with a Message-ID from its id
@@ -124,22 +128,22 @@ def test_delayed_dsn_is_sent_once_when_the_hub_dies_after_queueing_it(
 
 def test_a_report_already_final_is_not_queued_again(blob_store: MinioBlobStore, index: SqlIndex) -> None:
     # Given a "failed" DSN queued once and then processed (its submission is final)
-    queue = Queue()
+    queue = MemoryPublisher()
     reports = ReportSender(ClaimCheck(store=blob_store, index=index), queue, hostname="hub.test",
                            domain="hub.test")
     smtp = SmtpEnvelope(mail_from=DOCTOR, recipients=(SmtpRecipient(OTHER),))
     failure = (SmtpRecipient(OTHER), Reply(550, "5.1.1", "No such user"), "mx.clinique.mssante.fr")
     about = new_submission_id()
     reports.failed(smtp, MESSAGE, [failure], about=about)
-    [first] = queue.envelopes
+    [first] = envelopes(queue)
     index.complete(first)
 
     # When the same report is asked for again (the mail was redelivered after a crash)
     reports.failed(smtp, MESSAGE, [failure], about=about)
 
     # Then nothing is queued: one submission, one envelope ever published
-    assert queue.envelopes == [first] and submissions_count(index) == 1
+    assert envelopes(queue) == [first] and submissions_count(index) == 1
     # While a report about another mail, or another event, is a report of its own
     reports.failed(smtp, MESSAGE, [failure], about=new_submission_id())
     reports.delayed(smtp, MESSAGE, [failure], about=about)
-    assert len({e.submission_id for e in queue.envelopes}) == 3
+    assert len({e.submission_id for e in envelopes(queue)}) == 3

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import pytest
 
+from hub.credentials import Credential, Role
 from hub.errors import BusUnavailable, IndexUnavailable, StoreUnavailable
 from storage.memory.blobs import MemoryBlobStore
 from storage.memory.bus import MemoryPublisher
 from storage.memory.index import MemoryIndex
 from storage.memory.notifications import MemoryNotifications
 from storage.memory.profiles import MemoryProfiles
+from storage.memory.tokens import MemoryTokens
 from tests import builders
 
 
@@ -23,7 +25,11 @@ def test_a_down_index_and_the_stores_beside_it_are_unavailable(memory_index: Mem
         MemoryNotifications.beside(memory_index).preferences(builders.TEST_INS)
     with pytest.raises(IndexUnavailable):
         MemoryProfiles.beside(memory_index).profile(builders.TEST_INS)
+    with pytest.raises(IndexUnavailable):
+        MemoryTokens.beside(memory_index).issue(Credential(name="p", role=Role.PATIENT, token_sha256="a" * 64,
+                                                           ins=builders.TEST_INS))
     memory_index.state.down = False
+    assert MemoryTokens.beside(memory_index).lookup("a" * 64) is None
     assert memory_index.submission(env.submission_id) is None  # nothing was kept
 
 
