@@ -8,9 +8,12 @@ Owns: the one path every read and change of a record takes after authentication:
 * the trail as the viewer is shown it: entries about documents they may not see are redacted
   (pipelines.record.core.trail_view);
 * the decision for the record and for each document (habilitation matrix, confidentiality codes,
-  the patient's and author's flags), and the refusal raised as hub.errors.Refused;
+  the patient's and author's flags), and the refusal raised as hub.errors.Refused; a document shown
+  keeps no replacement link (`replaces`, `replaced_by`) to one the viewer may not see
+  (without_unseen_links: the link would tell it exists);
 * one audit-trail entry per read, change, refusal and emergency access (hub.audit), written before
   the answer leaves, so nothing is shown that is not traced (pipelines.record.access_trail writes them);
+  an INS without a profile has no trail: its refusals are the same 403, written nowhere;
 * the patient told (hub.notices) of a professional's first access and of every professional action.
 Does not: authenticate (the API does), store flags (hub.access.RecordControls) or render anything.
 """
@@ -82,7 +85,7 @@ class RecordAccess:
         patient = self._p.index.patient(ins)
         if patient is not None and actor.id in self._p.representatives(ins) and is_minor(patient, self._today()):
             return Actor(ActorKind.REPRESENTATIVE, actor.id)
-        self._t.refuse(Access(actor), ins, access.not_yours())
+        self._t.refuse(Access(actor), ins, access.not_yours(), known=patient is not None)
 
     def gate(self, who: Access, ins: str, reading: Reading, *, target: str = "") -> Actor:
         """The read table (pipelines.record.core.read_rules) for one part of a profile: the caller as this
@@ -119,9 +122,10 @@ class RecordAccess:
         who = replace(who, actor=actor)
         records = self._p.index.documents(ins, query)
         flags = self._p.controls.flags([r.document_id for r in records])
-        shown = [r for r in records if self._sees(actor, who.mode, access.facts(r, flags.get(r.document_id))).allowed]
+        shown = [r for r in records
+                 if sees(self._p.habilitations, actor, who.mode, access.facts(r, flags.get(r.document_id))).allowed]
         self._t.trace(who, ins, AuditAction.LIST, "", detail={"shown": str(len(shown))})
-        return shown
+        return self._unlinked(who, shown)
 
     def document(self, who: Access, document_id: str, *, action: AuditAction = AuditAction.READ,
                  detail: Mapping[str, str] | None = None) -> DocumentRecord:
@@ -131,7 +135,7 @@ class RecordAccess:
         representative asking (INVISIBLE_*, hidden by the patient: its existence must not leak);
         Refused when another rule hides it.  Both refusals are traced."""
         record, who, facts = self._locate(who, document_id)
-        decision = self._sees(who.actor, who.mode, facts)
+        decision = sees(self._p.habilitations, who.actor, who.mode, facts)
         if not decision.allowed:
             if decision.rule in UNSEEN:
                 self._t.trace(who, record.patient_ins, AuditAction.REFUSED, document_id, outcome="refused",
@@ -139,7 +143,7 @@ class RecordAccess:
                 raise NotFound("document")
             self._t.refuse(who, record.patient_ins, decision, target=document_id)
         self._t.trace(who, record.patient_ins, action, document_id, detail=detail)
-        return record
+        return self._unlinked(who, [record])[0]
 
     def trail(self, who: Access, ins: str, *, after_seq: int = 0, limit: int = 500) -> list[dict[str, Any]]:
         """The audit trail of `ins` as this viewer is shown it: for the patient, a representative of a
@@ -149,12 +153,9 @@ class RecordAccess:
         entries = self._p.trail.for_patient(ins, after_seq=after_seq, limit=limit)
         if after_seq == 0:  # reading the trail is traced too (once per reading, not per page)
             self._t.trace(replace(who, actor=actor), ins, AuditAction.AUDIT_READ, "")
-        hidden = frozenset() if actor.kind is ActorKind.ADMIN else self.hidden_documents(actor, ins)
+        hidden = frozenset() if actor.kind is ActorKind.ADMIN else hidden_documents(
+            self._p.index, self._p.controls, self._p.habilitations, actor, ins)
         return shown(entries, hidden)
-
-    def hidden_documents(self, viewer: Actor, ins: str) -> frozenset[str]:
-        """The ids of the record's documents `viewer` (the patient, a representative) may not see."""
-        return hidden_documents(self._p.index, self._p.controls, self._p.habilitations, viewer, ins)
 
     # -- changing ----------------------------------------------------------------------------------
 
@@ -246,18 +247,17 @@ class RecordAccess:
             self._t.tell(EventKind.FIRST_ACCESS, patient.ins, f"first_access:{patient.ins}:{who.actor.id}", now)
 
     def _patient_only(self, who: Access, ins: str) -> None:
-        if who.actor.kind is not ActorKind.PATIENT or who.actor.id != ins:
-            self._t.refuse(who, ins, access.patient_only())
         patient = self._p.index.patient(ins)
+        if who.actor.kind is not ActorKind.PATIENT or who.actor.id != ins:
+            self._t.refuse(who, ins, access.patient_only(), known=patient is not None)
         if patient is None or str(patient.status) in (read_rules.CLOSED, read_rules.OPPOSED):
             raise NotFound("patient")
 
-    def _sees(self, actor: Actor, mode: AccessMode, facts: DocumentFacts) -> Decision:
-        """can_see, and the operator (admin): every document not deleted, traced like any read."""
-        if actor.kind is ActorKind.ADMIN:
-            return ADMIN_READ if not facts.deleted else Decision.refuse("access.deleted", "", "")
-        return access.can_see(actor, mode, facts, habilitations=self._p.habilitations,
-                              represented_minor=actor.kind is ActorKind.REPRESENTATIVE)
+    def _unlinked(self, who: Access, records: list[DocumentRecord]) -> list[DocumentRecord]:
+        """`records` without their replacement links to documents `who` may not see (the operator: all)."""
+        return records if who.actor.kind is ActorKind.ADMIN else without_unseen_links(records, lambda linked: (
+            (d := self._p.index.document(linked)) is not None
+            and sees(self._p.habilitations, who.actor, who.mode, self._facts(d)).allowed))
 
     def _facts(self, record: DocumentRecord) -> DocumentFacts:
         return access.facts(record, self._p.controls.flags([record.document_id]).get(record.document_id))
@@ -265,6 +265,14 @@ class RecordAccess:
     def _today(self) -> date:
         return self._p.clock().astimezone(PARIS).date()
 
+
+
+def sees(habilitations: Habilitations, actor: Actor, mode: AccessMode, facts: DocumentFacts) -> Decision:
+    """can_see, and the operator (admin): every document not deleted, traced like any read."""
+    if actor.kind is ActorKind.ADMIN:
+        return ADMIN_READ if not facts.deleted else Decision.refuse("access.deleted", "", "")
+    return access.can_see(actor, mode, facts, habilitations=habilitations,
+                          represented_minor=actor.kind is ActorKind.REPRESENTATIVE)
 
 
 def hidden_documents(index: Index, controls: RecordControls, habilitations: Habilitations, viewer: Actor,
@@ -282,3 +290,19 @@ def hidden_documents(index: Index, controls: RecordControls, habilitations: Habi
         if len(page) < PAGE:
             return frozenset(hidden)
         offset += PAGE
+
+
+def without_unseen_links(records: list[DocumentRecord], sees: Callable[[str], bool]) -> list[DocumentRecord]:
+    """The records with their replacement links (`replaces`, `replaced_by`) to documents the viewer may not
+    see left out: a link would tell that a hidden document exists, and its id (`sees`: may they see it)."""
+    listed = {r.document_id for r in records}
+    answers: dict[str, bool] = {}
+
+    def kept(document_id: str) -> bool:
+        if document_id not in listed and document_id not in answers:
+            answers[document_id] = sees(document_id)
+        return document_id in listed or answers[document_id]
+
+    return [replace(r, replaces=tuple(d for d in r.replaces if kept(d)),
+                    replaced_by=r.replaced_by if r.replaced_by is None or kept(r.replaced_by) else None)
+            for r in records]

@@ -48,13 +48,14 @@ class RecordTrail:
         return entry
 
     def refuse(self, who: Access, ins: str, decision: Decision, *, target: str = "",
-               detail: Mapping[str, str] | None = None) -> NoReturn:
-        """Trace the refusal, then raise it: a refused access is in the patient's trail."""
-        self.trace(who, ins, AuditAction.REFUSED, target, outcome="refused",
-                   detail={"rule": decision.rule, **(detail or {})})
+               detail: Mapping[str, str] | None = None, known: bool = True) -> NoReturn:
+        """Trace the refusal, then raise it: a refused access is in the patient's trail.  `known` False (no
+        profile for `ins`): no trail to write into, so nothing is written; the same refusal is raised."""
+        if known:
+            self.trace(who, ins, AuditAction.REFUSED, target, outcome="refused",
+                       detail={"rule": decision.rule, **(detail or {})})
         log.info("access refused: rule=%s actor=%s", decision.rule, who.actor.kind)
-        raise Refused({"rule": decision.rule, "location": "record", "message_en": decision.message_en,
-                       "message_fr": decision.message_fr})
+        raise Refused(decision.finding())
 
     def tell(self, kind: EventKind, ins: str, event_id: str, at: datetime, *,
              confidentiality: tuple[str, ...] = (), subject: str = "") -> None:

@@ -48,7 +48,8 @@ def test_an_ins_in_non_ascii_digits_is_refused_by_the_roster(stack: RunningHub, 
     assert response.status_code == 422, response.text
     assert "line 2" in response.json()["error"]["message_en"]
     with stack.admin() as admin:
-        assert admin.get(f"/v1/patients/{ins}/documents").status_code in (403, 404)
+        malformed = admin.get(f"/v1/patients/{ins}/documents")  # not an INS: refused at the door (params.InsPath)
+        assert malformed.status_code == 422 and malformed.json()["error"]["code"] == "param.out-of-range"
         assert admin.get(f"/v1/patients/{builders.TEST_INS}/documents").status_code in (403, 404)
 
 

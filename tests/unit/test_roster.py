@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from hub.records import PatientStatus
 from pipelines.record.core.roster import parse_roster
 from tests.builders import ROSTER_HEADER, TEST_INS, roster_line, with_key
@@ -57,3 +59,27 @@ def test_vitale_serial_column_is_optional_validated_and_kept_out_of_the_record()
 def test_birth_dates_are_kept_as_yyyy_mm_dd() -> None:
     line = roster_line().replace("1979-03-01", "19790301")
     assert parse_roster(ROSTER_HEADER + line).patients[0].birth_date == "1979-03-01"
+
+
+@pytest.mark.parametrize(("line", "where"), [
+    (roster_line().replace("TEST", "=1+1"), (2, "birth_name")),
+    (roster_line().replace("Jeanne", "@SUM(A1)"), (2, "given_names")),
+    (roster_line().replace(",51215,", ",-2,"), (2, "birth_place")),
+    (roster_line().replace("+336", "=336"), (2, "phone")),
+    (roster_line().replace("TEST", "A\x00B"), (2, "birth_name")),
+    (roster_line().replace("TEST", "x" * 1001), (2, "birth_name")),
+    (roster_line() + roster_line(), (3, "ins")),
+    (roster_line().replace("TEST", "x" * 200_000), (2, "*")),
+])
+def test_a_hostile_cell_rejects_the_file_naming_line_and_column_never_the_value(line: str,
+                                                                                where: tuple[int, str]) -> None:
+    result = parse_roster(ROSTER_HEADER + line)
+    assert not result.ok  # import_roster imports nothing then
+    assert [(p.line, p.column) for p in result.problems] == [where]
+    assert "1+1" not in str(result.problems[0]) and "SUM" not in str(result.problems[0])
+
+
+def test_a_phone_may_start_with_plus_and_an_address_may_span_lines() -> None:
+    line = roster_line().replace('"1 rue de Test,', '"1 rue de Test\nBâtiment B,')
+    result = parse_roster(ROSTER_HEADER + line)
+    assert result.ok and result.patients[0].phone == "+33600000000" and "\n" in result.patients[0].postal_address

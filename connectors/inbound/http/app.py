@@ -1,8 +1,9 @@
 """The HTTP API's app factory: one FastAPI app from the feature routers it is given parts for.
 
 Owns: `ApiParts` (per feature, the ports its router needs; a feature without parts has no routes),
-`create_app` (provides each part as a port on app.state, installs the error handlers and includes the
-routers, in a fixed order), and `AccessLog`, a redacted access log: one line per request with the route
+`create_app` (provides each part as a port on app.state, installs the error handlers, the bound on every
+request body (common.BodyLimit) and on every path and query string (params.plain_parameters), and
+includes the routers, in a fixed order), and `AccessLog`, a redacted access log: one line per request with the route
 *template*, never the concrete path, which may carry an INS; it also opens the per-request refusal scope
 (hub.refusals) the edge's refusal tracing reads.
 Does not: answer any route itself or pick adapters (the composition root, meshub.compose, does).
@@ -14,12 +15,12 @@ import logging
 import time
 from dataclasses import dataclass
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connectors.inbound.http import contacts, documents, insurer, lifecycle, mailbox, notifications, operations, record
 from connectors.inbound.http.auth import AUTH
-from connectors.inbound.http.common import BLOBS, StoredBytes
+from connectors.inbound.http.common import BLOBS, BodyLimit, StoredBytes
 from connectors.inbound.http.documents import DocumentPorts
 from connectors.inbound.http.errors import RefusalTracer, install_errors
 from connectors.inbound.http.insurer import InsurerPorts
@@ -27,6 +28,7 @@ from connectors.inbound.http.lifecycle import LifecyclePorts
 from connectors.inbound.http.mailbox import MailboxPorts
 from connectors.inbound.http.notifications import NotificationPorts
 from connectors.inbound.http.operations import OperationPorts
+from connectors.inbound.http.params import plain_parameters
 from connectors.inbound.http.read_gate import READ_TABLE
 from connectors.inbound.http.record import TrailChecks
 from hub.auth import Authenticator
@@ -56,9 +58,10 @@ class ApiParts:
 
 
 def create_app(parts: ApiParts) -> FastAPI:
-    app = FastAPI(title="MES Hub", version="0.1.0",
+    app = FastAPI(title="MES Hub", version="0.1.0", dependencies=[Depends(plain_parameters)],
                   description="Intake of health documents (HL7 CDA R2, CI-SIS) into per-patient records.")
     app.state.ports = {}
+    app.add_middleware(BodyLimit, limit=_largest_body(parts))
     app.add_middleware(AccessLog)
     install_errors(app, parts.trace_refusal)
     AUTH.provide(app, parts.auth)
@@ -66,6 +69,12 @@ def create_app(parts: ApiParts) -> FastAPI:
     READ_TABLE.provide(app, parts.records)
     _include(app, parts)
     return app
+
+
+def _largest_body(parts: ApiParts) -> int:
+    """The largest body any door takes (each also checks its own while reading)."""
+    limits = [parts.documents.max_body_bytes, parts.operations.max_body_bytes]
+    return max(limits + ([parts.insurer.max_body_bytes] if parts.insurer is not None else []))
 
 
 def _include(app: FastAPI, parts: ApiParts) -> None:

@@ -2,7 +2,9 @@
 
 Owns: `Port`, how a router asks for one of its feature's ports (`Depends(PORT.get)`) and how the app
 factory provides it (on app.state, so no router imports the factory nor another router); reading a
-request body within a size limit (413); reading stored bytes back (SHA-256 checked: 502 when they fail
+request body within a size limit (413); `BodyLimit`, the bound on every request body whatever the route
+(413 `body-too-large`: a JSON body over JSON_MAX_BYTES, any other over the door's largest limit), so no
+route reads an unbounded body into memory; reading stored bytes back (SHA-256 checked: 502 when they fail
 their check, the caller's 404 when they are gone; a store down raises TransientError, answered 503).
 Does not: know which feature provides what (connectors.inbound.http.app does).
 """
@@ -14,7 +16,9 @@ from collections.abc import Callable
 from typing import Annotated, Generic, Protocol, TypeVar, cast
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connectors.inbound.http.errors import api_error
 from hub.envelope import BlobRef
@@ -22,6 +26,8 @@ from hub.errors import IntegrityError, NotFound
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: the largest JSON body (the longest is a reply: 100,000 characters, escaped as JSON)
+JSON_MAX_BYTES = 2 * 1024 * 1024
 
 
 class Port(Generic[T]):
@@ -60,6 +66,40 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+class BodyLimit:
+    """Pure ASGI middleware: a request body over its bound is never read whole (413 `body-too-large`):
+    a declared Content-Length over it is answered at once, a streamed one when it crosses the bound."""
+
+    def __init__(self, app: ASGIApp, *, limit: int, json_limit: int = JSON_MAX_BYTES) -> None:
+        self._app = app
+        self._limit = limit
+        self._json_limit = min(json_limit, limit)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        headers = {k.lower(): v for k, v in scope.get("headers", ())}
+        media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        limit = self._json_limit if media.endswith(b"json") else self._limit
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            too_large = _too_large(limit)
+            await JSONResponse({"error": too_large.detail}, status_code=413)(scope, receive, send)
+            return
+        size = 0
+
+        async def bounded() -> Message:
+            nonlocal size
+            message = await receive()
+            size += len(message.get("body", b"")) if message["type"] == "http.request" else 0
+            if size > limit:
+                raise _too_large(limit)  # answered by the door's error handler
+            return message
+
+        await self._app(scope, bounded, send)
 
 
 def _too_large(limit: int) -> HTTPException:

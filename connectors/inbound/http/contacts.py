@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from connectors.inbound.http.auth import Identified
 from connectors.inbound.http.common import Port
 from connectors.inbound.http.errors import api_error
+from connectors.inbound.http.params import InsPath
 from hub.credentials import Credential, Role
 from hub.errors import Refused
 from pipelines.notify.ports import ContactService
@@ -43,7 +44,7 @@ def not_yours() -> HTTPException:
                      "Un accès patient n'ouvre que son propre dossier.")
 
 
-def _own(ins: str, cred: Identified) -> Credential:
+def _own(ins: InsPath, cred: Identified) -> Credential:
     if cred.role is Role.PATIENT and cred.ins == ins:
         return cred
     raise not_yours() if cred.role is Role.PATIENT else api_error(
@@ -65,18 +66,18 @@ async def contact_step(fn: Any, *args: Any) -> Any:
 
 
 @router.get("/v1/patients/{ins}/contact", tags=["lifecycle"], summary="The patient's own contact addresses")
-async def contact(ins: str, _cred: Own, contacts: Contacts) -> dict[str, Any]:
+async def contact(ins: InsPath, _cred: Own, contacts: Contacts) -> dict[str, Any]:
     return dict((await contact_step(contacts.current, ins)).to_dict())
 
 
 @router.put("/v1/patients/{ins}/contact", tags=["lifecycle"], status_code=202,
             summary="Change the contact addresses (applied once confirmed with the code sent to them)")
-async def change(ins: str, body: ContactChange, _cred: Own, contacts: Contacts) -> dict[str, Any]:
+async def change(ins: InsPath, body: ContactChange, _cred: Own, contacts: Contacts) -> dict[str, Any]:
     """The new addresses wait: a code goes to each new one (e-mail, SMS), valid 24 hours; POST it to
     /v1/patients/{ins}/contact/confirm to apply the change."""
     return dict((await contact_step(contacts.request_change, ins, body.email, body.phone)).to_dict())
 
 
 @router.post("/v1/patients/{ins}/contact/confirm", tags=["lifecycle"], summary="Confirm a contact change")
-async def confirm(ins: str, body: ContactCode, _cred: Own, contacts: Contacts) -> dict[str, Any]:
+async def confirm(ins: InsPath, body: ContactCode, _cred: Own, contacts: Contacts) -> dict[str, Any]:
     return dict((await contact_step(contacts.confirm, ins, body.code)).to_dict())

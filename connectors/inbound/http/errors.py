@@ -1,6 +1,7 @@
 """How the HTTP door answers an error, for every feature router alike.
 
-Owns: the error body {"error": {"code", "message_en", "message_fr", ...}} (api_error), 403 with a
+Owns: the error body {"error": {"code", "message_en", "message_fr", ...}} (api_error; the framework's own
+answers, no such route, wrong method, an unreadable body, are put in the same shape), 403 with a
 service's finding (refused), the one handler mapping hub.errors.TransientError (a dependency down) to
 `503 unavailable` with Retry-After, and the edge's last-resort refusal tracing: a 403/404 to an
 identified caller on a route naming a patient ({ins}) or a document ({document_id}) is written into the
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from connectors.inbound.http.params import install_param_errors
 from hub.credentials import Credential
@@ -43,7 +45,7 @@ def refused(exc: Refused) -> HTTPException:
 def install_errors(app: FastAPI, trace_refusal: RefusalTracer | None) -> None:
     """The door's error handlers on `app`; `trace_refusal` writes the refusals no service traced."""
     app.state.trace_refusal = trace_refusal
-    app.exception_handler(HTTPException)(_http_error)
+    app.exception_handler(StarletteHTTPException)(_http_error)  # ours, and the framework's (404, 405, 400)
     app.exception_handler(TransientError)(_unavailable)
     install_param_errors(app)
 
@@ -59,13 +61,32 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
+    assert isinstance(exc, StarletteHTTPException)
     if exc.status_code in (403, 404):
         await _trace_refusal(request, exc)
-    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse({"error": _detail(exc)}, status_code=exc.status_code, headers=exc.headers)
 
 
-async def _trace_refusal(request: Request, exc: HTTPException) -> None:
+#: status -> (code, French text) of the framework's own answers (a text detail: no route, wrong method,
+#: a body that is not UTF-8 JSON), so that every error has the same body
+_FRAMEWORK = {400: ("bad-request", "Requête illisible : envoyez un corps JSON en UTF-8 conforme au schéma de la "
+                     "route."),
+              404: ("not-found", "Aucune route à cette adresse (voir /docs)."),
+              405: ("method-not-allowed", "Cette méthode n'est pas acceptée sur cette route (voir /docs).")}
+
+
+def _detail(exc: StarletteHTTPException) -> object:
+    """The error body: ours as it is; the framework's text detail as code / message_en / message_fr."""
+    if isinstance(exc.detail, dict):
+        return exc.detail
+    code, fr = _FRAMEWORK.get(exc.status_code, ("http-error", "Requête refusée."))
+    en = str(exc.detail or "")
+    if exc.status_code == 400:
+        en = f"{en}: send a UTF-8 JSON body matching the route's schema (see /openapi.json)."
+    return {"code": code, "message_en": en, "message_fr": fr}
+
+
+async def _trace_refusal(request: Request, exc: StarletteHTTPException) -> None:
     """A 403/404 to an identified caller on a route naming a patient is in that patient's trail: written
     here when no service wrote it while serving the request (hub.refusals).  A trail that cannot be
     written is logged; the refusal stands."""

@@ -31,6 +31,7 @@ from connectors.inbound.http.auth import Identified, Operator, actor_of
 from connectors.inbound.http.common import Port
 from connectors.inbound.http.contacts import contact_step, not_yours
 from connectors.inbound.http.errors import api_error
+from connectors.inbound.http.params import InsPath
 from connectors.inbound.http.read_gate import Gate, gated
 from hub.credentials import Credential, Role
 from hub.errors import NotFound, Refused
@@ -110,7 +111,7 @@ CODE_REQUESTED = {
                   "(par SMS, e-mail ou courrier comme demandé ; par courrier si ce canal n'est pas connu)."}
 
 
-def _self_or_operator(ins: str, cred: Identified) -> Credential:
+def _self_or_operator(ins: InsPath, cred: Identified) -> Credential:
     if cred.role in (Role.ADMIN, Role.INSURER) or (cred.role is Role.PATIENT and cred.ins == ins):
         return cred
     raise not_yours() if cred.role is Role.PATIENT else api_error(
@@ -118,7 +119,7 @@ def _self_or_operator(ins: str, cred: Identified) -> Credential:
         "Seul le patient lui-même (ou un opérateur) peut faire cette demande.")
 
 
-def _self_or_admin(ins: str, cred: Identified) -> Credential:
+def _self_or_admin(ins: InsPath, cred: Identified) -> Credential:
     """Restitution: another patient is refused here (`access.not-own-record`); every other role goes on to
     the read table (the insurer, producers and professionals: `read.role`, traced with its scope)."""
     if cred.role is Role.PATIENT and cred.ins != ins:
@@ -206,7 +207,7 @@ async def oppose(body: Factors, ports: Lifecycle) -> Response:
 
 
 @person.get("/v1/patients/{ins}/profile", tags=["lifecycle"])
-async def profile(ins: str, _cred: Annotated[Credential, Depends(_self_or_operator)], gate: Gate,
+async def profile(ins: InsPath, _cred: Annotated[Credential, Depends(_self_or_operator)], gate: Gate,
                   ports: Lifecycle) -> dict[str, Any]:
     """The profile's state: the patient, the insurer, an admin (closed profiles too; traced)."""
     await gated(gate, _cred, ins, Reading.PROFILE)
@@ -217,7 +218,7 @@ async def profile(ins: str, _cred: Annotated[Credential, Depends(_self_or_operat
 
 
 @person.post("/v1/patients/{ins}/close", tags=["lifecycle"])
-async def close(ins: str, cred: Annotated[Credential, Depends(_self_or_operator)],
+async def close(ins: InsPath, cred: Annotated[Credential, Depends(_self_or_operator)],
                 ports: Lifecycle) -> dict[str, Any]:
     """Close the profile: its content is no longer reachable (and the patient's issued tokens stop
     working); archived 10 years, then purged.  Ask for the restitution ZIP first."""
@@ -228,7 +229,7 @@ async def close(ins: str, cred: Annotated[Credential, Depends(_self_or_operator)
 
 
 @person.get("/v1/patients/{ins}/export", tags=["lifecycle"], summary="Restitution: the whole record as a ZIP")
-async def export(ins: str, cred: Annotated[Credential, Depends(_self_or_admin)], gate: Gate,
+async def export(ins: InsPath, cred: Annotated[Credential, Depends(_self_or_admin)], gate: Gate,
                  ports: Lifecycle) -> StreamingResponse:
     """The patient's restitution (or an admin's, for them): 403 `read.role` for the insurer, 404 once
     the profile is closed; its audit.json is the trail as the patient is shown it."""
@@ -253,18 +254,18 @@ def _chunks(out: IO[bytes]) -> Iterator[bytes]:
 
 
 @operators.post("/v1/patients/{ins}/oppose", tags=["lifecycle"], response_class=Response)
-async def oppose_for(ins: str, cred: Operator, ports: Lifecycle) -> Response:
+async def oppose_for(ins: InsPath, cred: Operator, ports: Lifecycle) -> Response:
     """An operator records an opposition received in writing; the answer is the PDF receipt."""
     await _step(ports.lifecycle.oppose, ins, actor=actor_of(cred))
     return _pdf(await _step(ports.lifecycle.receipt, ins), "justificatif-opposition.pdf")
 
 
 @operators.get("/v1/patients/{ins}/opposition-receipt", tags=["lifecycle"], response_class=Response)
-async def receipt(ins: str, _cred: Operator, ports: Lifecycle) -> Response:
+async def receipt(ins: InsPath, _cred: Operator, ports: Lifecycle) -> Response:
     return _pdf(await _step(ports.lifecycle.receipt, ins), "justificatif-opposition.pdf")
 
 
 @operators.post("/v1/patients/{ins}/code", tags=["lifecycle"])
-async def new_code(ins: str, cred: Operator, ports: Lifecycle) -> dict[str, Any]:
+async def new_code(ins: InsPath, cred: Operator, ports: Lifecycle) -> dict[str, Any]:
     """A new provisional code, sent by letter: a lost letter, or reversing an opposition."""
     return dict((await _step(ports.lifecycle.reissue_code, ins, actor=actor_of(cred))).to_dict())

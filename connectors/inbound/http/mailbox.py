@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from connectors.inbound.http.auth import Admin
 from connectors.inbound.http.common import Blobs, Port, fetch_bytes
 from connectors.inbound.http.errors import api_error, refused
-from connectors.inbound.http.params import MAX_OFFSET
+from connectors.inbound.http.params import MAX_OFFSET, InsPath, Plain
 from connectors.inbound.http.read_gate import Gate, Owner, gated
 from hub.credentials import Credential, Role
 from hub.errors import NotFound, Refused
@@ -61,8 +61,10 @@ class ReplyBody(BaseModel):
 
 
 class SendDocumentBody(BaseModel):
-    document_id: str = Field(description="A document of the patient's record (root^extension)")
-    to: str = Field(description="The organisational MSSanté mailbox of the chosen pharmacy")
+    document_id: Plain = Field(min_length=1, max_length=256,
+                               description="A document of the patient's record (root^extension)")
+    to: Plain = Field(min_length=3, max_length=320,
+                      description="The organisational MSSanté mailbox of the chosen pharmacy")
     text: str = Field(default="", max_length=100_000)
 
 
@@ -95,7 +97,7 @@ async def _call(function: Any, *args: Any) -> Any:
 
 
 @router.get("/v1/patients/{ins}/messages", summary="List a patient's MSSanté messages, newest first")
-async def list_messages(ins: str, _cred: Owner, ports: Mail, limit: Annotated[int, Query(ge=1, le=500)] = 100,
+async def list_messages(ins: InsPath, _cred: Owner, ports: Mail, limit: Annotated[int, Query(ge=1, le=500)] = 100,
                         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> dict[str, Any]:
     records = await run_in_threadpool(ports.mailboxes.messages, ports.address(ins), limit=limit, offset=offset)
     return {"messages": [m.to_dict() for m in records]}
@@ -103,7 +105,7 @@ async def list_messages(ins: str, _cred: Owner, ports: Mail, limit: Annotated[in
 
 @router.get("/v1/patients/{ins}/messages/{message_id}/raw", summary="The message as received (RFC 5322)",
             response_class=Response)
-async def raw_message(ins: str, message_id: str, _cred: Owner, ports: Mail, blobs: Blobs) -> Response:
+async def raw_message(ins: InsPath, message_id: str, _cred: Owner, ports: Mail, blobs: Blobs) -> Response:
     record = await _owned(ports, ins, message_id)
     data = record.message_in(await fetch_bytes(blobs, record.blob, _no_message))
     return Response(data, media_type="message/rfc822")
@@ -125,7 +127,7 @@ async def deliveries_to(address: str, request: Request, _cred: Admin, ports: Mai
 
 @router.get("/v1/patients/{ins}/messages/{message_id}",
             summary="One message's metadata; marks it read (and sends the read receipt it asked for)")
-async def read_message(ins: str, message_id: str, cred: Owner, ports: Mail) -> dict[str, Any]:
+async def read_message(ins: InsPath, message_id: str, cred: Owner, ports: Mail) -> dict[str, Any]:
     record = await _owned(ports, ins, message_id)
     if not _own_reading(cred, ins):  # an operator's look is not the patient's reading: no read mark, no MDN
         return dict(record.to_dict())
@@ -135,14 +137,14 @@ async def read_message(ins: str, message_id: str, cred: Owner, ports: Mail) -> d
 
 @router.post("/v1/patients/{ins}/messages/{message_id}/reply", status_code=202,
              summary="Reply to a professional who wrote first and did not close the exchange")
-async def reply(ins: str, message_id: str, body: ReplyBody, _cred: Owner, ports: Mail) -> dict[str, Any]:
+async def reply(ins: InsPath, message_id: str, body: ReplyBody, _cred: Owner, ports: Mail) -> dict[str, Any]:
     await _owned(ports, ins, message_id)
     return {"submission": await _call(ports.mail.reply, ins, message_id, body.text)}
 
 
 @router.post("/v1/patients/{ins}/messages/{message_id}/file", status_code=202,
              summary="File the CDA documents the message carries into the patient's record")
-async def file_attachments(ins: str, message_id: str, cred: Owner, ports: Mail) -> dict[str, Any]:
+async def file_attachments(ins: InsPath, message_id: str, cred: Owner, ports: Mail) -> dict[str, Any]:
     if not _own_reading(cred, ins):
         raise api_error(403, "write.role", "Only the patient may file their messages' documents into their "
                         "record.", "Seul le patient peut classer les documents de ses messages dans son dossier.")
@@ -152,7 +154,7 @@ async def file_attachments(ins: str, message_id: str, cred: Owner, ports: Mail) 
 
 @router.post("/v1/patients/{ins}/send-document", status_code=202,
              summary="Send a document of the record (e.g. a prescription) to a pharmacy's mailbox")
-async def send_document(ins: str, body: SendDocumentBody, _cred: Owner, ports: Mail) -> dict[str, Any]:
+async def send_document(ins: InsPath, body: SendDocumentBody, _cred: Owner, ports: Mail) -> dict[str, Any]:
     """The patient's own act: the document is read through the record's access rules (a document
     hidden from them, deleted or not theirs is 404, traced); an admin does not send as the patient."""
     if _cred.role is not Role.PATIENT:

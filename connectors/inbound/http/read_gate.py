@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from connectors.inbound.http.auth import Identified, actor_of
 from connectors.inbound.http.common import Port
 from connectors.inbound.http.errors import api_error, refused
+from connectors.inbound.http.params import InsPath
 from hub.actors import Access, Actor
 from hub.credentials import Credential, Role
 from hub.errors import NotFound, Refused
@@ -75,7 +76,7 @@ async def guarded(fn: Callable[..., Any], *args: Any, what: str = "document", **
         raise not_found(str(exc) if str(exc) in ("patient", "document") else what) from exc
 
 
-async def _owner(ins: str, request: Request, cred: Identified, gate: Gate) -> Credential:
+async def _owner(ins: InsPath, request: Request, cred: Identified, gate: Gate) -> Credential:
     """The read table for this route's part (the mailbox, or the notifications), then the patient
     themself or an admin; anyone else gets 403 (and no hint whether the INS exists)."""
     await gated(gate, cred, ins, reading_of(request), target=target_of(request))

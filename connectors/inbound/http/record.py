@@ -4,7 +4,8 @@ the author's controls, emergency access, and the audit trail.
 Owns: the emergency headers (`X-Access-Mode: bris_de_glace | regulation`, `X-Access-Reason: <percent-
 encoded text>`: headers, so the reason never lands in a URL or an access log), and HTTP status codes:
 403 with the rule's finding for a refusal (already in the patient's trail), 404 for what does not exist
-or is no longer reachable (closed record, deleted document).
+or is no longer reachable (closed record, deleted document), 422 for a listing's `from` / `to` that is
+not a calendar day or an empty range.
 Does not: decide who sees what (pipelines.record.ports.RecordService, pipelines.record.access).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from typing import Annotated, Any
 from urllib.parse import unquote
 
@@ -23,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from connectors.inbound.http.auth import Admin, Identified, actor_of
 from connectors.inbound.http.common import Blobs, Port, fetch_bytes
 from connectors.inbound.http.errors import api_error
-from connectors.inbound.http.params import MAX_SEQ
+from connectors.inbound.http.params import MAX_SEQ, InsPath, bad_parameters
 from connectors.inbound.http.read_gate import guarded, not_found
 from hub.access import Change, DocumentFacts
 from hub.actors import Access, AccessMode
@@ -77,7 +79,7 @@ Caller = Annotated[Access, Depends(caller)]
 
 
 @router.get("/v1/patients/{ins}/documents", tags=["record"], summary="List a patient's documents")
-async def patient_documents(ins: str, who: Caller, records: Records, category: str | None = None,
+async def patient_documents(ins: InsPath, who: Caller, records: Records, category: str | None = None,
                             class_code: Annotated[str | None, Query(alias="class")] = None,
                             type_code: Annotated[str | None, Query(alias="type")] = None,
                             date_from: Annotated[str | None, Query(alias="from", pattern=DATE)] = None,
@@ -85,6 +87,7 @@ async def patient_documents(ins: str, who: Caller, records: Records, category: s
                             include_deprecated: bool = False) -> dict[str, Any]:
     """What this caller may see of the record: the patient, a legal representative of a minor, a
     professional through the habilitation matrix (and the emergency headers), or an admin."""
+    _check_dates(date_from, date_to)
     query = DocumentQuery(category=category, class_code=class_code, type_code=type_code,
                           date_from=date_from, date_to=date_to, include_deprecated=include_deprecated)
     docs = await guarded(records.documents, who, ins, query, what="patient")
@@ -138,12 +141,12 @@ async def delete(document_id: str, who: Caller, records: Records) -> dict[str, A
 
 
 @router.get("/v1/patients/{ins}/access-settings", tags=["record"])
-async def access_settings(ins: str, who: Caller, records: Records) -> dict[str, Any]:
+async def access_settings(ins: InsPath, who: Caller, records: Records) -> dict[str, Any]:
     return dict(await guarded(records.settings, who, ins, what="patient"))
 
 
 @router.patch("/v1/patients/{ins}/access-settings", tags=["record"])
-async def set_access_settings(ins: str, body: EmergencyBody, who: Caller, records: Records) -> dict[str, Any]:
+async def set_access_settings(ins: InsPath, body: EmergencyBody, who: Caller, records: Records) -> dict[str, Any]:
     """The patient allows or forbids bris de glace and Centre 15 regulation access."""
     await guarded(records.set_emergency, who, ins, bris_de_glace=body.bris_de_glace_allowed,
                   regulation=body.regulation_allowed, what="patient")
@@ -151,20 +154,20 @@ async def set_access_settings(ins: str, body: EmergencyBody, who: Caller, record
 
 
 @router.put("/v1/patients/{ins}/blocked/{idnps}", tags=["record"])
-async def block(ins: str, idnps: str, who: Caller, records: Records) -> dict[str, Any]:
+async def block(ins: InsPath, idnps: str, who: Caller, records: Records) -> dict[str, Any]:
     """The patient blocks one professional (IDNPS) from their whole record, emergencies included."""
     await guarded(records.block, who, ins, _idnps(idnps), blocked=True, what="patient")
     return dict(await guarded(records.settings, who, ins, what="patient"))
 
 
 @router.delete("/v1/patients/{ins}/blocked/{idnps}", tags=["record"])
-async def unblock(ins: str, idnps: str, who: Caller, records: Records) -> dict[str, Any]:
+async def unblock(ins: InsPath, idnps: str, who: Caller, records: Records) -> dict[str, Any]:
     await guarded(records.block, who, ins, _idnps(idnps), blocked=False, what="patient")
     return dict(await guarded(records.settings, who, ins, what="patient"))
 
 
 @router.get("/v1/patients/{ins}/audit", tags=["audit"], summary="Who did what on this record")
-async def trail(ins: str, who: Caller, records: Records, after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
+async def trail(ins: InsPath, who: Caller, records: Records, after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 500) -> dict[str, Any]:
     """The record's audit trail: every read, write, mask, deletion, refusal and emergency access."""
     entries = await guarded(records.trail, who, ins, after_seq=after, limit=limit, what="patient")
@@ -177,6 +180,24 @@ async def verify(_cred: Admin, checks: Annotated[TrailChecks, Depends(TRAIL.get)
     result = await run_in_threadpool(checks.verify)
     return {"ok": result.ok, "checked": result.checked, "broken_seq": result.broken_seq,
             "reason": result.reason, "message": str(result), "head": {"seq": head[0], "hash": head[1]}}
+
+
+def _check_dates(date_from: str | None, date_to: str | None) -> None:
+    """`from` and `to` are calendar days (YYYY-MM-DD in ASCII digits), `from` not after `to` (else 422)."""
+    start, end = _day("from", date_from), _day("to", date_to)
+    if start is not None and end is not None and start > end:
+        raise bad_parameters("param.out-of-range", {"from": "after `to`: the range is empty"})
+
+
+def _day(name: str, value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        if value.isascii():
+            return date.fromisoformat(value)
+    except ValueError:
+        pass
+    raise bad_parameters("param.out-of-range", {name: "not a calendar day (YYYY-MM-DD)"})
 
 
 def _idnps(value: str) -> str:
