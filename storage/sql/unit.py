@@ -4,7 +4,8 @@ after the commit.
 Owns: Unit (the ambient transaction of one thread or task, held in a contextvar, opened by Database.unit),
 current_unit(), after_commit() and AfterCommit, a Publisher whose publishes wait for the commit of the unit
 they are made in (at once outside a unit).
-Rule 1: inside a unit, Database.begin/read/connection of that same Database hand out the unit's one
+Rule 1: one unit at a time per thread (a unit of another database inside one is a programming error);
+inside a unit, Database.begin/read/connection of that same Database hand out the unit's one
 connection and commit nothing: the unit commits once, when its block ends.  A store on another Database
 is not covered: it keeps its own transactions (on SQLite, never the same file: its writes would wait for
 the unit's write lock, held by this very thread).
@@ -88,7 +89,9 @@ def opened(owner: object, connect: Callable[[], Connection]) -> Iterator[Unit]:
     """The unit of `owner` for the block: joins the one under way on it, else opens, commits, then runs
     the after-commit callbacks (Database.unit)."""
     current = _CURRENT.get()
-    if current is not None and current.owner is owner:
+    if current is not None:
+        if current.owner is not owner:  # the outer unit's stores would commit on their own meanwhile
+            raise RuntimeError("a unit of work is already under way on another database")
         yield current
         return
     unit = Unit(owner, connect)

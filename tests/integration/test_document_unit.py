@@ -9,6 +9,7 @@ with an in-memory store and bus.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from pipelines.definitions import Dispatch, Steps, routes
 from pipelines.documents.runner import DocumentPipeline
 from pipelines.notify.service import Notifier, NotifyPorts
 from pipelines.record.access import RecordAccess, RecordPorts
+from pipelines.record.audit import verify_trail
 from storage.memory.blobs import MemoryBlobStore
 from storage.memory.bus import MemoryPublisher
 from storage.sql.audit import SqlAuditTrail
@@ -33,7 +35,7 @@ from storage.sql.audit_batching import GroupCommitTrail
 from storage.sql.controls import SqlRecordControls
 from storage.sql.index import SqlIndex
 from storage.sql.notifications import SqlNotifications
-from storage.sql.unit import AfterCommit
+from storage.sql.unit import AfterCommit, BrokenUnit
 from tests import builders, cda_builders
 
 
@@ -171,3 +173,41 @@ def test_a_failed_publish_after_the_commit_is_redone_on_redelivery_without_dupli
 def _inapp(worker: Worker) -> int:
     """Notices delivered when stored (in-app: no wake-up)."""
     return len([n for n in worker.notices.for_patient(builders.TEST_INS) if str(n.channel) in ("inapp", "postal")])
+
+
+def test_workers_filing_one_patients_documents_at_once_commit_each_once(worker: Worker, commits: list[str]) -> None:
+    # Given documents of one patient, handled by four workers at the same moment
+    envelopes = [worker.envelope(f"unit-many-{n}") for n in range(12)]
+    commits.clear()
+    # When each is filed
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(worker.step, envelopes))
+    # Then none waited on another for ever (the trail's head lock is the last taken), each committed once,
+    # and the trail's chain holds
+    assert commits.count("COMMIT") == len(envelopes)
+    assert worker.rows()[:2] == (len(envelopes), len(envelopes))
+    assert verify_trail(worker.trail).ok
+
+
+def test_a_unit_joins_the_one_under_way_and_discards_its_callbacks_on_rollback(sql_index: SqlIndex) -> None:
+    db, ran = sql_index.database, []
+    with pytest.raises(Boom), db.unit():
+        with db.unit() as inner:  # joins: nothing of its own is committed
+            inner.after_commit(lambda: ran.append("rolled back"))
+        raise Boom()
+    with db.unit() as unit:
+        unit.after_commit(lambda: ran.append("committed"))
+        assert ran == []
+    assert ran == ["committed"]
+
+
+def test_a_failed_block_swallowed_by_its_caller_still_rolls_the_unit_back(sql_index: SqlIndex) -> None:
+    db = sql_index.database
+    with pytest.raises(BrokenUnit), db.unit():
+        sql_index.upsert_patients([PatientRecord(ins=builders.TEST_INS, oid=builders.TEST_OID)])
+        try:
+            with db.begin():
+                raise Boom()
+        except Boom:
+            pass
+    assert sql_index.patient(builders.TEST_INS) is None
