@@ -49,6 +49,7 @@ from storage.recent import RecentBlobs
 from storage.sql.index import SqlIndex
 from storage.sql.mailbox import SqlMailbox
 from storage.sql.notifications import SqlNotifications
+from storage.sql.unit import AfterCommit
 
 #: publisher connections per queue (intake answers producers: the most)
 PUBLISH_POOLS = {INTAKE: 32}
@@ -124,7 +125,8 @@ def build_core(settings: Settings, stack: ExitStack, *, workers_in_process: bool
                 intake=Intake(store=blobs, index=index, publisher=publisher),
                 claims=ClaimCheck(store=blobs, index=index), topologies=bus,
                 pipeline_store=blobs, mailboxes=mailboxes, rules=rules, notices=notices,
-                notify_ports=NotifyPorts(index=index, notices=notices, queue=publisher, policy=policy),
+                notify_ports=NotifyPorts(index=index, notices=notices, queue=AfterCommit(publisher),
+                                         policy=policy),  # wake-ups after the unit's commit
                 records=records)
 
 

@@ -2,12 +2,14 @@
 
 Owns: build_workers (a small frozen WorkerPlan: pipelines.definitions' table of the steps built here,
 and the worker count of each queue it names), the notification channels and the outbound relay's ports
-from settings.
+from settings; AfterFiling (a document's followers) and InUnit (the document step and its followers in one
+unit of work: index, notice and trail rows in one commit, publishes after it).
 Does not: start threads (meshub.compose does) or decide anything (the steps do).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from config.settings import MailSettings
@@ -23,9 +25,11 @@ from connectors.outbound.notify_channels import (
 )
 from connectors.outbound.relay import SmtpRelay
 from hub.bus.local import LocalBus
+from hub.envelope import Envelope
 from hub.errors import ConfigError
 from hub.events import DocumentFiled, DocumentRejected
 from hub.notices import Channel
+from hub.records import DocumentRecord
 from hub.retry import RetryPolicy
 from hub.topology import INTAKE, NOTIFY, OUTBOUND, OUTCOMES
 from meshub.compose_core import Core
@@ -39,7 +43,9 @@ from pipelines.mail.pipeline import IntegrationReports, MailPipeline, MailPorts
 from pipelines.notify.ports import NotificationChannel
 from pipelines.notify.service import NoticeSender, Notifier
 from pipelines.record.access import RecordAccess
+from storage.sql.database import Database
 from storage.sql.index import SqlIndex
+from storage.sql.unit import after_commit
 
 OUTBOUND_WORKERS = 2
 MAIL_DOCUMENTS = "mss"  # the source kind of the documents a mail files (pipelines.mail.pipeline)
@@ -61,23 +67,31 @@ class WorkerPlan:
 
 
 class AfterFiling:
-    """The steps after a document's outcome: its `write` trail entry and the patient's notification (a
-    new document), and the integration report of the mail that carried it (`mss`); all idempotent."""
+    """The steps after a document's outcome: the patient's notification (a new document) and its `write`
+    trail entry, and the integration report of the mail that carried it (`mss`); all idempotent.
+    The document comes from the step that indexed it, in process (`indexed`); it is read from the index
+    only when that step is not this process's (the outcome came from the bus).  The trail entry is the
+    last write: in the document's unit of work, the trail's head lock is held the least and taken last."""
 
     def __init__(self, index: SqlIndex, records: RecordAccess, notifier: Notifier,
-                 integration: IntegrationReports) -> None:
+                 integration: IntegrationReports,
+                 indexed: Callable[[str], DocumentRecord | None] = lambda _id: None) -> None:
         self._index, self._records, self._notifier, self._integration = index, records, notifier, integration
+        self._indexed = indexed
 
     def filed(self, event: DocumentFiled) -> None:
-        document = self._index.document(event.document_id) if event.document_id else None
+        document = (self._indexed(event.document_id) or self._index.document(event.document_id)
+                    if event.document_id else None)
         if document is not None:
-            self._records.record_written(document)
             self._notifier.document_indexed(document)
+            self._records.record_written(document)
         self.rejected(event)
 
     def rejected(self, event: DocumentFiled | DocumentRejected) -> None:
+        """The mail's report once the outcome is committed: it reads the mail's other documents' outcomes,
+        which a unit under way in another worker has not committed yet (the last to commit sees them all)."""
         if event.source_kind == MAIL_DOCUMENTS:
-            self._integration(event)
+            after_commit(lambda: self._integration(event))
 
 
 def build_workers(core: Core, count: int) -> WorkerPlan:
@@ -92,11 +106,25 @@ def build_workers(core: Core, count: int) -> WorkerPlan:
     outcomes = LocalBus()
     documents = DocumentPipeline(store=core.pipeline_store, index=core.index, rules=load_validation_rules(
         max_bytes=core.settings.max_body_bytes), tables=load_classification(), outcomes=outcomes)
-    after = AfterFiling(core.index, core.records.record_access(notifier), notifier, mail.integration)
-    table = routes(Steps(documents=documents, mail=mail, outbound=OutboundPipeline(outbound_ports(core)),
-                         notices=notice_sender(core), filed=after.filed, rejected=after.rejected))
+    after = AfterFiling(core.index, core.records.record_access(notifier), notifier, mail.integration,
+                        indexed=documents.indexed)
+    table = routes(Steps(documents=InUnit(documents, core.index.database), mail=mail,
+                         outbound=OutboundPipeline(outbound_ports(core)), notices=notice_sender(core),
+                         filed=after.filed, rejected=after.rejected))
     outcomes.handler = Dispatch(table, queue=OUTCOMES)
     return WorkerPlan(table, {INTAKE: count, OUTBOUND: OUTBOUND_WORKERS, NOTIFY: core.settings.notify.workers})
+
+
+class InUnit:
+    """A step whose writes on `database` (and its in-process followers', LocalBus) are one transaction,
+    its publishes made after the commit (storage.sql.unit; the worker acks after both)."""
+
+    def __init__(self, step: Callable[[Envelope], None], database: Database) -> None:
+        self._step, self._db = step, database
+
+    def __call__(self, envelope: Envelope) -> None:
+        with self._db.unit():
+            self._step(envelope)
 
 
 def notice_sender(core: Core) -> NoticeSender:

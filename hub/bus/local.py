@@ -3,7 +3,9 @@
 Owns: LocalBus, a Publisher (hub.ports) that runs the handler before publish() returns, so a step's
 follow-ups are done before the step's own message is acked (what the step promised: a redelivery does
 them again, and they are idempotent).  A follow-up that fails raises into the publishing step, whose
-message is then retried by its worker.
+message is then retried by its worker.  The handler runs in the publisher's thread and context, so inside
+the step's unit of work when it has one (meshub.compose_workers.InUnit: one commit for the step and its
+follow-ups).
 Does not: delay (a delayed event is a programming error here) or persist anything.
 """
 

@@ -4,6 +4,8 @@ Owns: running the stages in order for one envelope, logging the decision
 (submission id, outcome, duration: never content or identifiers), then publishing the outcome,
 now committed: DocumentFiled or DocumentRejected (hub.events; who follows is pipelines.definitions:
 the write trail entry, the patient's notification, a mail's integration report).
+While the outcome is published, `indexed(document_id)` hands the followers run in process (LocalBus) the
+document this step just indexed, so none of them reads it back.
 Does not: ack, retry or dead-letter (the worker does, from what this raises).
 """
 
@@ -11,17 +13,21 @@ from __future__ import annotations
 
 import logging
 import time
+from contextvars import ContextVar
 
 from hub.envelope import Envelope
 from hub.errors import IntegrityError, NotFound
 from hub.events import DocumentFiled, DocumentRejected, Event
 from hub.findings import Finding
 from hub.ports import BlobStore, Index, Publisher
+from hub.records import DocumentRecord
 from pipelines.cda.classification import ClassificationTables
 from pipelines.cda.validation import ValidationRules
 from pipelines.documents import stages
 
 log = logging.getLogger(__name__)
+#: the document the step under way in this thread indexed, while its outcome is published
+_INDEXED: ContextVar[DocumentRecord | None] = ContextVar("pipelines_documents_indexed", default=None)
 
 
 class DocumentPipeline:
@@ -52,9 +58,20 @@ class DocumentPipeline:
         log.info("submission=%s %s in %.1f ms", envelope.submission_id, "ok" if checked.ok else "rejected",
                  (time.perf_counter() - started) * 1000)
         # before the ack: a redelivery publishes again, and what follows dedupes
-        self._publish(DocumentFiled(envelope.submission_id, envelope.source.kind,
-                                    document_id=indexed.document_id if indexed is not None else "")
-                      if checked.ok else DocumentRejected(envelope.submission_id, envelope.source.kind))
+        token = _INDEXED.set(indexed)
+        try:
+            self._publish(DocumentFiled(envelope.submission_id, envelope.source.kind,
+                                        document_id=indexed.document_id if indexed is not None else "")
+                          if checked.ok else DocumentRejected(envelope.submission_id, envelope.source.kind))
+        finally:
+            _INDEXED.reset(token)
+
+    @staticmethod
+    def indexed(document_id: str) -> DocumentRecord | None:
+        """The document with this id that the step under way in this thread indexed (as it wrote it), while
+        its outcome is handled in process; None elsewhere (another step, a follower on another worker)."""
+        record = _INDEXED.get()
+        return record if record is not None and record.document_id == document_id else None
 
     def _publish(self, event: Event) -> None:
         if self._outcomes is not None:

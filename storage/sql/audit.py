@@ -6,6 +6,8 @@ row, so it holds the row lock (PostgreSQL) or the database's write lock (SQLite:
 statement of its transaction, so a busy writer is waited for, never read stale) before it reads the
 head; it then numbers and chains the new entries (hub.audit.chain), inserts them and moves the head, in
 the same durable transaction.  No seq is lost or given twice, whatever the number of writers.
+Inside a unit of work (storage.sql.unit) the append is the unit's last write: the head lock is then held
+until the unit commits, and taken after the unit's other row locks, in every unit alike (no cycle).
 Rule 2: an idempotency key already stored is checked under that lock: that entry is not appended again.
 Rule 3: rows are never updated, except by `redact` (a purge), which empties the body columns (ins,
 actor_id, target, key, detail) and sets `redacted`; seq, time, action, outcome and hashes stay.

@@ -7,6 +7,10 @@ caller that finds no commit under way becomes the leader and appends everything 
 transaction, again until the queue is empty, then hands back each caller's own entries.
 Rule: nobody returns before their entries are durable (the leader's commit covered them); an error of
 that commit is raised to every caller of the batch, and none of its entries is stored.
+Rule 2: inside a unit of work on the trail's database (storage.sql.unit: a document's index, notice and
+trail rows in one transaction), an append goes straight to the trail in the caller's thread, in the unit's
+transaction, whose one commit covers it (a leader's separate commit would not be atomic with the unit, and
+on SQLite would wait for the unit's write lock held by the caller).
 Does not: change what is chained or how (SqlAuditTrail does), or delay anyone when there is no
 contention (a lone caller is its own leader and commits at once).
 """
@@ -19,6 +23,7 @@ from dataclasses import dataclass, field
 
 from hub import refusals
 from hub.audit import AuditAction, AuditEntry, AuditTrail, NewAuditEntry
+from storage.sql.unit import current_unit
 
 MAX_BATCH = 500  # entries per transaction at most (keeps one commit's statement and lock time bounded)
 
@@ -46,6 +51,8 @@ class GroupCommitTrail:
         if not entries:
             return []
         refusals.note(e.ins for e in entries if e.action == AuditAction.REFUSED)
+        if self._in_unit():
+            return self.inner.append(entries)
         request = _Request(list(entries))
         with self._lock:
             self._queue.append(request)
@@ -57,6 +64,11 @@ class GroupCommitTrail:
         if request.error is not None:
             raise request.error
         return request.result
+
+    def _in_unit(self) -> bool:
+        """A unit of work is under way on the inner trail's database (Rule 2)."""
+        database = getattr(self.inner, "database", None)
+        return database is not None and current_unit(database) is not None
 
     def _lead(self) -> None:
         """Commit batches until the queue is empty, then step down (the next caller leads).  Interrupted

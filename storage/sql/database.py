@@ -3,7 +3,8 @@
 Owns: the engines (durable writer; on SQLite a relaxed writer, synchronous=NORMAL; an autocommit reader for
 one-statement reads), the dialect's INSERT (ON CONFLICT on both back ends), the boundary where database
 errors become IndexUnavailable, the models' MetaData every store adds its tables to, the UTC time helpers
-(SQLite hands back naive datetimes) and SqlStore, the base of the stores built `beside` the index.
+(SQLite hands back naive datetimes), SqlStore, the base of the stores built `beside` the index, and
+Database.unit, one transaction for all their writes of one step (storage.sql.unit).
 Rule: one Database per process and URL; every store on it shares its pools (SqlIndex.connect makes it and
 brings its schema to the migrations' head, storage.sql.migrate).
 Does not: create or alter tables (storage/migrations does, through storage.sql.migrate) or hold any query.
@@ -23,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from hub.errors import IndexUnavailable
+from storage.sql.unit import Unit, current_unit, opened
 
 #: the models: every store module adds its tables here (storage.sql.schema imports them all)
 metadata = sa.MetaData()
@@ -135,9 +137,21 @@ class Database:
         return self._insert(table)
 
     @contextmanager
+    def unit(self) -> Iterator[Unit]:
+        """One transaction for every store's writes on this database in the block, committed (durably)
+        when it ends, then its after-commit callbacks run (storage.sql.unit); joins the one under way."""
+        with db_errors(), opened(self, self.engine.connect) as unit:
+            yield unit
+
+    @contextmanager
     def begin(self, *, durable: bool = True) -> Iterator[Connection]:
-        """One transaction, committed when the block ends.  durable=False: the relaxed engine on SQLite,
-        `synchronous_commit off` for this transaction on PostgreSQL (see make_engine)."""
+        """One transaction, committed when the block ends; inside a unit, the unit's (no commit of its own,
+        durable whatever is asked).  durable=False: the relaxed engine on SQLite, `synchronous_commit off`
+        for this transaction on PostgreSQL (see make_engine)."""
+        if (unit := current_unit(self)) is not None:
+            with db_errors(), unit.block() as conn:
+                yield conn
+            return
         with db_errors(), (self.engine if durable else self.relaxed).begin() as conn:
             if not durable and self.postgres:
                 conn.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
@@ -145,13 +159,23 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """One-statement reads in autocommit: no BEGIN/ROLLBACK round trips around a primary-key lookup."""
+        """One-statement reads in autocommit: no BEGIN/ROLLBACK round trips around a primary-key lookup.
+        Inside a unit, on the unit's connection (it sees the unit's own writes)."""
+        if (unit := current_unit(self)) is not None:
+            with db_errors(), unit.block() as conn:
+                yield conn
+            return
         with db_errors(), self.reader.connect() as conn:
             yield conn
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
-        """A connection of the durable engine (reads that want one transaction's view; rolled back)."""
+        """A connection of the durable engine (reads that want one transaction's view; rolled back).
+        Inside a unit, the unit's."""
+        if (unit := current_unit(self)) is not None:
+            with db_errors(), unit.block() as conn:
+                yield conn
+            return
         with db_errors(), self.engine.connect() as conn:
             yield conn
 
