@@ -133,24 +133,28 @@ class BusFile:
         self._next_reap = 0.0
         self.local = local_file(path)
         self._visibility_timeout = visibility_timeout_s
+        self._full: bool | None = False  # synchronous=FULL on this connection (connect_db sets NORMAL)
 
     @contextmanager
     def write(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
-        """A write transaction; `durable` commits with synchronous=FULL (fsync before returning)."""
+        """A write transaction; `durable` commits with synchronous=FULL (fsync before returning).
+        The connection keeps the level of its last write (a publishing channel stays at FULL, a
+        consuming one at NORMAL): the PRAGMA runs only when the level changes, not twice per write."""
         with self.lock, self.local.writer:
-            if durable:
-                self.db.execute("PRAGMA synchronous=FULL")
+            self._synchronous(full=durable)
+            self._begin_immediate()
             try:
-                self._begin_immediate()
-                try:
-                    yield self.db
-                except BaseException:
-                    self.db.execute("ROLLBACK")
-                    raise
-                self.db.execute("COMMIT")
-            finally:
-                if durable:
-                    self.db.execute("PRAGMA synchronous=NORMAL")
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    def _synchronous(self, *, full: bool) -> None:
+        if self._full is not full:
+            self._full = None  # unknown until the PRAGMA returned
+            self.db.execute("PRAGMA synchronous=FULL" if full else "PRAGMA synchronous=NORMAL")
+            self._full = full
 
     def _begin_immediate(self) -> None:
         """BEGIN IMMEDIATE, retrying every ~1 ms while another process writes.

@@ -15,6 +15,8 @@ Rule 3: a row already delivered more than the queue's `x-delivery-limit` times i
 to its `x-dead-letter-routing-key` queue instead of being delivered again (poison
 message protection, the semantics of RabbitMQ quorum queues).
 Rule 4: the header `x-meshub-delay-ms` on a published message delays its first delivery.
+Rule 5: an ack deletes its row in the channel's next write (the next lease, or a flush when nothing
+is ready and when the channel closes), so a steady consumer commits once per message, not twice.
 
 Routing: bindings are stored in the file, so every process routes alike; only direct
 exchanges (and the default exchange) are supported.  A message that no binding routes
@@ -30,6 +32,7 @@ URL (see hub.bus.open_connection): `sqlite:///abs/path/bus.sqlite3`.  Transport 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -82,6 +85,7 @@ class SqliteChannel(virtual.Channel):
         self._file = self._bus.local
         self._closed = False
         self._leases: dict[str, int] = {}
+        self._acked: list[tuple[int, str]] = []  # acked rows not yet deleted (Rule 5)
 
     # -- what kombu calls ------------------------------------------------------------------
 
@@ -100,8 +104,10 @@ class SqliteChannel(virtual.Channel):
             ready = self._bus.db.execute("SELECT 1 FROM messages WHERE queue = ? AND visible_at <= ? LIMIT 1",
                                      (queue, now)).fetchone()
         if ready is None:
+            self._flush_acks()
             raise Empty()
         with self._bus.write() as db:
+            self._delete_acked(db)
             leased = self._bus.lease_one(db, queue, now)
         if leased is None:
             raise Empty()
@@ -115,11 +121,25 @@ class SqliteChannel(virtual.Channel):
         return message
 
     def delete_leased(self, delivery_tag: str) -> None:
-        """Ack: the message is done, remove it (unless its lease expired and was taken by another)."""
+        """Ack: the message is done, remove it (unless its lease expired and was taken by another).
+        Rule 5: the row is deleted in this channel's next write (the next lease, or the flush when
+        nothing is ready or the channel closes): one transaction per message instead of two.  Until
+        then the row stays leased by this live process; if the process dies first, it is delivered
+        again (at-least-once, as a power failure after an unsynced ack always allowed)."""
         row_id = self._leases.pop(delivery_tag, None)
         if row_id is not None:
+            with self._bus.lock:
+                self._acked.append((row_id, delivery_tag))
+
+    def _delete_acked(self, db: sqlite3.Connection) -> None:
+        if self._acked:
+            db.executemany("DELETE FROM messages WHERE id = ? AND lease = ?", self._acked)
+            self._acked.clear()
+
+    def _flush_acks(self) -> None:
+        if self._acked and not self._closed:
             with self._bus.write() as db:
-                db.execute("DELETE FROM messages WHERE id = ? AND lease = ?", (row_id, delivery_tag))
+                self._delete_acked(db)
 
     def release(self, delivery_tag: str) -> None:
         """Requeue: end the lease, the message is visible again at its original place."""
@@ -203,6 +223,8 @@ class SqliteChannel(virtual.Channel):
         if self._closed:
             return
         try:
+            with contextlib.suppress(sqlite3.Error):  # not flushed: delivered again (Rule 5)
+                self._flush_acks()
             super().close()
         finally:
             with self._bus.lock:
