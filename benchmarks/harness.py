@@ -9,6 +9,7 @@ databases, deleted queues).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import signal
@@ -46,7 +47,7 @@ def patients(count: int, *, offset: int = 0) -> list[str]:
 
 def documents(count: int, patient_ins: list[str], *, pad_bytes: int = 0) -> list[bytes]:
     """`count` copies of the example CDA, each with its own id, document i for patient i % len(patient_ins);
-    `pad_bytes`: a text paragraph of that many bytes added to the first section (a big, still valid CDA)."""
+    `pad_bytes`: a paragraph of that many random base64 characters in the first section (a big, valid CDA)."""
     root = etree.fromstring(FIXTURE.read_bytes())
     ident = root.find(f"{HL7}id")
     assert ident is not None
@@ -54,7 +55,7 @@ def documents(count: int, patient_ins: list[str], *, pad_bytes: int = 0) -> list
     if pad_bytes:
         text = next(root.iter(f"{HL7}text"))
         paragraph = etree.SubElement(text, f"{HL7}paragraph")
-        paragraph.text = ("Résultat antérieur sans particularité. " * (pad_bytes // 40 + 1))[:pad_bytes]
+        paragraph.text = base64.b64encode(os.urandom(pad_bytes * 3 // 4 + 3)).decode()[:pad_bytes]  # incompressible
     out = []
     for i in range(count):
         ident.set("extension", f"bench-{uuid.uuid4().hex[:8]}-{i}")
