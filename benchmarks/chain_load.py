@@ -85,8 +85,9 @@ class Load:
 
     def prepare(self, ins: list[str]) -> None:
         """Every patient active with an e-mail address, and no quiet hours (each notice is due at once)."""
-        roster = "ins,oid,birth_name,given_names,birth_date,sex,birth_place,email,phone,postal_address,status\n" + "".join(
-            f"{who},{OID},TEST,Jeanne,1979-03-01,F,75101,{email_of(who)},,,active\n" for who in ins)
+        header = "ins,oid,birth_name,given_names,birth_date,sex,birth_place,email,phone,postal_address,status\n"
+        roster = header + "".join(f"{who},{OID},TEST,Jeanne,1979-03-01,F,75101,{email_of(who)},,,active\n"
+                                  for who in ins)
         self.client.post("/v1/patients/import", content=roster, headers=self.admin).raise_for_status()
 
         def quiet_off(who: str) -> None:

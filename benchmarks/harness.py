@@ -54,8 +54,9 @@ def documents(count: int, patient_ins: list[str], *, pad_bytes: int = 0) -> list
     ins_id = next(e for e in root.iterfind(f"{HL7}recordTarget/{HL7}patientRole/{HL7}id") if e.get("root") == OID)
     if pad_bytes:
         text = next(root.iter(f"{HL7}text"))
-        paragraph = etree.SubElement(text, f"{HL7}paragraph")
-        paragraph.text = base64.b64encode(os.urandom(pad_bytes * 3 // 4 + 3)).decode()[:pad_bytes]  # incompressible
+        noise = base64.b64encode(os.urandom(pad_bytes * 3 // 4 + 3)).decode()[:pad_bytes]  # incompressible
+        for at in range(0, pad_bytes, 1 << 20):  # paragraphs of 1 MiB: text nodes over 10 MB need XML_PARSE_HUGE
+            etree.SubElement(text, f"{HL7}paragraph").text = noise[at:at + (1 << 20)]
     out = []
     for i in range(count):
         ident.set("extension", f"bench-{uuid.uuid4().hex[:8]}-{i}")

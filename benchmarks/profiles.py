@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 #: stage -> substrings of a py-spy frame ("func (path/file.py:line)"); a sample counts in every stage
-#: one of its frames matches (inclusive), so stages overlap (the bus inside a pipeline, a trail inside filing)
+#: one of its frames matches (inclusive), so stages overlap (a trail inside filing, SQL inside both)
 STAGES: dict[str, tuple[str, ...]] = {
     "intake/API (HTTP)": ("connectors/inbound/http/", "hub/intake.py", "uvicorn/", "starlette/"),
     "SMTP gateway + spool drain": ("connectors/inbound/smtp", "storage/spool", "SpoolDrain", "gateway_process"),
@@ -33,6 +33,9 @@ STAGES: dict[str, tuple[str, ...]] = {
     "SQL (SQLAlchemy + driver)": ("sqlalchemy/", "psycopg/", "sqlite3/"),
     "S3 (minio, urllib3)": ("minio/", "urllib3/"),
 }
+
+BUS = "bus (kombu/amqp, SQLite bus)"
+LIBRARIES = {"SQL (SQLAlchemy + driver)", "S3 (minio, urllib3)"}  # never enclose a stage: counted wherever seen
 
 
 class Profiler:
@@ -76,9 +79,8 @@ def summarise(files: dict[str, Path], top: int = 25) -> str:
                 continue
             n, parts = int(count), stack.split(";")
             total += n
-            for stage, needles in STAGES.items():
-                if any(needle in frame for frame in parts for needle in needles):
-                    stages[stage] += n
+            for stage in _stages_of(parts):
+                stages[stage] += n
             for key in {_own(frame) for frame in parts} - {""}:
                 frames[key] += n
         out.append(f"== {name}: {total} samples holding the GIL")
@@ -87,6 +89,18 @@ def summarise(files: dict[str, Path], top: int = 25) -> str:
         out += [f"{100 * n / (total or 1):5.1f}%  {key}" for key, n in frames.most_common(top)]
         out.append("")
     return "\n".join(out)
+
+
+def _stages_of(frames: list[str]) -> set[str]:
+    """Every stage one of `frames` matches; the bus only when it is the innermost stage matched (its consumer
+    loop encloses every handler, and the in-process bus the followers of a filing)."""
+    found = {stage for stage, needles in STAGES.items()
+             if any(needle in frame for frame in frames for needle in needles)}
+    for frame in reversed(frames):
+        inner = {stage for stage in found - LIBRARIES if any(needle in frame for needle in STAGES[stage])}
+        if inner:
+            return found - {BUS} if BUS not in inner else found
+    return found
 
 
 def _own(frame: str) -> str:
