@@ -62,6 +62,7 @@ class Run:
     tmp: Path
     phases: dict[str, tuple[float, list[Doc]]] = field(default_factory=dict)  # name -> (rate, docs)
     warmup: list[Doc] = field(default_factory=list)
+    used: int = 0  # patients taken so far (each document has a patient of its own, across stacks too)
 
 
 def hub_config(run: Run, data: Path, *, name: str, bus_url: str, index_url: str, prefix: str) -> tuple[Path, int, int]:
@@ -72,8 +73,8 @@ def hub_config(run: Run, data: Path, *, name: str, bus_url: str, index_url: str,
              + f'[notify]\nsmtp_host = "127.0.0.1"\nsmtp_port = {run.sink.port}\ndigest_window_s = 0\n'
              f"workers = {run.args.notify_workers}\n")
     config = data / "meshub.toml"
-    write_config(config, s3=run.s3, bucket=f"hub-{name}", bus_url=bus_url, index_url=index_url, port=port,
-                 workers=run.args.workers, prefix=prefix,
+    write_config(config, s3=run.s3, bucket=f"hub-{name.replace('_', '-')}", bus_url=bus_url, index_url=index_url,
+                 port=port, workers=run.args.workers, prefix=prefix,
                  http="max_body_bytes = 41943040\n" if big else "", extra=extra)
     return config, port, smtp_port
 
@@ -119,7 +120,7 @@ def bench_stack(run: Run, name: str, worker_procs: int) -> dict[str, Any]:
             if bus_url:
                 stack.callback(delete_queues, bus_url, prefix)  # runs last, after the hub stopped
             api = start(["run", "--role", "api" if production else "all", *common], stack, data / "hub.log")
-            wait_http(f"http://127.0.0.1:{port}")
+            wait_http(f"http://127.0.0.1:{port}", log=data / "hub.log")
             workers = [start(["run", "--role", "worker", *common], stack, data / "hub.log").pid
                        for _ in range(worker_procs if production else 0)]
             time.sleep(1.0)
@@ -215,13 +216,13 @@ def baselines(run: Run) -> dict[str, Any]:
 
 
 def plan(run: Run, args: argparse.Namespace) -> None:
-    """Fresh documents (and patients) for each stack: warm-up, each open-loop rate, then flat out."""
-    offset, share = 0, args.smtp_share
-
+    """Fresh documents, and patients never used before in this run (the sink is shared): warm-up, each
+    open-loop rate, then flat out."""
     def take(count: int) -> list[Doc]:
-        nonlocal offset
-        docs = build_docs(patients(count, offset=offset), share)
-        offset += count
+        if run.used + count > 8000:  # patients() repeats after 9000; 8000+ are the baselines' and big's
+            raise SystemExit("too many documents for one run: fewer --docs, --rate-docs or stacks")
+        docs = build_docs(patients(count, offset=run.used), args.smtp_share)
+        run.used += count
         return docs
 
     run.warmup = take(args.warmup)

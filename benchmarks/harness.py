@@ -151,7 +151,8 @@ def start(args: list[str], stack: ExitStack, log: Path) -> subprocess.Popen[byte
     return proc
 
 
-def wait_http(url: str, timeout_s: float = 60) -> None:
+def wait_http(url: str, timeout_s: float = 60, log: Path | None = None) -> None:
+    """Until `url`/healthz answers 200; else RuntimeError with the end of the hub's `log`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -160,7 +161,8 @@ def wait_http(url: str, timeout_s: float = 60) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise RuntimeError(f"hub at {url} did not start")
+    tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+    raise RuntimeError(f"hub at {url} did not start\n{tail}")
 
 
 def delete_queues(bus_url: str, prefix: str) -> None:
