@@ -9,12 +9,9 @@ the index.  Usage: python -m benchmarks.e2e [--docs 2000] [--concurrency 16] [--
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,113 +24,28 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
-from lxml import etree
 
+from benchmarks.harness import (
+    ADMIN,
+    OID,
+    TOKEN,
+    cpu_seconds,
+    cpu_total,
+    delete_queues,
+    documents,
+    drop_pg_database,
+    free_port,
+    fresh_pg_database,
+    patients,
+    pids_named,
+    start,
+    wait_http,
+    write_config,
+)
 from benchmarks.s3_raw import encryption_cost, raw_put_rate, seal_cpu_us
-from hub.auth import token_sha256
-from storage.keyring import ensure_key_file
 from storage.objects import MinioBlobStore
 from storage.seaweed import SeaweedServer
 from storage.sql.index import make_engine, submissions
-
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT / "examples" / "cda" / "BIO-CR-BIO_2024.01_TSH_1.xml"
-OID = "1.2.250.1.213.1.4.10"
-TOKEN, ADMIN = "bench-producer-token", "bench-admin-token"
-
-
-def patients(count: int) -> list[str]:
-    """`count` made-up INS (valid key, test OID): documents are spread over patients as in real traffic."""
-    out = []
-    for i in range(count):
-        nir13 = f"{1 + i % 2}{80 + i % 20:02d}{1 + i % 12:02d}75{100 + i % 900:03d}{i % 1000:03d}"
-        out.append(f"{nir13}{97 - int(nir13) % 97:02d}")
-    return out
-
-
-def documents(count: int, patient_ins: list[str]) -> list[bytes]:
-    root = etree.fromstring(FIXTURE.read_bytes())
-    ident = root.find("{urn:hl7-org:v3}id")
-    assert ident is not None
-    ins_id = next(e for e in root.iterfind("{urn:hl7-org:v3}recordTarget/{urn:hl7-org:v3}patientRole/"
-                                           "{urn:hl7-org:v3}id") if e.get("root") == OID)
-    out = []
-    for i in range(count):
-        ident.set("extension", f"bench-{uuid.uuid4().hex[:8]}-{i}")
-        ins_id.set("extension", patient_ins[i % len(patient_ins)])
-        out.append(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
-    return out
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def write_config(path: Path, *, s3: SeaweedServer, bucket: str, bus_url: str, index_url: str, port: int,
-                 workers: int, prefix: str = "meshub") -> None:
-    bus = f'url = "{bus_url}"\nprefix = "{prefix}"\n' if bus_url else ""
-    index = f'url = "{index_url}"\n' if index_url else ""
-    ensure_key_file(path.parent / "keys" / "kek.json")  # encryption at rest is always on: the hub needs a KEK
-    path.write_text(f"""[http]\nport = {port}\n[bus]\n{bus}[index]\n{index}[workers]\ncount = {workers}
-[s3]\nendpoint = "{s3.endpoint}"\naccess_key = "{s3.access_key}"\nsecret_key = "{s3.secret_key}"
-bucket = "{bucket}"\nkey_secret = "bench"\nkek_file = "{path.parent / 'keys' / 'kek.json'}"
-[[credentials]]\nname = "bench"\nrole = "producer"\ntoken_sha256 = "{token_sha256(TOKEN)}"
-[[credentials]]\nname = "ops"\nrole = "admin"\ntoken_sha256 = "{token_sha256(ADMIN)}"
-""")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def pids_named(*names: str) -> list[int]:
-    """Every process whose command name is one of `names` (the broker and database share the machine)."""
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            comm = stat.read_text().split("(", 1)[1].rsplit(")", 1)[0]
-        except OSError:
-            continue
-        if comm in names:
-            out.append(int(stat.parent.name))
-    return out
-
-
-def cpu_total(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        with contextlib.suppress(OSError):  # ended meanwhile (a PostgreSQL backend)
-            total += cpu_seconds(pid)
-    return total
-
-
-def start(args: list[str], stack: ExitStack, log: Path) -> subprocess.Popen[bytes]:
-    out = stack.enter_context(log.open("ab"))
-    proc = subprocess.Popen([sys.executable, "-m", "meshub.cli", *args, "--log-level", "WARNING"],
-                            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-    def stop() -> None:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-
-    stack.callback(stop)
-    return proc
-
-
-def wait_http(url: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"hub at {url} did not start")
 
 
 def run_hub_load(url: str, docs: list[bytes], concurrency: int, index_url: str,
@@ -208,7 +120,7 @@ def bench_stack(name: str, *, s3: SeaweedServer, docs: list[bytes], patient_ins:
     common = ["--config", str(config), "--data-dir", str(data)]
     with ExitStack() as stack:
         if bus_url:
-            stack.callback(_delete_queues, bus_url, prefix)  # runs last, after the hub stopped
+            stack.callback(delete_queues, bus_url, prefix)  # runs last, after the hub stopped
         # Embedded: one `meshub run` process, as users run it; production: API + worker processes.
         api = start(["run", "--role", "api" if worker_procs else "all", *common], stack, data / "hub.log")
         wait_http(f"http://127.0.0.1:{port}")
@@ -267,14 +179,14 @@ def main() -> None:
         stacks = ("production", "embedded") if args.stack == "both" else (args.stack,)
         for name in stacks:
             production = name == "production"
-            pg_url = _fresh_pg_database(args.pg) if production else ""
+            pg_url = fresh_pg_database(args.pg) if production else ""
             results[name] = bench_stack(
                 name, s3=s3, docs=docs, patient_ins=patient_ins, concurrency=args.concurrency,
                 workers=args.workers, rate=args.rate, warmup=args.warmup,
                 worker_procs=args.worker_procs if production else 0,
                 bus_url=args.amqp if production else "", index_url=pg_url if production else "", tmp=tmp)
             if production:
-                _drop_pg_database(args.pg, pg_url)
+                drop_pg_database(args.pg, pg_url)
             results[name]["vs_raw_put"] = results[name]["indexed_per_s"] / results["raw_s3_put"]["objects_per_s"]
             print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
     print(json.dumps(results, indent=2))
@@ -284,34 +196,6 @@ def _raw_cpu(s3: SeaweedServer) -> dict[str, float]:
     """CPU seconds of SeaweedFS and of this process (the minio client threads) so far."""
     times = os.times()
     return {"s3": cpu_seconds(s3.pid or 0), "client": times.user + times.system}
-
-
-def _delete_queues(bus_url: str, prefix: str) -> None:
-    """Quorum queues are not free: leave none behind on the shared broker."""
-    from hub.bus import open_connection
-    from hub.bus.kombu_bus import queues
-    from hub.topology import Topology
-
-    with open_connection(bus_url) as conn:
-        for topology in (Topology(prefix=prefix), Topology(prefix=prefix, queue="outbound")):
-            for queue in queues(topology, amqp=True):
-                conn.channel().queue_delete(queue.name)
-
-
-def _drop_pg_database(admin_url: str, url: str) -> None:
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
-    engine.dispose()
-
-
-def _fresh_pg_database(admin_url: str) -> str:
-    name = f"meshub_bench_{uuid.uuid4().hex[:8]}"
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return admin_url.rsplit("/", 1)[0] + f"/{name}"
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from benchmarks.e2e import patients
+from benchmarks.harness import patients
 from config.tables import load_notify_policy
 from connectors.outbound.notify_channels import InAppChannel, SmtpEmailChannel
 from hub.bus import open_connection

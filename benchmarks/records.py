@@ -41,7 +41,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from benchmarks.e2e import _drop_pg_database, _fresh_pg_database, patients
+from benchmarks.harness import drop_pg_database, fresh_pg_database, patients
 from config.tables import load_habilitations
 from hub.actors import Access, Actor, ActorKind
 from hub.audit import AuditAction, NewAuditEntry
@@ -354,11 +354,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="recordsbench-") as tmp:
             result = run(f"sqlite:///{Path(tmp) / 'index.sqlite3'}", args)
     else:
-        url = _fresh_pg_database(args.pg)
+        url = fresh_pg_database(args.pg)
         try:
             result = run(url, args)
         finally:
-            _drop_pg_database(args.pg, url)
+            drop_pg_database(args.pg, url)
     print(json.dumps(result, indent=2) if args.json else report(result))
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.e2e import free_port, wait_http
+from benchmarks.harness import free_port, wait_http
 from meshub import datadir
 
 ROOT = Path(__file__).resolve().parents[1]
