@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection
 from hub.notices import Channel, EventKind, LetterBatch, Notice, NoticeState, Preferences
 from pipelines.notify.ports import Reachable, Settings
 from storage.sql.contacts import ContactAddresses, contacts
-from storage.sql.database import aware, metadata, utc_now, when
+from storage.sql.database import Database, aware, metadata, utc_now, when
 
 notices = sa.Table(
     "notices", metadata,
@@ -89,10 +89,34 @@ letter_batches = sa.Table(
 
 TABLES = [notices, preferences, devices, representatives, letter_batches, contacts]
 
+# The statements of the send path, built once (their values bound at each use)
+_QUEUED = str(NoticeState.QUEUED)
+_NOTICE = notices.select().where(notices.c.notice_id == sa.bindparam("id"))
+_CLAIM = notices.update().where(
+    notices.c.notice_id == sa.bindparam("id"), notices.c.state == _QUEUED, notices.c.due_at <= sa.bindparam("now"),
+    sa.or_(notices.c.lease_until.is_(None), notices.c.lease_until < sa.bindparam("now"))).values(
+    lease_until=sa.bindparam("lease", type_=notices.c.lease_until.type),
+    attempts=notices.c.attempts + 1).returning(*notices.c)
+_DIGEST = notices.select().where(
+    notices.c.ins == sa.bindparam("ins"), notices.c.channel == sa.bindparam("channel"),
+    notices.c.address == sa.bindparam("address"), notices.c.state == _QUEUED,
+    notices.c.due_at <= sa.bindparam("before"), notices.c.notice_id != sa.bindparam("id"),
+    notices.c.kind == sa.bindparam("kind")).order_by(notices.c.seq).limit(100)
+_FINISH = notices.update().where(notices.c.notice_id.in_(sa.bindparam("ids", expanding=True))).values(
+    state=sa.bindparam("new_state", type_=sa.String), lease_until=None,
+    batch_id=sa.bindparam("batch", type_=sa.String), provider_ref=sa.bindparam("ref", type_=sa.String),
+    last_error=sa.bindparam("error", type_=sa.Text), code="")
+_FINISH_SENT = _FINISH.values(sent_at=sa.bindparam("at", type_=notices.c.sent_at.type))
+
 
 class SqlNotifications(ContactAddresses):
     """pipelines.notify.ports.NotificationStore on the index's database (the patients' own contact
     addresses: storage.sql.contacts; what one announcement reads: `reach`, one UNION ALL)."""
+
+    def __init__(self, database: Database) -> None:
+        super().__init__(database)
+        self._add = database.insert(notices).on_conflict_do_nothing(index_elements=["notice_id"]).returning(
+            *notices.c)
 
     def _once(self) -> AbstractContextManager[Connection]:
         """The connection for one write that is atomic on its own (a conditional UPDATE, an idempotent
@@ -104,10 +128,8 @@ class SqlNotifications(ContactAddresses):
     def add(self, batch: Sequence[Notice]) -> list[Notice]:
         if not batch:
             return []
-        rows = [_notice_row(n) for n in batch]
-        insert = self._db.insert(notices).values(rows).on_conflict_do_nothing(index_elements=["notice_id"])
-        with self._once() as conn:
-            found = list(conn.execute(insert.returning(*notices.c)))
+        with self._once() as conn:  # one INSERT of all the rows (insertmanyvalues), compiled once
+            found = list(conn.execute(self._add, [_notice_row(n) for n in batch]))
             there = {r.notice_id for r in found}
             others = [n.notice_id for n in batch if n.notice_id not in there]  # a redelivered event's
             if others:
@@ -116,7 +138,7 @@ class SqlNotifications(ContactAddresses):
 
     def notice(self, notice_id: str) -> Notice | None:
         with self._db.read() as conn:
-            row = conn.execute(notices.select().where(notices.c.notice_id == notice_id)).first()
+            row = conn.execute(_NOTICE, {"id": notice_id}).first()
         return _notice_from_row(row) if row is not None else None
 
     def for_patient(self, ins: str, *, channel: Channel | None = None, after_seq: int | None = None,
@@ -140,13 +162,9 @@ class SqlNotifications(ContactAddresses):
         return _notice_from_row(row) if row is not None else None
 
     def claim(self, notice_id: str, *, now: datetime, lease_s: float) -> Notice | None:
-        free = sa.or_(notices.c.lease_until.is_(None), notices.c.lease_until < now)
-        claim = notices.update().where(
-            notices.c.notice_id == notice_id, notices.c.state == str(NoticeState.QUEUED),
-            notices.c.due_at <= now, free).values(
-            lease_until=now + timedelta(seconds=lease_s), attempts=notices.c.attempts + 1).returning(*notices.c)
         with self._once() as conn:
-            row = conn.execute(claim).first()
+            row = conn.execute(_CLAIM, {"id": notice_id, "now": now,
+                                        "lease": now + timedelta(seconds=lease_s)}).first()
         return _notice_from_row(row) if row is not None else None
 
     def release(self, notice_id: str, *, error: str) -> None:
@@ -155,22 +173,18 @@ class SqlNotifications(ContactAddresses):
                          .values(lease_until=None, last_error=error[:500]))
 
     def digest_group(self, notice: Notice, *, due_before: datetime) -> list[Notice]:
-        query = notices.select().where(
-            notices.c.ins == notice.ins, notices.c.channel == str(notice.channel),
-            notices.c.address == notice.address, notices.c.state == str(NoticeState.QUEUED),
-            notices.c.due_at <= due_before, notices.c.notice_id != notice.notice_id,
-            notices.c.kind == str(notice.kind)).order_by(notices.c.seq).limit(100)
         with self._db.read() as conn:
-            return [_notice_from_row(r) for r in conn.execute(query)]
+            return [_notice_from_row(r) for r in conn.execute(_DIGEST, {
+                "ins": notice.ins, "channel": str(notice.channel), "address": notice.address,
+                "before": due_before, "id": notice.notice_id, "kind": str(notice.kind)})]
 
     def finish(self, notice_ids: Sequence[str], state: NoticeState, *, at: datetime, batch_id: str = "",
                provider_ref: str = "", error: str = "") -> None:
-        values: dict[str, Any] = {"state": str(state), "lease_until": None, "batch_id": batch_id,
-                                  "provider_ref": provider_ref, "last_error": error[:500], "code": ""}
-        if state in (NoticeState.SENT, NoticeState.DELIVERED):
-            values["sent_at"] = at
+        sent = state in (NoticeState.SENT, NoticeState.DELIVERED)
         with self._once() as conn:
-            conn.execute(notices.update().where(notices.c.notice_id.in_(list(notice_ids))).values(values))
+            conn.execute(_FINISH_SENT if sent else _FINISH, {
+                "ids": list(notice_ids), "new_state": str(state), "batch": batch_id, "ref": provider_ref,
+                "error": error[:500], "at": at})
 
     def set_state(self, provider_ref: str, state: NoticeState, *, at: datetime) -> int:
         with self._db.begin() as conn:
@@ -227,7 +241,7 @@ class SqlNotifications(ContactAddresses):
 
     def reach(self, ins: str) -> Reachable:
         with self._db.read() as conn:
-            rows = conn.execute(_reach_query(ins)).all()
+            rows = conn.execute(_REACH, {"ins": ins}).all()
         return _reachable(ins, rows)
 
     def preferences(self, ins: str) -> Preferences:
@@ -264,10 +278,13 @@ class SqlNotifications(ContactAddresses):
                 conn.execute(representatives.insert(), [{"ins": ins, "representative_ins": r} for r in reps])
 
 
-def _reach_query(ins: str) -> sa.CompoundSelect[Any]:
-    """One statement for `reach`: rows (what, ins, a, b, at) of the patient and their representatives:
+def _reach_query() -> sa.CompoundSelect[Any]:
+    """One statement for `reach` (built once, the patient's INS bound as `ins`): rows (what, ins, a, b, at)
+    of the patient and their representatives:
     d = a device (a endpoint, at added), c = the own contact (a e-mail, b phone), p = preferences (a JSON),
     r = a representative (a their INS), l = the last e-mail sent (at)."""
+    ins = sa.bindparam("ins", type_=sa.String)
+
     def person(column: Any) -> Any:
         reps = sa.select(representatives.c.representative_ins).where(representatives.c.ins == ins)
         return sa.or_(column == ins, column.in_(reps))
@@ -286,6 +303,9 @@ def _reach_query(ins: str) -> sa.CompoundSelect[Any]:
         sa.select(what("l"), notices.c.ins, text, text, sa.func.max(notices.c.sent_at)).where(
             person(notices.c.ins), notices.c.channel == str(Channel.EMAIL), notices.c.sent_at.is_not(None))
         .group_by(notices.c.ins))
+
+
+_REACH = _reach_query()
 
 
 def _reachable(ins: str, rows: Sequence[Any]) -> Reachable:
