@@ -1,6 +1,8 @@
 """Notification benchmark: events/second through policy + notice store + durable bus + e-mail channel to a
 local SMTP sink, with p50/p99 from announce to the sink's 250, beside the raw smtplib rate to the same sink
-in the same run (the transport ceiling).  Nothing is asserted.
+in the same run (the transport ceiling: one connection per message, and one reused connection), and the
+deterministic counts per notification: SQL statements and commits (announcing, sending) and SMTP sessions
+at the sink.  Nothing is asserted.
 
 Stack: RabbitMQ and PostgreSQL when reachable (--stack production), else the embedded default's SQLite bus
 and index (--stack embedded).  Each event is a new document for one of --patients active patients with
@@ -20,12 +22,15 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -45,16 +50,24 @@ from pipelines.notify.service import NoticeSender, Notifier, NotifyPorts
 from storage.sql.index import SqlIndex
 from storage.sql.notifications import SqlNotifications
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+SENDER_THREAD = "notify-sender-"
+
 
 class CountingSink:
-    """aiosmtpd handler: accepts everything, notes when each message arrived (by its Message-ID)."""
+    """aiosmtpd handler: accepts everything, notes when each message arrived (by its Message-ID) and on
+    which SMTP session."""
 
     def __init__(self) -> None:
         self.arrived: dict[str, float] = {}
+        self.sessions: dict[int, Session] = {}  # kept, so that no id is reused
         self.done = threading.Event()
         self.expected = 0
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.sessions[id(session)] = session
         content = bytes(envelope.original_content or b"")
         start = content.find(b"Message-ID:")
         key = content[start:content.find(b"\r\n", start)] if start >= 0 else str(len(self.arrived)).encode()
@@ -64,17 +77,53 @@ class CountingSink:
         return "250 2.0.0 Ok"
 
 
-def raw_rate(port: int, count: int) -> float:
-    """smtplib straight to the sink, one connection per message (what the e-mail channel does)."""
+class SqlCounts:
+    """SQL statements and commits on a database's engines, by who made them (announcers or senders, from
+    the thread's name)."""
+
+    def __init__(self, engines: Sequence[Engine]) -> None:
+        self.statements: Counter[str] = Counter()
+        self.commits: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        for engine in {id(e): e for e in engines}.values():
+            sa.event.listen(engine, "before_cursor_execute", self._statement)
+            sa.event.listen(engine, "commit", self._commit)
+
+    @staticmethod
+    def _who() -> str:
+        return "send" if threading.current_thread().name.startswith(SENDER_THREAD) else "announce"
+
+    def _statement(self, *_args: Any) -> None:
+        with self._lock:
+            self.statements[self._who()] += 1
+
+    def _commit(self, *_args: Any) -> None:
+        with self._lock:
+            self.commits[self._who()] += 1
+
+    def per(self, count: int) -> dict[str, float]:
+        return {f"{what}_{who}": round(n / max(count, 1), 2) for what, counter in
+                (("statements", self.statements), ("commits", self.commits)) for who, n in sorted(counter.items())}
+
+
+def raw_rate(port: int, count: int, *, reuse: bool = False) -> float:
+    """smtplib straight to the sink: one connection per message, or (reuse) one for them all, RSET between."""
     message = EmailMessage()
     message["From"], message["To"], message["Subject"] = "bench@mes.test", "p@example.org", "raw"
     message.set_content("x" * 400)
     started = time.perf_counter()
+    client = smtplib.SMTP("127.0.0.1", port, timeout=30) if reuse else None
     for n in range(count):
         del message["Message-ID"]
         message["Message-ID"] = f"<raw-{n}@mes.test>"
-        with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        if client is not None:
+            client.rset()
             client.send_message(message)
+            continue
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as once:
+            once.send_message(message)
+    if client is not None:
+        client.quit()
     return count / (time.perf_counter() - started)
 
 
@@ -100,7 +149,11 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     controller.start()
     try:
         raw = raw_rate(port, min(args.events, 1000))
+        raw_reused = raw_rate(port, min(args.events, 1000), reuse=True)
         sink.arrived.clear()
+        sink.sessions.clear()
+        db = index.database
+        sql = SqlCounts([db.engine, db.relaxed, db.reader])
         sink.expected = args.events
         sink.done.clear()
         email = SmtpEmailChannel("127.0.0.1", port, sender="ne-pas-repondre@mes.test")
@@ -109,7 +162,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         stop = threading.Event()
         handler = Dispatch((on(NoticeDue, sender),), queue=NOTIFY)
         workers = [threading.Thread(target=Worker(lambda: open_connection(bus_url), topology, handler).run,
-                                    args=(stop,), daemon=True) for _ in range(args.workers)]
+                                    args=(stop,), daemon=True, name=f"{SENDER_THREAD}{n}")
+                   for n in range(args.workers)]
         for worker in workers:
             worker.start()
         notifier = Notifier(ports)
@@ -130,6 +184,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         sink.done.wait(timeout=600)
         elapsed = time.perf_counter() - started
         stop.set()
+        email.close()
         latencies = sorted((arrived - announced[_notice_of(key)]) * 1000 for key, arrived in sink.arrived.items()
                            if _notice_of(key) in announced)
     finally:
@@ -143,10 +198,12 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                     channel.queue_delete(queue.name)
                 channel.exchange_delete(topology.exchange)
     return {"stack": args.stack, "events": args.events, "workers": args.workers, "announcers": args.announcers,
-            "raw_smtplib_msg_per_s": round(raw, 1),
+            "raw_smtplib_msg_per_s": round(raw, 1), "raw_smtplib_reused_msg_per_s": round(raw_reused, 1),
             "announce_per_s": round(args.events / announce_s, 1),
             "notifications_per_s": round(len(sink.arrived) / elapsed, 1),
             "delivered": len(sink.arrived),
+            "per_notification": {**sql.per(len(sink.arrived)),
+                                 "smtp_sessions": round(len(sink.sessions) / max(len(sink.arrived), 1), 3)},
             "latency_ms": {"p50": round(statistics.median(latencies), 1),
                            "p99": round(latencies[int(len(latencies) * 0.99) - 1], 1)} if latencies else {}}
 

@@ -19,9 +19,14 @@ Rules:
 3. Error reasons are our own words: codes, host names and exception class names.  Never an address
    (a phone number, a patient's e-mail), the texts sent, the server's reply text or a credential.
 4. Credentials go to a smart host only over STARTTLS.
+5. An SMTP session is reused for the next e-mail (greeting, EHLO, STARTTLS and AUTH once per session): RSET
+   before each reuse; a reused session found lost (RSET fails, or a disconnect or broken pipe under the
+   transfer) is replaced once by a new one for the same e-mail; a session that failed a transfer is
+   closed; an idle one is QUIT after IDLE_S, and all of them by `close()`.
 
 Does not: choose the channel, render the texts (pipelines.notify.core.policy), retry or track states.
-Thread-safe: every SMTP or push send opens its own connection; an httpx.Client (SMS) is shared between threads.
+Thread-safe: an SMTP session is used by one send at a time (a locked pool of idle ones); every push send opens
+its own connection; an httpx.Client (SMS) is shared between threads.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ import re
 import smtplib
 import ssl
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from email import policy
 from email.message import EmailMessage
@@ -44,6 +51,7 @@ from typing import Any
 
 import httpx
 
+from connectors.outbound.smtp_sessions import IDLE_S, POOL_SIZE, IdleSessions, quit_smtp, reset
 from connectors.outbound.url_guard import (
     DeadlinePassed,
     Resolver,
@@ -143,17 +151,16 @@ def _smtp_verdict(code: int, reply: bytes | str) -> ChannelRefused | ChannelUnav
     return ChannelRefused(reason) if 500 <= code < 600 else ChannelUnavailable(reason)
 
 
-def _quit(smtp: smtplib.SMTP) -> None:
-    with contextlib.suppress(OSError):
-        smtp.quit()
-
-
 class SmtpEmailChannel:
     """E-mail through a smart host.  `helo_name` defaults to the sender's domain; `cafile` (PEM) checks
-    the STARTTLS certificate (the system store when None); `username` needs `starttls`."""
+    the STARTTLS certificate (the system store when None); `username` needs `starttls`.
+
+    Sessions are reused (Rule 5): a small pool of open, idle sessions, each used by one send at a time."""
 
     def __init__(self, host: str, port: int, *, sender: str, helo_name: str = "", starttls: bool = False,
-                 cafile: str | None = None, username: str = "", password: str = "", timeout_s: float = 30) -> None:
+                 cafile: str | None = None, username: str = "", password: str = "", timeout_s: float = 30,
+                 idle_s: float = IDLE_S, pool_size: int = POOL_SIZE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if username and not starttls:
             raise ConfigError("notify smtp_username needs smtp_starttls: credentials only go over TLS")
         self._host, self._port = host, port
@@ -163,6 +170,8 @@ class SmtpEmailChannel:
         self._cafile = cafile
         self._username, self._password = username, password
         self._timeout_s = timeout_s
+        self._idle = IdleSessions(idle_s=idle_s, size=pool_size, clock=clock)
+        self.sessions_opened = 0  # how many SMTP sessions this channel opened (the benchmarks count them)
 
     @property
     def _name(self) -> str:
@@ -170,19 +179,32 @@ class SmtpEmailChannel:
 
     def send(self, outgoing: Outgoing) -> SendResult:
         message = build_email(outgoing, sender=self._sender)
+        smtp = self._reused()
+        if smtp is None or not self._transfer(smtp, message, outgoing.address, reused=True):
+            smtp = self._connect()  # none idle, or the idle one was lost: a new session (once)
+            self._transfer(smtp, message, outgoing.address)
+        self._idle.give_back(smtp)
+        return SendResult(provider_ref=str(message["Message-ID"]), delivered=False)
+
+    def close(self) -> None:
+        """QUIT every idle session (at shutdown; sessions in use are closed by their send)."""
+        self._idle.close()
+
+    def _connect(self) -> smtplib.SMTP:
+        """A new session: greeting, EHLO, STARTTLS, AUTH (ChannelUnavailable when any of them fails)."""
         try:
             smtp = smtplib.SMTP(self._host, self._port, local_hostname=self._helo_name, timeout=self._timeout_s)
         except smtplib.SMTPConnectError as exc:
             raise ChannelUnavailable(f"smtp {self._name} greeting {exc.smtp_code}") from None
         except OSError as exc:  # refused, unreachable, timed out, closed before the greeting
             raise ChannelUnavailable(f"smtp {self._name} unreachable: {type(exc).__name__}") from None
+        self.sessions_opened += 1
         try:
             self._open(smtp)
-            self._transfer(smtp, message, outgoing.address)
-            _quit(smtp)
-        finally:
+        except BaseException:
             smtp.close()
-        return SendResult(provider_ref=str(message["Message-ID"]), delivered=False)
+            raise
+        return smtp
 
     def _open(self, smtp: smtplib.SMTP) -> None:
         """EHLO, STARTTLS, AUTH: a failure here is the smart host's, not this notice's."""
@@ -199,22 +221,42 @@ class SmtpEmailChannel:
         except OSError as exc:  # TLS failure, STARTTLS not offered, lost connection, timeout
             raise ChannelUnavailable(f"smtp {self._name} session failed: {type(exc).__name__}") from None
 
-    def _transfer(self, smtp: smtplib.SMTP, message: EmailMessage, address: str) -> None:
-        """MAIL, RCPT, DATA: their 5xx refuse this notice for good."""
+    def _reused(self) -> smtplib.SMTP | None:
+        """An idle session that answers RSET (the smart host may have closed it: restart, idle timeout)."""
+        smtp = self._idle.take()
+        return smtp if smtp is not None and reset(smtp) else None
+
+    def _transfer(self, smtp: smtplib.SMTP, message: EmailMessage, address: str, *, reused: bool = False) -> bool:
+        """MAIL, RCPT, DATA: their 5xx refuse this notice for good.  On a `reused` session, False when the
+        session was lost under it (closed here: the caller tries once more on a new session)."""
         try:
             smtp.send_message(message, from_addr=self._sender, to_addrs=[address])
-        except smtplib.SMTPRecipientsRefused as exc:
+        except (smtplib.SMTPServerDisconnected, ConnectionError) as exc:
+            if not reused:
+                raise self._verdict(smtp, exc) from None
+            smtp.close()
+            return False
+        except Exception as exc:  # mapped (or re-raised) by _verdict
+            raise self._verdict(smtp, exc) from None
+        return True
+
+    def _verdict(self, smtp: smtplib.SMTP, exc: Exception) -> Exception:
+        """Close the session after a failed transfer (QUIT when the server is still talking) and say what
+        `exc` means: 5xx -> ChannelRefused, 4xx and lost sessions -> ChannelUnavailable."""
+        if isinstance(exc, smtplib.SMTPRecipientsRefused | smtplib.SMTPResponseException
+                      | smtplib.SMTPNotSupportedError):
+            quit_smtp(smtp)  # the server is talking: say goodbye
+        smtp.close()
+        if isinstance(exc, smtplib.SMTPRecipientsRefused):
             code, reply = next(iter(exc.recipients.values()), (451, b""))
-            _quit(smtp)  # the server is talking: say goodbye
-            raise _smtp_verdict(code, reply) from None
-        except smtplib.SMTPResponseException as exc:  # SMTPSenderRefused, SMTPDataError
-            _quit(smtp)
-            raise _smtp_verdict(exc.smtp_code, exc.smtp_error) from None
-        except smtplib.SMTPNotSupportedError:  # an internationalised address, no SMTPUTF8 there
-            _quit(smtp)
-            raise ChannelRefused("smtp address needs SMTPUTF8") from None
-        except (OSError, UnicodeError) as exc:  # lost connection, timeout
-            raise ChannelUnavailable(f"smtp {self._name} transfer failed: {type(exc).__name__}") from None
+            return _smtp_verdict(code, reply)
+        if isinstance(exc, smtplib.SMTPResponseException):  # SMTPSenderRefused, SMTPDataError
+            return _smtp_verdict(exc.smtp_code, exc.smtp_error)
+        if isinstance(exc, smtplib.SMTPNotSupportedError):  # an internationalised address, no SMTPUTF8 there
+            return ChannelRefused("smtp address needs SMTPUTF8")
+        if isinstance(exc, OSError | UnicodeError):  # lost connection, timeout
+            return ChannelUnavailable(f"smtp {self._name} transfer failed: {type(exc).__name__}")
+        return exc
 
 
 class OutboxEmailChannel:

@@ -1,9 +1,11 @@
-"""Ports of the notifications feature: channels, the letter printer, the notification store and the contact service."""
+"""Ports of the notifications feature: channels, the letter printer, the notification store (and what it
+reads for one announcement: Settings, Reachable) and the contact service."""
 
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -21,6 +23,28 @@ class LetterPrinter(Protocol):
     """Renders a postal batch as one print-ready PDF (connectors.outbound.letters)."""
 
     def render(self, letters: Sequence[Letter]) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What the notice store keeps of one person for an announcement: the e-mail and phone they gave
+    themself ("": none, the registry's apply), their choices, their push devices (in the order added) and
+    when an e-mail was last sent to them."""
+
+    ins: str
+    email: str = ""
+    phone: str = ""
+    preferences: Preferences = field(default_factory=Preferences)
+    devices: tuple[str, ...] = ()
+    last_email_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reachable:
+    """A patient's settings and their legal representatives' (sorted by INS), read together."""
+
+    own: Settings
+    representatives: tuple[Settings, ...] = ()
 
 
 class NotificationStore(Protocol):
@@ -43,7 +67,8 @@ class NotificationStore(Protocol):
 
     def claim(self, notice_id: str, *, now: datetime, lease_s: float) -> Notice | None:
         """Take a queued, due notice for sending (None when it is final, not due, or leased by another
-        worker whose lease has not expired); counts an attempt."""
+        worker whose lease has not expired); counts an attempt.  One conditional write: the notice
+        claimed comes back from it (no read before, none after)."""
         ...
 
     def release(self, notice_id: str, *, error: str) -> None:
@@ -77,6 +102,11 @@ class NotificationStore(Protocol):
     def batches(self, *, limit: int = 100) -> list[LetterBatch]: ...
 
     def batch(self, batch_id: str) -> LetterBatch | None: ...
+
+    def reach(self, ins: str) -> Reachable:
+        """Everything an announcement to `ins` reads from this store, in one read: the patient's settings
+        and each of their legal representatives' (Settings: contact, preferences, devices, last e-mail)."""
+        ...
 
     def preferences(self, ins: str) -> Preferences: ...
 

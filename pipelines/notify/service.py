@@ -4,7 +4,8 @@ Owns: the three moving parts around the pure policy (pipelines.notify.core.polic
 * Notifier.announce(event): who is told, on which channels; stores the notices (once per event,
   channel and addressee), then puts a wake-up for each on the notify queue.  Called by the
   pipelines that index a document or file a message, before their own bus message is acked.
-* NoticeSender (a hub.ports.Handler on the notify queue): claims a due notice, merges the digest,
+* NoticeSender (a hub.ports.Handler on the notify queue): claims a due notice (one conditional write; the
+  notice is read only when the claim fails, to know why), merges the digest,
   sends it, records the outcome.  A channel that is down: the notice stays queued and its wake-up is
   re-published with backoff (hub.retry) for up to `give_up_after`, then it fails; a permanent
   refusal falls back to the next channel (e-mail -> postal).
@@ -29,7 +30,7 @@ from hub.ports import BlobStore, Index, Publisher
 from hub.records import DocumentRecord, PatientRecord, PatientStatus
 from hub.retry import RetryPolicy
 from pipelines.notify.core.policy import NotifyPolicy, Reach, addressee_of, audience, fallback, plan, render
-from pipelines.notify.ports import LetterPrinter, NotificationChannel, NotificationStore
+from pipelines.notify.ports import LetterPrinter, NotificationChannel, NotificationStore, Reachable, Settings
 
 log = logging.getLogger(__name__)
 #: a channel down: retry every 30 s at first, then at most hourly, for two days, then fail (and fall back)
@@ -65,11 +66,14 @@ class Notifier:
         self._p = ports
 
     def announce(self, event: Event) -> list[Notice]:
-        """Idempotent: the same event again finds its notices and wakes those still queued."""
+        """Idempotent: the same event again finds its notices and wakes those still queued.  Reads the
+        registry once per person and the notice store once (`reach`), then stores the notices at once."""
         p, now = self._p, self._p.clock()
-        patient = own_contact(p.notices, p.index.patient(event.ins))
-        reps = [r for r in (own_contact(p.notices, p.index.patient(i)) for i in p.notices.representatives(event.ins))
-                if r is not None]
+        found = p.index.patient(event.ins)
+        known = p.notices.reach(event.ins) if found is not None else Reachable(Settings(event.ins))
+        settings = {s.ins: s for s in (*known.representatives, known.own)}
+        patient = own_contact(found, known.own)
+        reps = [r for r in (own_contact(p.index.patient(s.ins), s) for s in known.representatives) if r is not None]
         who = audience(event, patient, reps)
         if not who.addressees:
             log.info("event=%s kind=%s: nobody to tell (%s)", _ref(event.event_id), event.kind, who.reason)
@@ -77,7 +81,7 @@ class Notifier:
         planned: list[Notice] = []
         for addressee in who.addressees:
             profile = patient if addressee.ins == event.ins else next(r for r in reps if r.ins == addressee.ins)
-            planned += plan(event, self._reach(addressee.ins, profile, addressee), p.policy, now=now)
+            planned += plan(event, _reach(profile, addressee, settings[addressee.ins]), p.policy, now=now)
         stored = p.notices.add([_delivered_if_inapp(n, now) for n in planned])
         woken = [n for n in stored if n.state is NoticeState.QUEUED and n.channel is not Channel.POSTAL]
         for notice in woken:
@@ -97,22 +101,21 @@ class Notifier:
         self.announce(Event(event_id=f"message:{message_id}", kind=EventKind.NEW_MESSAGE, ins=ins,
                             occurred_at=self._p.clock(), subject_id=message_id))
 
-    def _reach(self, ins: str, profile: PatientRecord | None, addressee: Addressee) -> Reach:
-        assert profile is not None
-        notices = self._p.notices
-        return Reach(addressee=addressee, status=profile.status, preferences=notices.preferences(ins),
-                     devices=tuple(notices.devices(ins)), last_email_at=notices.last_sent(ins, Channel.EMAIL))
+
+def _reach(profile: PatientRecord | None, addressee: Addressee, settings: Settings) -> Reach:
+    assert profile is not None
+    return Reach(addressee=addressee, status=profile.status, preferences=settings.preferences,
+                 devices=settings.devices, last_email_at=settings.last_email_at)
 
 
-def own_contact(notices: NotificationStore, patient: PatientRecord | None) -> PatientRecord | None:
+def own_contact(patient: PatientRecord | None, settings: Settings) -> PatientRecord | None:
     """The registry's profile with the e-mail and phone the patient gave themself, where they gave one
     (the insurer's otherwise)."""
     if patient is None:
         return None
-    mine = notices.contact(patient.ins)
-    if mine is None:
+    if not (settings.email or settings.phone):
         return patient
-    return replace(patient, email=mine.email or patient.email, phone=mine.phone or patient.phone)
+    return replace(patient, email=settings.email or patient.email, phone=settings.phone or patient.phone)
 
 
 def _delivered_if_inapp(notice: Notice, now: datetime) -> Notice:
@@ -139,17 +142,17 @@ class NoticeSender:
 
     def __call__(self, due: NoticeDue) -> None:
         p, now = self._p, self._p.clock()
-        notice = p.notices.notice(due.notice_id)
+        claimed = p.notices.claim(due.notice_id, now=now, lease_s=LEASE_S)  # the common case: one write
+        if claimed is not None:
+            self._send(claimed, due, now)
+            return
+        notice = p.notices.notice(due.notice_id)  # why not: final, not due, or leased
         if notice is None or notice.state is not NoticeState.QUEUED:
             return  # already sent (a digest took it, or a redelivered wake-up)
         if notice.due_at > now:
             p.queue.publish(due, delay_s=_delay(notice.due_at, now))  # quiet hours, digest window
             return
-        claimed = p.notices.claim(notice.notice_id, now=now, lease_s=LEASE_S)
-        if claimed is None:  # another worker holds it: look again once its lease is over
-            p.queue.publish(due, delay_s=LEASE_S)
-            return
-        self._send(claimed, due, now)
+        p.queue.publish(due, delay_s=LEASE_S)  # another worker holds it: look again once its lease is over
 
     def _send(self, notice: Notice, due: NoticeDue, now: datetime) -> None:
         p = self._p
@@ -200,12 +203,14 @@ class NoticeSender:
 
     def _fallback_for(self, notice: Notice, now: datetime) -> Notice | None:
         p = self._p
-        profile = own_contact(p.notices, p.index.patient(notice.ins))
-        if profile is None:
+        found = p.index.patient(notice.ins)
+        if found is None:
             return None
+        own = p.notices.reach(notice.ins).own
+        profile = own_contact(found, own)
+        assert profile is not None
         addressee = addressee_of(profile, representative_of=notice.about_ins if notice.about_ins != notice.ins else "")
-        reach = Reach(addressee=addressee, status=profile.status, preferences=p.notices.preferences(profile.ins),
-                      devices=tuple(p.notices.devices(profile.ins)))
+        reach = Reach(addressee=addressee, status=profile.status, preferences=own.preferences, devices=own.devices)
         return fallback(notice, reach, p.policy, now=now)
 
 

@@ -26,7 +26,6 @@ class MemoryNotifications(NotifySettings):
 
     def __init__(self, index: MemoryIndex) -> None:
         super().__init__(index.state)
-        self.notice_rows: dict[str, Notice] = {}  # in seq order
         self.lease_rows: dict[str, datetime] = {}
         self.batch_rows: dict[str, LetterBatch] = {}
 

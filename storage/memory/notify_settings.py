@@ -1,7 +1,8 @@
 """The per-patient half of the in-memory NotificationStore: preferences, push devices, legal
 representatives and the patient's own contact addresses (with a pending change and its code).
 
-Owns: NotifySettings, which storage.memory.notifications.MemoryNotifications extends, with
+Owns: NotifySettings (and `reach`, everything an announcement reads of a patient and their
+representatives), which storage.memory.notifications.MemoryNotifications extends, with
 storage.sql.notifications' rules: devices are kept once each in the order added, representatives are
 replaced as a whole and listed sorted, a pending contact change is applied only by its code's digest
 (once), and wrong codes are counted by compare-and-set.  Does not: check addresses or codes
@@ -15,7 +16,8 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from hub.notices import Contact, Preferences
+from hub.notices import Channel, Contact, Notice, Preferences
+from pipelines.notify.ports import Reachable, Settings
 from storage.memory.base import MemoryState
 
 _NO_PENDING: dict[str, Any] = {"pending_email": "", "pending_phone": "", "pending_sha256": "",
@@ -31,6 +33,21 @@ class NotifySettings:
         self.device_rows: dict[str, list[str]] = {}
         self.representative_rows: dict[str, list[str]] = {}
         self.contact_rows: dict[str, Contact] = {}
+        self.notice_rows: dict[str, Notice] = {}  # MemoryNotifications' (`reach` reads them)
+
+    def reach(self, ins: str) -> Reachable:
+        with self.state.lock:
+            self.state.check()
+            reps = sorted(self.representative_rows.get(ins, []))
+            return Reachable(own=self._settings(ins), representatives=tuple(self._settings(r) for r in reps))
+
+    def _settings(self, ins: str) -> Settings:
+        mine = self.contact_rows.get(ins)
+        sent = [n.sent_at for n in self.notice_rows.values()
+                if n.ins == ins and n.channel is Channel.EMAIL and n.sent_at is not None]
+        return Settings(ins=ins, email=mine.email if mine else "", phone=mine.phone if mine else "",
+                        preferences=self.preference_rows.get(ins, Preferences()),
+                        devices=tuple(self.device_rows.get(ins, [])), last_email_at=max(sent, default=None))
 
     def preferences(self, ins: str) -> Preferences:
         with self.state.lock:

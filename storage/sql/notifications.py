@@ -3,8 +3,9 @@
 Owns: the tables and transactions behind pipelines.notify.ports.NotificationStore.
 Rule 1: a notice is inserted once per (event, channel, addressee, address): the notice id is derived
 from them (pipelines.notify.core.policy.notice_id), and the insert is ON CONFLICT DO NOTHING.
-Rule 2: a notice is sent by whoever holds its lease: `claim` is one conditional UPDATE, so two workers
-woken for the same notice never both send it.
+Rule 2: a notice is sent by whoever holds its lease: `claim` is one conditional UPDATE ... RETURNING, so two
+workers woken for the same notice never both send it.  A write that is one statement (claim, release,
+finish, add) runs in autocommit: atomic on its own, without a BEGIN/COMMIT round trip.
 Rule 3: a code (activation, confirmation) lives in a notice row only while the notice waits: the same
 UPDATE that marks it printed (record_batch) or finished (finish: sent, delivered, bounced or failed; a
 fallback took its own copy first) blanks `code`, so no code is kept in clear once it is out.
@@ -15,14 +16,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from hub.notices import Channel, EventKind, LetterBatch, Notice, NoticeState, Preferences
+from pipelines.notify.ports import Reachable, Settings
 from storage.sql.contacts import ContactAddresses, contacts
-from storage.sql.database import aware, metadata, utc_now, when
+from storage.sql.database import Database, aware, metadata, utc_now, when
 
 notices = sa.Table(
     "notices", metadata,
@@ -85,26 +89,56 @@ letter_batches = sa.Table(
 
 TABLES = [notices, preferences, devices, representatives, letter_batches, contacts]
 
+# The statements of the send path, built once (their values bound at each use)
+_QUEUED = str(NoticeState.QUEUED)
+_NOTICE = notices.select().where(notices.c.notice_id == sa.bindparam("id"))
+_CLAIM = notices.update().where(
+    notices.c.notice_id == sa.bindparam("id"), notices.c.state == _QUEUED, notices.c.due_at <= sa.bindparam("now"),
+    sa.or_(notices.c.lease_until.is_(None), notices.c.lease_until < sa.bindparam("now"))).values(
+    lease_until=sa.bindparam("lease", type_=notices.c.lease_until.type),
+    attempts=notices.c.attempts + 1).returning(*notices.c)
+_DIGEST = notices.select().where(
+    notices.c.ins == sa.bindparam("ins"), notices.c.channel == sa.bindparam("channel"),
+    notices.c.address == sa.bindparam("address"), notices.c.state == _QUEUED,
+    notices.c.due_at <= sa.bindparam("before"), notices.c.notice_id != sa.bindparam("id"),
+    notices.c.kind == sa.bindparam("kind")).order_by(notices.c.seq).limit(100)
+_FINISH = notices.update().where(notices.c.notice_id.in_(sa.bindparam("ids", expanding=True))).values(
+    state=sa.bindparam("new_state", type_=sa.String), lease_until=None,
+    batch_id=sa.bindparam("batch", type_=sa.String), provider_ref=sa.bindparam("ref", type_=sa.String),
+    last_error=sa.bindparam("error", type_=sa.Text), code="")
+_FINISH_SENT = _FINISH.values(sent_at=sa.bindparam("at", type_=notices.c.sent_at.type))
+
 
 class SqlNotifications(ContactAddresses):
     """pipelines.notify.ports.NotificationStore on the index's database (the patients' own contact
-    addresses: storage.sql.contacts)."""
+    addresses: storage.sql.contacts; what one announcement reads: `reach`, one UNION ALL)."""
+
+    def __init__(self, database: Database) -> None:
+        super().__init__(database)
+        self._add = database.insert(notices).on_conflict_do_nothing(index_elements=["notice_id"]).returning(
+            *notices.c)
+
+    def _once(self) -> AbstractContextManager[Connection]:
+        """The connection for one write that is atomic on its own (a conditional UPDATE, an idempotent
+        INSERT): autocommit, no BEGIN/COMMIT around it; inside a unit of work, the unit's (Database.read)."""
+        return self._db.read()
 
     # -- notices ----------------------------------------------------------------------------------
 
     def add(self, batch: Sequence[Notice]) -> list[Notice]:
         if not batch:
             return []
-        rows = [_notice_row(n) for n in batch]
-        with self._db.begin() as conn:
-            conn.execute(self._db.insert(notices).values(rows).on_conflict_do_nothing(index_elements=["notice_id"]))
-            found = conn.execute(notices.select().where(notices.c.notice_id.in_([n.notice_id for n in batch]))
-                                 .order_by(notices.c.seq)).all()
-        return [_notice_from_row(r) for r in found]
+        with self._once() as conn:  # one INSERT of all the rows (insertmanyvalues), compiled once
+            found = list(conn.execute(self._add, [_notice_row(n) for n in batch]))
+            there = {r.notice_id for r in found}
+            others = [n.notice_id for n in batch if n.notice_id not in there]  # a redelivered event's
+            if others:
+                found += conn.execute(notices.select().where(notices.c.notice_id.in_(others))).all()
+        return [_notice_from_row(r) for r in sorted(found, key=lambda r: r.seq)]
 
     def notice(self, notice_id: str) -> Notice | None:
         with self._db.read() as conn:
-            row = conn.execute(notices.select().where(notices.c.notice_id == notice_id)).first()
+            row = conn.execute(_NOTICE, {"id": notice_id}).first()
         return _notice_from_row(row) if row is not None else None
 
     def for_patient(self, ins: str, *, channel: Channel | None = None, after_seq: int | None = None,
@@ -128,39 +162,29 @@ class SqlNotifications(ContactAddresses):
         return _notice_from_row(row) if row is not None else None
 
     def claim(self, notice_id: str, *, now: datetime, lease_s: float) -> Notice | None:
-        free = sa.or_(notices.c.lease_until.is_(None), notices.c.lease_until < now)
-        with self._db.begin() as conn:
-            claimed = conn.execute(notices.update().where(
-                notices.c.notice_id == notice_id, notices.c.state == str(NoticeState.QUEUED),
-                notices.c.due_at <= now, free).values(
-                lease_until=now + timedelta(seconds=lease_s), attempts=notices.c.attempts + 1)).rowcount
-            if not claimed:
-                return None
-            row = conn.execute(notices.select().where(notices.c.notice_id == notice_id)).first()
+        with self._once() as conn:
+            row = conn.execute(_CLAIM, {"id": notice_id, "now": now,
+                                        "lease": now + timedelta(seconds=lease_s)}).first()
         return _notice_from_row(row) if row is not None else None
 
     def release(self, notice_id: str, *, error: str) -> None:
-        with self._db.begin() as conn:
+        with self._once() as conn:
             conn.execute(notices.update().where(notices.c.notice_id == notice_id)
                          .values(lease_until=None, last_error=error[:500]))
 
     def digest_group(self, notice: Notice, *, due_before: datetime) -> list[Notice]:
-        query = notices.select().where(
-            notices.c.ins == notice.ins, notices.c.channel == str(notice.channel),
-            notices.c.address == notice.address, notices.c.state == str(NoticeState.QUEUED),
-            notices.c.due_at <= due_before, notices.c.notice_id != notice.notice_id,
-            notices.c.kind == str(notice.kind)).order_by(notices.c.seq).limit(100)
         with self._db.read() as conn:
-            return [_notice_from_row(r) for r in conn.execute(query)]
+            return [_notice_from_row(r) for r in conn.execute(_DIGEST, {
+                "ins": notice.ins, "channel": str(notice.channel), "address": notice.address,
+                "before": due_before, "id": notice.notice_id, "kind": str(notice.kind)})]
 
     def finish(self, notice_ids: Sequence[str], state: NoticeState, *, at: datetime, batch_id: str = "",
                provider_ref: str = "", error: str = "") -> None:
-        values: dict[str, Any] = {"state": str(state), "lease_until": None, "batch_id": batch_id,
-                                  "provider_ref": provider_ref, "last_error": error[:500], "code": ""}
-        if state in (NoticeState.SENT, NoticeState.DELIVERED):
-            values["sent_at"] = at
-        with self._db.begin() as conn:
-            conn.execute(notices.update().where(notices.c.notice_id.in_(list(notice_ids))).values(values))
+        sent = state in (NoticeState.SENT, NoticeState.DELIVERED)
+        with self._once() as conn:
+            conn.execute(_FINISH_SENT if sent else _FINISH, {
+                "ids": list(notice_ids), "new_state": str(state), "batch": batch_id, "ref": provider_ref,
+                "error": error[:500], "at": at})
 
     def set_state(self, provider_ref: str, state: NoticeState, *, at: datetime) -> int:
         with self._db.begin() as conn:
@@ -215,6 +239,11 @@ class SqlNotifications(ContactAddresses):
 
     # -- per-patient settings ---------------------------------------------------------------------
 
+    def reach(self, ins: str) -> Reachable:
+        with self._db.read() as conn:
+            rows = conn.execute(_REACH, {"ins": ins}).all()
+        return _reachable(ins, rows)
+
     def preferences(self, ins: str) -> Preferences:
         with self._db.read() as conn:
             raw = conn.execute(sa.select(preferences.c.choices).where(preferences.c.ins == ins)).scalar()
@@ -247,6 +276,58 @@ class SqlNotifications(ContactAddresses):
             conn.execute(representatives.delete().where(representatives.c.ins == ins))
             if reps:
                 conn.execute(representatives.insert(), [{"ins": ins, "representative_ins": r} for r in reps])
+
+
+def _reach_query() -> sa.CompoundSelect[Any]:
+    """One statement for `reach` (built once, the patient's INS bound as `ins`): rows (what, ins, a, b, at)
+    of the patient and their representatives:
+    d = a device (a endpoint, at added), c = the own contact (a e-mail, b phone), p = preferences (a JSON),
+    r = a representative (a their INS), l = the last e-mail sent (at)."""
+    ins = sa.bindparam("ins", type_=sa.String)
+
+    def person(column: Any) -> Any:
+        reps = sa.select(representatives.c.representative_ins).where(representatives.c.ins == ins)
+        return sa.or_(column == ins, column.in_(reps))
+
+    def what(tag: str) -> Any:
+        return sa.literal_column(f"'{tag}'", sa.String).label("what")
+
+    text, at = sa.cast(sa.null(), sa.Text), sa.cast(sa.null(), sa.DateTime(timezone=True))
+    return sa.union_all(  # the first select gives every column its type (`at` a timestamp)
+        sa.select(what("d"), devices.c.ins, devices.c.endpoint.label("a"), text.label("b"),
+                  devices.c.added_at.label("at")).where(person(devices.c.ins)),
+        sa.select(what("c"), contacts.c.ins, contacts.c.email, contacts.c.phone, at).where(person(contacts.c.ins)),
+        sa.select(what("p"), preferences.c.ins, preferences.c.choices, text, at).where(person(preferences.c.ins)),
+        sa.select(what("r"), representatives.c.ins, representatives.c.representative_ins, text, at).where(
+            representatives.c.ins == ins),
+        sa.select(what("l"), notices.c.ins, text, text, sa.func.max(notices.c.sent_at)).where(
+            person(notices.c.ins), notices.c.channel == str(Channel.EMAIL), notices.c.sent_at.is_not(None))
+        .group_by(notices.c.ins))
+
+
+_REACH = _reach_query()
+
+
+def _reachable(ins: str, rows: Sequence[Any]) -> Reachable:
+    """The rows of `_reach_query` as the patient's settings and their representatives' (sorted by INS)."""
+    found: dict[str, dict[str, Any]] = {}
+    added: dict[str, list[tuple[datetime, str]]] = {}
+    for row in rows:
+        one = found.setdefault(row.ins, {})
+        if row.what == "d":
+            added.setdefault(row.ins, []).append((when(row.at), row.a))
+        elif row.what == "c":
+            one.update(email=row.a, phone=row.b)
+        elif row.what == "p":
+            one["preferences"] = Preferences(**json.loads(row.a))
+        elif row.what == "l":
+            one["last_email_at"] = aware(row.at)
+    reps = sorted(row.a for row in rows if row.what == "r")
+
+    def settings(person: str) -> Settings:
+        devices_added = tuple(endpoint for _, endpoint in sorted(added.get(person, []), key=lambda d: d[0]))
+        return Settings(ins=person, devices=devices_added, **found.get(person, {}))
+    return Reachable(own=settings(ins), representatives=tuple(settings(r) for r in reps))
 
 
 def _batch_from_row(r: Any) -> LetterBatch:

@@ -11,7 +11,7 @@ import pytest
 
 from hub.notices import Channel, EventKind, LetterBatch, Notice, NoticeState, Preferences
 from pipelines.notify.core.policy import notice_id
-from pipelines.notify.ports import NotificationStore
+from pipelines.notify.ports import NotificationStore, Reachable, Settings
 from storage.memory.index import MemoryIndex
 from storage.memory.notifications import MemoryNotifications
 from storage.sql.index import SqlIndex
@@ -107,3 +107,44 @@ def test_preferences_devices_and_representatives(store: NotificationStore) -> No
     store.set_representatives(TEST_INS, ["111111111111111", "222222222222222"])
     store.set_representatives(TEST_INS, ["222222222222222"])
     assert store.representatives(TEST_INS) == ["222222222222222"]
+
+
+def test_reach_reads_a_patient_and_their_representatives_at_once(store: NotificationStore) -> None:
+    rep_a, rep_b = "111111111111111", "222222222222222"
+    # Given nothing stored, Then the defaults, and no representative
+    assert store.reach(TEST_INS) == Reachable(own=Settings(ins=TEST_INS))
+    # Given settings for the patient and for one of two representatives
+    store.set_preferences(TEST_INS, replace(Preferences(), push=False, quiet_hours=""))
+    store.add_device(TEST_INS, "https://push.example/1")
+    store.add_device(TEST_INS, "https://push.example/2")
+    store.set_contact(TEST_INS, email="moi@example.org", phone="")
+    store.set_representatives(TEST_INS, [rep_b, rep_a])
+    store.set_contact(rep_b, email="", phone="+33600000000")
+    [sent, _queued] = store.add([notice("document:r1"), notice("document:r2")])
+    store.finish([sent.notice_id], NoticeState.SENT, at=NOW, provider_ref="<x@y>")
+    later = store.add([replace(notice("document:r3", Channel.SMS, address="+33600000000"), ins=rep_b)])
+    store.finish([later[0].notice_id], NoticeState.SENT, at=NOW + timedelta(hours=1))  # not an e-mail
+    # When reached, Then as the single reads say, representatives sorted
+    reached = store.reach(TEST_INS)
+    assert reached.own == Settings(ins=TEST_INS, email="moi@example.org", phone="",
+                                   preferences=store.preferences(TEST_INS),
+                                   devices=("https://push.example/1", "https://push.example/2"), last_email_at=NOW)
+    assert reached.own.devices == tuple(store.devices(TEST_INS))
+    assert reached.own.last_email_at == store.last_sent(TEST_INS, Channel.EMAIL)
+    assert reached.representatives == (Settings(ins=rep_a), Settings(ins=rep_b, phone="+33600000000"))
+    assert store.reach(rep_b) == Reachable(own=Settings(ins=rep_b, phone="+33600000000"))
+
+
+def test_claim_hands_back_the_claimed_row(store: NotificationStore) -> None:
+    [stored] = store.add([notice("document:c1")])
+    claimed = store.claim(stored.notice_id, now=NOW, lease_s=60)
+    assert claimed is not None and claimed.attempts == 1 and claimed.state is NoticeState.QUEUED
+    assert replace(claimed, attempts=0) == stored
+    assert store.claim("n-unknown", now=NOW, lease_s=60) is None
+
+
+def test_add_returns_new_and_existing_rows_in_store_order(store: NotificationStore) -> None:
+    [first] = store.add([notice("document:o1")])
+    both = store.add([notice("document:o2"), notice("document:o1")])
+    assert [n.event_id for n in both] == ["document:o1", "document:o2"] and both[0] == first
+    assert both[0].seq < both[1].seq
